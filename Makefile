@@ -1,0 +1,20 @@
+# sse-relay — the commands a developer (and CI) runs.
+.PHONY: run test lint build
+
+# Builds and starts the system locally: Redis (installed if missing) and the relay.
+run:
+	scripts/ensure-deps.sh redis
+	cargo build --release --locked
+	scripts/run-local.sh
+
+# Every test: unit tests and black-box tests against real redis-server processes.
+test:
+	scripts/ensure-deps.sh redis
+	cargo test --locked
+
+lint:
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+build:
+	cargo build --release --locked

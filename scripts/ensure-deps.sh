@@ -1,0 +1,41 @@
+#!/bin/sh
+# Installs the system programs the project needs when they are missing.
+# Usage: scripts/ensure-deps.sh redis   (more components are added as the project grows)
+set -eu
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+apt_install() {
+    if ! have apt-get; then
+        echo "error: $* missing and apt-get is not available; install them with your package manager" >&2
+        exit 1
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        if have sudo; then SUDO=sudo; else
+            echo "error: $* missing; run as root or install them: apt-get install -y $*" >&2
+            exit 1
+        fi
+    else
+        SUDO=
+    fi
+    echo "installing $* with apt-get" >&2
+    # Only refresh the package lists when they are missing or older than a day.
+    if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -1)" ]; then
+        $SUDO apt-get update -qq
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+for component in "$@"; do
+    case "$component" in
+        redis)
+            if ! have redis-server || ! have redis-cli; then
+                apt_install redis-server redis-tools
+            fi
+            ;;
+        *)
+            echo "error: unknown component $component" >&2
+            exit 2
+            ;;
+    esac
+done

@@ -1,0 +1,142 @@
+//! Layered configuration shared by both services: compiled-in defaults → optional TOML file →
+//! environment variables (`<PREFIX>__SECTION__KEY`), then typed validation.
+//!
+//! Every failure becomes one [`ConfigError`] naming the offending key, so a binary can print a
+//! single clear line and exit with status 2.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+/// A configuration that could not be loaded or is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// Dotted key, as written in TOML (`limits.max_connections`).
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Settings types implement this to check what serde cannot (ranges, URLs, globs).
+pub trait Validate {
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+/// Loads `T` from its serde defaults, then `file` (TOML) if given, then environment variables
+/// that start with `<env_prefix>__`; keys listed in `list_keys` accept comma-separated lists.
+pub fn load<T>(env_prefix: &str, file: Option<&Path>, list_keys: &[&str]) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Validate,
+{
+    let mut builder = config::Config::builder();
+    if let Some(file) = file {
+        if !file.is_file() {
+            return Err(ConfigError::new(
+                "--config",
+                format!("file {} does not exist or is not a file", file.display()),
+            ));
+        }
+        builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+    }
+    let mut env = config::Environment::with_prefix(env_prefix)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true);
+    if !list_keys.is_empty() {
+        env = env.list_separator(",");
+        for key in list_keys {
+            env = env.with_list_parse_key(key);
+        }
+    }
+    let settings: T = builder
+        .add_source(env)
+        .build()
+        .and_then(config::Config::try_deserialize)
+        .map_err(from_config_error)?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// Turns the config crate's errors into "key: message", whatever shape they come in.
+fn from_config_error(error: config::ConfigError) -> ConfigError {
+    match error {
+        config::ConfigError::Type {
+            key,
+            unexpected,
+            expected,
+            ..
+        } => ConfigError::new(
+            key.unwrap_or_else(|| "(root)".into()),
+            format!("expected {expected}, found {unexpected}"),
+        ),
+        config::ConfigError::At { error, key, origin } => {
+            let inner = from_config_error(*error);
+            let key = match (key, inner.key.as_str()) {
+                (Some(key), "(root)") => key,
+                (Some(key), inner_key) if !inner_key.starts_with(&key) => {
+                    format!("{key}.{inner_key}")
+                }
+                _ => inner.key,
+            };
+            let message = match origin {
+                Some(origin) => format!("{} (in {origin})", inner.message),
+                None => inner.message,
+            };
+            ConfigError::new(key, message)
+        }
+        config::ConfigError::FileParse { uri, cause } => ConfigError::new(
+            "--config",
+            format!(
+                "cannot parse {}: {}",
+                uri.unwrap_or_default(),
+                one_line(&cause.to_string())
+            ),
+        ),
+        config::ConfigError::Message(message) => unknown_field_key(&message)
+            .map(|key| ConfigError::new(key, one_line(&message)))
+            .unwrap_or_else(|| ConfigError::new("(root)", one_line(&message))),
+        config::ConfigError::NotFound(key) => ConfigError::new(key, "is required"),
+        other => ConfigError::new("(root)", one_line(&other.to_string())),
+    }
+}
+
+/// serde's "unknown field `x`, expected …" names the field between backticks.
+fn unknown_field_key(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_owned())
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Parses a `redis://` or `rediss://` URL, naming `key` on failure.
+pub fn validate_redis_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+    {
+        return Err(ConfigError::new(
+            key,
+            format!("{url:?} is not a redis:// , rediss:// or unix:// URL"),
+        ));
+    }
+    redis::Client::open(url).map(|_| ()).map_err(|error| {
+        ConfigError::new(key, format!("{url:?} is not a valid Redis URL: {error}"))
+    })
+}
+
+/// Refuses zero where a count or duration must be positive.
+pub fn require_positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(key, "must be at least 1"));
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! # sse-relay
+//!
+//! A stateless relay that subscribes to Redis channel patterns and streams their messages to
+//! browsers as Server-Sent Events.
+//!
+//! ## Layout
+//! - [`config`] — layered configuration loading (defaults → TOML file → environment) and the
+//!   error type that names the offending key.
+//! - [`telemetry`] — logging setup and the shutdown signal, shared by the binaries.
+//! - [`backoff`] — exponential backoff with jitter for reconnect loops.
+//! - [`relay`] — the relay itself:
+//!   - [`relay::settings`] — its configuration sections and validation;
+//!   - [`relay::glob`] — Redis glob patterns, matched exactly as Redis matches them;
+//!   - [`relay::channels`] — channel rules (format, access) and a client's channel selection;
+//!   - [`relay::subscriber`] — the supervised Redis subscription and its delivery probe;
+//!   - [`relay::hub`] — fan-out to streams, bounded queues, slow-client cuts, spread shutdown;
+//!   - [`relay::sse`] — SSE frame encoding, once per message;
+//!   - [`relay::stream`] — one client's response body (preamble, frames, keepalives);
+//!   - [`relay::http`] — routes and HTTP errors;
+//!   - [`relay::server`] — the accept loop and per-connection control;
+//!   - [`relay::health`] — readiness;
+//!   - [`relay::metrics`] — Prometheus metrics.
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod config;
+pub mod relay;
+pub mod telemetry;

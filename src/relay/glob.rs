@@ -1,0 +1,261 @@
+//! Redis glob patterns: validation, and a matcher that agrees with Redis's own.
+//!
+//! Clients choose channels with the same glob syntax the relay uses for PSUBSCRIBE, so the
+//! relay must decide "does this channel match" exactly as Redis does, quirks included
+//! (signed-char ranges, `[z-a]` read as `[a-z]`, a trailing `*` not matching the empty string
+//! after the last character). [`redis_match`] is a line-by-line port of Redis 7.0's
+//! `stringmatchlen`; a property test compares it with a real redis-server.
+
+use std::fmt;
+
+/// Longest pattern accepted from configuration or from a client.
+pub const MAX_PATTERN_BYTES: usize = 256;
+
+/// Redis gives up on patterns that nest `*` more deeply than this (CVE-2022-36021).
+const MAX_NESTING: u32 = 1000;
+
+/// A validated Redis glob pattern.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pattern(String);
+
+/// Why a pattern was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("pattern is empty")]
+    Empty,
+    #[error("pattern is longer than {MAX_PATTERN_BYTES} bytes")]
+    TooLong,
+    #[error("pattern contains a control character")]
+    ControlCharacter,
+    #[error("pattern has an unterminated '[' character class")]
+    UnterminatedClass,
+    #[error("pattern ends with a lone '\\' escape")]
+    TrailingEscape,
+}
+
+impl Pattern {
+    /// Checks a pattern for the mistakes Redis would silently accept but that almost certainly
+    /// do not mean what their author intended (an unclosed class, a dangling escape).
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
+        if text.is_empty() {
+            return Err(PatternError::Empty);
+        }
+        if text.len() > MAX_PATTERN_BYTES {
+            return Err(PatternError::TooLong);
+        }
+        if text.chars().any(char::is_control) {
+            return Err(PatternError::ControlCharacter);
+        }
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => {
+                    if i + 1 == bytes.len() {
+                        return Err(PatternError::TrailingEscape);
+                    }
+                    i += 2;
+                }
+                b'[' => {
+                    i += 1;
+                    if bytes.get(i) == Some(&b'^') {
+                        i += 1;
+                    }
+                    loop {
+                        match bytes.get(i) {
+                            None => return Err(PatternError::UnterminatedClass),
+                            Some(b']') => break,
+                            Some(b'\\') if i + 1 < bytes.len() => i += 2,
+                            Some(b'\\') => return Err(PatternError::TrailingEscape),
+                            Some(_) => i += 1,
+                        }
+                    }
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `channel` matches this pattern, exactly as Redis decides for PSUBSCRIBE.
+    pub fn matches(&self, channel: &[u8]) -> bool {
+        redis_match(self.0.as_bytes(), channel)
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// Redis's `stringmatchlen(pattern, string, nocase = 0)` for arbitrary bytes.
+pub fn redis_match(pattern: &[u8], string: &[u8]) -> bool {
+    let mut skip_longer_matches = false;
+    match_impl(pattern, string, &mut skip_longer_matches, 0)
+}
+
+/// The C code reads one byte past the end of the pattern (its NUL terminator) in a few
+/// places; `at` returns 0 there so those comparisons behave the same.
+fn at(bytes: &[u8], index: usize) -> u8 {
+    bytes.get(index).copied().unwrap_or(0)
+}
+
+fn match_impl(pattern: &[u8], string: &[u8], skip_longer: &mut bool, nesting: u32) -> bool {
+    if nesting > MAX_NESTING {
+        return false;
+    }
+    let mut p = 0; // index into pattern; pattern.len() - p is the C `patternLen`
+    let mut s = 0; // index into string
+    while p < pattern.len() && s < string.len() {
+        match pattern[p] {
+            b'*' => {
+                while p + 1 < pattern.len() && pattern[p + 1] == b'*' {
+                    p += 1;
+                }
+                if pattern.len() - p == 1 {
+                    return true;
+                }
+                while s < string.len() {
+                    if match_impl(&pattern[p + 1..], &string[s..], skip_longer, nesting + 1) {
+                        return true;
+                    }
+                    if *skip_longer {
+                        return false;
+                    }
+                    s += 1;
+                }
+                // No match for the rest of the pattern from anywhere in the rest of the string:
+                // earlier stars cannot help by consuming more, so stop the whole search.
+                *skip_longer = true;
+                return false;
+            }
+            b'?' => s += 1,
+            b'[' => {
+                p += 1;
+                let negate = at(pattern, p) == b'^';
+                if negate {
+                    p += 1;
+                }
+                let mut matched = false;
+                loop {
+                    let remaining = pattern.len().saturating_sub(p);
+                    if at(pattern, p) == b'\\' && remaining >= 2 {
+                        p += 1;
+                        if pattern[p] == string[s] {
+                            matched = true;
+                        }
+                    } else if at(pattern, p) == b']' {
+                        break;
+                    } else if remaining == 0 {
+                        // Unterminated class: step back so the outer advance lands on the end.
+                        p -= 1;
+                        break;
+                    } else if remaining >= 3 && pattern[p + 1] == b'-' {
+                        // C compares `char`s, which are signed on the platforms Redis ships on.
+                        let mut start = pattern[p] as i8;
+                        let mut end = pattern[p + 2] as i8;
+                        let c = string[s] as i8;
+                        if start > end {
+                            std::mem::swap(&mut start, &mut end);
+                        }
+                        p += 2;
+                        if c >= start && c <= end {
+                            matched = true;
+                        }
+                    } else if pattern[p] == string[s] {
+                        matched = true;
+                    }
+                    p += 1;
+                }
+                if negate {
+                    matched = !matched;
+                }
+                if !matched {
+                    return false;
+                }
+                s += 1;
+            }
+            other => {
+                let literal = if other == b'\\' && pattern.len() - p >= 2 {
+                    p += 1;
+                    pattern[p]
+                } else {
+                    other
+                };
+                if literal != string[s] {
+                    return false;
+                }
+                s += 1;
+            }
+        }
+        p += 1;
+        if s == string.len() {
+            while at(pattern, p) == b'*' {
+                p += 1;
+            }
+            break;
+        }
+    }
+    p >= pattern.len() && s == string.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pattern: &str, channel: &str) -> bool {
+        redis_match(pattern.as_bytes(), channel.as_bytes())
+    }
+
+    #[test]
+    fn stars_questions_and_literals_match_like_redis() {
+        assert!(m("*", "a"));
+        assert!(m("weatherforecast.*", "weatherforecast.created"));
+        assert!(!m("weatherforecast.*", "admin.user"));
+        assert!(m("a?c", "abc"));
+        assert!(!m("a?c", "ac"));
+        assert!(m("a*b*c", "axxbyyc"));
+        assert!(!m("a*b*c", "axxbyy"));
+        assert!(m("a**", "a"));
+    }
+
+    #[test]
+    fn classes_ranges_negation_and_escapes_match_like_redis() {
+        assert!(m("h[ae]llo", "hello"));
+        assert!(!m("h[ae]llo", "hillo"));
+        assert!(m("h[^e]llo", "hallo"));
+        assert!(!m("h[^e]llo", "hello"));
+        assert!(m("h[a-b]llo", "hbllo"));
+        assert!(m("h[b-a]llo", "hallo"), "reversed ranges are swapped");
+        assert!(m("a\\*b", "a*b"));
+        assert!(!m("a\\*b", "axb"));
+        assert!(m("[\\]]", "]"));
+    }
+
+    #[test]
+    fn validation_refuses_patterns_that_cannot_mean_what_they_say() {
+        assert_eq!(Pattern::parse(""), Err(PatternError::Empty));
+        assert_eq!(Pattern::parse("a["), Err(PatternError::UnterminatedClass));
+        assert_eq!(Pattern::parse("a[b"), Err(PatternError::UnterminatedClass));
+        assert_eq!(Pattern::parse("a\\"), Err(PatternError::TrailingEscape));
+        assert_eq!(Pattern::parse("a\nb"), Err(PatternError::ControlCharacter));
+        assert_eq!(
+            Pattern::parse(&"a".repeat(MAX_PATTERN_BYTES + 1)),
+            Err(PatternError::TooLong)
+        );
+        assert!(Pattern::parse("a[\\]]*").is_ok());
+        assert!(Pattern::parse("admin.*").is_ok());
+    }
+}

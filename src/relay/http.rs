@@ -1,0 +1,275 @@
+//! HTTP routes of the relay, and the one place where refusals become HTTP responses.
+//!
+//! - `GET /events` — the SSE stream (`channel=` repeatable glob selection).
+//! - `GET /healthz` — 200 while the process lives.
+//! - `GET /readyz` — 200 when this pod should get new clients, else 503 with the reason.
+//! - `GET /metrics` — Prometheus text format.
+//!
+//! Every error is `application/problem+json` (RFC 7807) with a `detail` that says what was wrong.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use uuid::Uuid;
+
+use super::channels::Selection;
+use super::glob::Pattern;
+use super::health::Health;
+use super::hub::{Hub, RegisterError};
+use super::metrics::{RefusedReason, RelayMetrics};
+use super::server::ConnectionContext;
+use super::sse::preamble;
+use super::stream::SseBody;
+
+/// What the handlers share.
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub health: Arc<Health>,
+    pub metrics: RelayMetrics,
+    pub retry_ms: u64,
+    pub keepalive: Duration,
+    pub max_channels_per_request: usize,
+    /// Suggested delay for clients refused because the pod is full or draining.
+    pub retry_after_secs: u64,
+}
+
+pub fn router(state: Arc<AppState>, allowed_origins: &[String]) -> Router {
+    let router = Router::new()
+        .route("/events", get(events))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    if allowed_origins.is_empty() {
+        return router;
+    }
+    // Origins were validated as header values at configuration time.
+    let origins: Vec<HeaderValue> = allowed_origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CACHE_CONTROL,
+                "last-event-id".parse().unwrap(),
+            ])
+            .allow_credentials(true)
+            .max_age(Duration::from_secs(3600)),
+    )
+}
+
+/// A refusal, rendered as RFC 7807 problem details.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: String,
+    retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut response = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            )],
+            body.to_string(),
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+async fn events(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let selection = parse_selection(
+        request.uri().query().unwrap_or(""),
+        state.max_channels_per_request,
+    )
+    .map_err(|(reason, error)| {
+        state.metrics.refused(reason);
+        error
+    })?;
+    if state.health.is_draining() {
+        state.metrics.refused(RefusedReason::ShuttingDown);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the relay is shutting down; reconnect",
+        )
+        .retry_after(state.retry_after_secs));
+    }
+    let context = request.extensions().get::<ConnectionContext>().cloned();
+    let cut = context.as_ref().map(|c| c.cut.clone()).unwrap_or_default();
+    let connection_id = Uuid::new_v4();
+    let registration = state
+        .hub
+        .register(selection.clone(), connection_id, cut)
+        .map_err(|error| {
+            let reason = match error {
+                RegisterError::Full(_) => RefusedReason::MaxConnections,
+                RegisterError::Closing => RefusedReason::ShuttingDown,
+            };
+            state.metrics.refused(reason);
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{error}; retry later"),
+            )
+            .retry_after(state.retry_after_secs)
+        })?;
+    tracing::info!(
+        conn.id = %connection_id,
+        client.addr = %context.map(|c| c.peer.to_string()).unwrap_or_default(),
+        channels = %describe(&selection),
+        "stream opened"
+    );
+
+    // Jitter spreads the reconnections of clients that lost their stream at the same moment.
+    let retry_ms = state.retry_ms + rand::random_range(0..=state.retry_ms / 2);
+    let body = SseBody::new(
+        registration,
+        preamble(retry_ms, &connection_id.to_string()),
+        state.keepalive,
+    );
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(Body::new(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+/// Reads the repeatable `channel` parameter into a selection, refusing bad or too many globs.
+fn parse_selection(
+    query: &str,
+    max_channels: usize,
+) -> Result<Selection, (RefusedReason, ApiError)> {
+    let mut patterns = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key != "channel" {
+            continue;
+        }
+        let pattern = Pattern::parse(&value).map_err(|error| {
+            (
+                RefusedReason::BadRequest,
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("channel {value:?}: {error}"),
+                ),
+            )
+        })?;
+        patterns.push(pattern);
+    }
+    if patterns.len() > max_channels {
+        return Err((
+            RefusedReason::TooManyChannels,
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "too many channel parameters: {} given, at most {max_channels} allowed",
+                    patterns.len()
+                ),
+            ),
+        ));
+    }
+    Ok(Selection::from_patterns(patterns))
+}
+
+fn describe(selection: &Selection) -> String {
+    match selection {
+        Selection::All => "*configured*".into(),
+        Selection::Patterns(patterns) => patterns
+            .iter()
+            .map(Pattern::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"alive"}"#,
+    )
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let readiness = state.health.readiness();
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::to_string(&readiness).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, "application/json")], body)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {}", request.uri().path()),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed on {}; use GET",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}

@@ -1,0 +1,382 @@
+//! Fan-out: the registry of open streams and the delivery of each encoded frame to them.
+//!
+//! Streams with the same [`Selection`] form a group, so a message is matched once per distinct
+//! selection and then handed to every member as a clone of one `Bytes` (a reference count, no
+//! copy). Each stream has a bounded queue; when a queue is full the client is not keeping up:
+//! it is removed and its connection is cut at once (it resumes elsewhere), so one slow reader
+//! never delays the others nor makes the relay hold an unbounded backlog for it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::channels::Selection;
+use super::metrics::RelayMetrics;
+
+pub struct Hub {
+    // A std Mutex: publishing holds it only for non-blocking `try_send`s, never across an await.
+    inner: Mutex<Inner>,
+    metrics: RelayMetrics,
+    queue_capacity: usize,
+    max_connections: usize,
+    open: AtomicUsize,
+    next_key: AtomicU64,
+}
+
+#[derive(Default)]
+struct Inner {
+    groups: HashMap<Selection, Group>,
+    /// Set when shutdown begins: no new members.
+    closing: bool,
+}
+
+#[derive(Default)]
+struct Group {
+    members: HashMap<u64, Member>,
+}
+
+struct Member {
+    tx: mpsc::Sender<Bytes>,
+    /// Cancels the client's TCP connection (a slow client is cut, not drained).
+    cut: CancellationToken,
+    connection_id: Uuid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("the relay holds its maximum number of connections ({0})")]
+    Full(usize),
+    #[error("the relay is shutting down")]
+    Closing,
+}
+
+/// A registered stream: its queue, and the guard that unregisters it when dropped.
+pub struct Registration {
+    pub rx: mpsc::Receiver<Bytes>,
+    pub guard: MemberGuard,
+}
+
+impl Hub {
+    pub fn new(metrics: RelayMetrics, queue_capacity: usize, max_connections: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner::default()),
+            metrics,
+            queue_capacity,
+            max_connections,
+            open: AtomicUsize::new(0),
+            next_key: AtomicU64::new(1),
+        })
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // Every mutation of `Inner` is a single map operation; a panic elsewhere cannot leave it
+        // half-updated, so a poisoned lock is still safe to use.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Open streams right now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Adds a stream for `selection`. `cut` is cancelled if the stream turns out to be slow.
+    pub fn register(
+        self: &Arc<Self>,
+        selection: Selection,
+        connection_id: Uuid,
+        cut: CancellationToken,
+    ) -> Result<Registration, RegisterError> {
+        // Reserve a slot first so that concurrent registrations cannot overshoot the limit.
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(RegisterError::Full(self.max_connections));
+        }
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut inner = self.inner();
+            if inner.closing {
+                drop(inner);
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                return Err(RegisterError::Closing);
+            }
+            inner
+                .groups
+                .entry(selection.clone())
+                .or_default()
+                .members
+                .insert(
+                    key,
+                    Member {
+                        tx,
+                        cut,
+                        connection_id,
+                    },
+                );
+        }
+        self.metrics.connections.inc();
+        self.metrics.connections_accepted.inc();
+        Ok(Registration {
+            rx,
+            guard: MemberGuard {
+                hub: Arc::clone(self),
+                selection,
+                key,
+                connection_id,
+                opened_at: Instant::now(),
+                delivered: 0,
+            },
+        })
+    }
+
+    /// Queues `frame` for every stream whose selection matches `channel`; returns how many.
+    pub fn publish(&self, channel: &[u8], frame: &Bytes) -> usize {
+        let mut delivered = 0;
+        let mut slow: Vec<Uuid> = Vec::new();
+        {
+            let mut inner = self.inner();
+            for (selection, group) in inner.groups.iter_mut() {
+                if !selection.matches(channel) {
+                    continue;
+                }
+                group
+                    .members
+                    .retain(|_, member| match member.tx.try_send(frame.clone()) {
+                        Ok(()) => {
+                            delivered += 1;
+                            true
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            member.cut.cancel();
+                            slow.push(member.connection_id);
+                            false
+                        }
+                        // The stream is gone; its guard is about to unregister it.
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                    });
+            }
+        }
+        self.metrics.events_delivered.inc_by(delivered as u64);
+        if !slow.is_empty() {
+            self.metrics
+                .slow_client_disconnects
+                .inc_by(slow.len() as u64);
+            for connection_id in slow {
+                tracing::warn!(
+                    conn.id = %connection_id,
+                    queue = self.queue_capacity,
+                    "slow client disconnected: its queue was full"
+                );
+            }
+        }
+        delivered
+    }
+
+    /// Shutdown: refuses new streams, then ends the open ones one by one, evenly spread over
+    /// `window` in random order, so their clients reconnect to other pods gradually rather
+    /// than all at once. Each stream ends after flushing what is already queued for it.
+    pub async fn close_all_spread(&self, window: Duration) {
+        let mut members: Vec<(Selection, u64)> = {
+            let mut inner = self.inner();
+            inner.closing = true;
+            inner
+                .groups
+                .iter()
+                .flat_map(|(selection, group)| {
+                    group.members.keys().map(|key| (selection.clone(), *key))
+                })
+                .collect()
+        };
+        shuffle(&mut members);
+        let count = members.len();
+        let start = tokio::time::Instant::now();
+        for (i, (selection, key)) in members.into_iter().enumerate() {
+            let at = start + window.mul_f64(i as f64 / count as f64);
+            tokio::time::sleep_until(at).await;
+            // Dropping the sender ends the stream once its queue is drained.
+            self.remove(&selection, key);
+        }
+    }
+
+    fn remove(&self, selection: &Selection, key: u64) -> bool {
+        let mut inner = self.inner();
+        let Some(group) = inner.groups.get_mut(selection) else {
+            return false;
+        };
+        let removed = group.members.remove(&key).is_some();
+        if group.members.is_empty() {
+            inner.groups.remove(selection);
+        }
+        removed
+    }
+}
+
+fn shuffle<T>(items: &mut [T]) {
+    for i in (1..items.len()).rev() {
+        let j = rand::random_range(0..=i);
+        items.swap(i, j);
+    }
+}
+
+/// Unregisters its stream when dropped, whatever ended it, and logs the stream's close.
+pub struct MemberGuard {
+    hub: Arc<Hub>,
+    selection: Selection,
+    key: u64,
+    connection_id: Uuid,
+    opened_at: Instant,
+    delivered: u64,
+}
+
+impl MemberGuard {
+    pub fn connection_id(&self) -> Uuid {
+        self.connection_id
+    }
+
+    /// Counts one frame written to this stream (for the close log line).
+    pub fn frame_sent(&mut self) {
+        self.delivered += 1;
+    }
+}
+
+impl Drop for MemberGuard {
+    fn drop(&mut self) {
+        self.hub.remove(&self.selection, self.key);
+        self.hub.open.fetch_sub(1, Ordering::AcqRel);
+        self.hub.metrics.connections.dec();
+        let duration = self.opened_at.elapsed();
+        self.hub
+            .metrics
+            .connection_duration
+            .observe(duration.as_secs_f64());
+        tracing::info!(
+            conn.id = %self.connection_id,
+            duration_ms = duration.as_millis() as u64,
+            events = self.delivered,
+            "stream closed"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::glob::Pattern;
+
+    fn hub(queue: usize, max: usize) -> Arc<Hub> {
+        Hub::new(RelayMetrics::new(), queue, max)
+    }
+
+    fn selection(patterns: &[&str]) -> Selection {
+        Selection::from_patterns(
+            patterns
+                .iter()
+                .map(|p| Pattern::parse(p).unwrap())
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_frame_reaches_every_matching_stream_as_the_same_bytes() {
+        let hub = hub(8, 10);
+        let mut a = hub
+            .register(Selection::All, Uuid::new_v4(), CancellationToken::new())
+            .unwrap();
+        let mut b = hub
+            .register(
+                selection(&["x.*"]),
+                Uuid::new_v4(),
+                CancellationToken::new(),
+            )
+            .unwrap();
+        let mut c = hub
+            .register(
+                selection(&["y.*"]),
+                Uuid::new_v4(),
+                CancellationToken::new(),
+            )
+            .unwrap();
+        let frame = Bytes::from_static(b"event: x.1\ndata: hi\n\n");
+        assert_eq!(hub.publish(b"x.1", &frame), 2);
+        let got_a = a.rx.recv().await.unwrap();
+        let got_b = b.rx.recv().await.unwrap();
+        assert_eq!(got_a.as_ptr(), frame.as_ptr(), "shared, not copied");
+        assert_eq!(got_b.as_ptr(), frame.as_ptr());
+        assert!(c.rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_cuts_only_that_client() {
+        let hub = hub(2, 10);
+        let slow_cut = CancellationToken::new();
+        let slow = hub
+            .register(Selection::All, Uuid::new_v4(), slow_cut.clone())
+            .unwrap();
+        let mut fast = hub
+            .register(Selection::All, Uuid::new_v4(), CancellationToken::new())
+            .unwrap();
+        for i in 0..5 {
+            hub.publish(b"ch", &Bytes::from(format!("{i}")));
+            assert_eq!(fast.rx.recv().await.unwrap(), Bytes::from(format!("{i}")));
+        }
+        assert!(slow_cut.is_cancelled());
+        assert_eq!(hub.metrics.slow_client_disconnects.get(), 1);
+        drop(slow);
+        assert_eq!(hub.open_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn registrations_beyond_the_limit_are_refused_and_slots_come_back() {
+        let hub = hub(2, 1);
+        let first = hub
+            .register(Selection::All, Uuid::new_v4(), CancellationToken::new())
+            .unwrap();
+        assert!(matches!(
+            hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()),
+            Err(RegisterError::Full(1))
+        ));
+        drop(first);
+        assert!(
+            hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new())
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_streams_spread_over_the_window() {
+        let hub = hub(4, 10);
+        let mut streams: Vec<_> = (0..4)
+            .map(|_| {
+                hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new())
+                    .unwrap()
+            })
+            .collect();
+        let start = tokio::time::Instant::now();
+        let closer = {
+            let hub = Arc::clone(&hub);
+            tokio::spawn(async move { hub.close_all_spread(Duration::from_secs(4)).await })
+        };
+        let mut ended_at = Vec::new();
+        for stream in &mut streams {
+            assert!(stream.rx.recv().await.is_none());
+            ended_at.push(start.elapsed());
+        }
+        closer.await.unwrap();
+        ended_at.sort();
+        assert_eq!(
+            ended_at.last().unwrap().as_secs(),
+            3,
+            "last stream closes near the window's end"
+        );
+        assert!(matches!(
+            hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()),
+            Err(RegisterError::Closing)
+        ));
+    }
+}

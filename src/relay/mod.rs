@@ -1,0 +1,160 @@
+//! sse-relay: Redis channel patterns streamed to browsers as Server-Sent Events.
+//!
+//! [`Relay::build`] binds the listener (port 0 allowed) and wires the parts; the binary and the
+//! tests both call it, then [`Relay::run_until_stopped`] serves until a shutdown signal and
+//! drains: readiness off, a delay for load balancers, stop accepting, end streams spread over
+//! a window, and cut whatever is left at the end of the grace period.
+
+pub mod channels;
+pub mod glob;
+pub mod health;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod server;
+pub mod settings;
+pub mod sse;
+pub mod stream;
+pub mod subscriber;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::channels::ChannelRules;
+use self::health::Health;
+use self::http::AppState;
+use self::hub::Hub;
+use self::metrics::RelayMetrics;
+use self::server::ServerControl;
+use self::settings::RelaySettings;
+use self::subscriber::Subscriber;
+
+/// A request head must arrive within this time (slow-loris protection).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Relay {
+    listener: TcpListener,
+    settings: RelaySettings,
+    state: Arc<AppState>,
+    subscriber: Subscriber,
+}
+
+impl Relay {
+    /// Validates the wiring and binds the listening socket.
+    pub async fn build(settings: RelaySettings) -> anyhow::Result<Self> {
+        let addr = settings.listen_addr()?;
+        let rules = Arc::new(ChannelRules::new(settings.channel_rules()?));
+        let metrics = RelayMetrics::new();
+        let health = Arc::new(Health::new(settings.redis.unready_after()));
+        let hub = Hub::new(
+            metrics.clone(),
+            usize::try_from(settings.limits.client_queue).unwrap_or(usize::MAX),
+            usize::try_from(settings.limits.max_connections).unwrap_or(usize::MAX),
+        );
+        let subscriber = Subscriber::new(
+            settings.redis.clone(),
+            rules,
+            &settings.pod_id,
+            usize::try_from(settings.limits.max_message_bytes).unwrap_or(usize::MAX),
+            Arc::clone(&hub),
+            Arc::clone(&health),
+            metrics.clone(),
+        )
+        .context("invalid Redis URL")?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let state = Arc::new(AppState {
+            hub,
+            health,
+            metrics,
+            retry_ms: settings.sse.retry_ms,
+            keepalive: settings.sse.keepalive(),
+            max_channels_per_request: usize::try_from(settings.limits.max_channels_per_request)
+                .unwrap_or(usize::MAX),
+            retry_after_secs: settings.sse.retry_ms.div_ceil(1000).max(1),
+        });
+        Ok(Self {
+            listener,
+            settings,
+            state,
+            subscriber,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound TcpListener always has a local address.
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then drains within the grace period.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            settings,
+            state,
+            subscriber,
+        } = self;
+        let redis_cancel = CancellationToken::new();
+        let redis_task = tokio::spawn(subscriber.run(redis_cancel.clone()));
+
+        let control = ServerControl::default();
+        let connections = TaskTracker::new();
+        let router = http::router(Arc::clone(&state), &settings.cors.allowed_origins);
+        let accept_task = tokio::spawn(server::serve(
+            listener,
+            router,
+            control.clone(),
+            connections.clone(),
+            HEADER_READ_TIMEOUT,
+        ));
+
+        shutdown.await;
+        let started = tokio::time::Instant::now();
+        let grace_deadline = started + settings.shutdown.grace_period();
+        state.health.start_draining();
+        tracing::info!(
+            open_streams = state.hub.open_connections(),
+            drain_delay_ms = settings.shutdown.drain_delay_ms,
+            drain_window_ms = settings.shutdown.drain_window_ms,
+            "shutdown: readiness off, draining"
+        );
+        tokio::time::sleep(settings.shutdown.drain_delay()).await;
+
+        control.stop_accepting.cancel();
+        let _ = accept_task.await;
+        control.close_gracefully.cancel();
+        connections.close();
+        tokio::select! {
+            _ = state.hub.close_all_spread(settings.shutdown.drain_window()) => {}
+            _ = tokio::time::sleep_until(grace_deadline) => {}
+        }
+        if tokio::time::timeout_at(grace_deadline, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = connections.len(),
+                "grace period over: cutting remaining connections"
+            );
+            control.cut_all.cancel();
+            connections.wait().await;
+        }
+        redis_cancel.cancel();
+        let _ = redis_task.await;
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shutdown complete"
+        );
+        Ok(())
+    }
+}

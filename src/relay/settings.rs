@@ -1,0 +1,342 @@
+//! The relay's configuration: typed sections, defaults, validation and `Duration` getters.
+//!
+//! Key names are a contract shared with the Helm chart and deployments (see the README's
+//! configuration reference); durations carry their unit in the name.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::channels::{Access, ChannelRule, Format};
+use super::glob::Pattern;
+use crate::config::{ConfigError, Validate, require_positive, validate_redis_url};
+
+/// Environment variables starting with `SSE_RELAY__` override the file.
+pub const ENV_PREFIX: &str = "SSE_RELAY";
+/// Keys whose environment value is a comma-separated list.
+pub const LIST_KEYS: &[&str] = &["cors.allowed_origins"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    pub listen: String,
+    /// Identifies this process on its probe channel and in logs; defaults to the host name
+    /// (the pod name in Kubernetes).
+    pub pod_id: String,
+    pub redis: RedisSettings,
+    pub channels: Vec<ChannelSettings>,
+    pub auth: AuthSettings,
+    pub cors: CorsSettings,
+    pub limits: LimitSettings,
+    pub sse: SseSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Stream holding envelope history for replay; "" disables replay.
+    pub log_stream: String,
+    pub connect_timeout_ms: u64,
+    /// How long the relay stays ready without a working subscription before `/readyz` fails.
+    pub unready_after_secs: u64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How often a probe is published on the relay's own channel to prove delivery.
+    pub probe_interval_ms: u64,
+    /// A probe not echoed within this time marks the subscription wedged.
+    pub probe_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSettings {
+    pub pattern: String,
+    #[serde(default = "default_format")]
+    pub format: Format,
+    #[serde(default = "default_access")]
+    pub access: Access,
+}
+
+fn default_format() -> Format {
+    Format::Raw
+}
+
+fn default_access() -> Access {
+    Access::Public
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret for token channels.
+    pub jwt_secret: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins allowed to open streams cross-origin; empty means same-origin only.
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    pub max_connections: u64,
+    /// Frames buffered per client before it counts as slow and is disconnected.
+    pub client_queue: u64,
+    pub max_channels_per_request: u64,
+    pub max_message_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SseSettings {
+    pub keepalive_secs: u64,
+    /// Reconnection delay sent to browsers; each stream gets up to half again as jitter.
+    pub retry_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// Time between failing readiness and refusing connections, for load balancers to notice.
+    pub drain_delay_ms: u64,
+    /// Streams are closed spread over this window so clients reconnect gradually.
+    pub drain_window_ms: u64,
+    /// Hard limit for the whole shutdown, after which remaining connections are cut.
+    pub grace_period_ms: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            pod_id: default_pod_id(),
+            redis: RedisSettings::default(),
+            channels: vec![ChannelSettings {
+                pattern: "weatherforecast.*".into(),
+                format: Format::Raw,
+                access: Access::Public,
+            }],
+            auth: AuthSettings::default(),
+            cors: CorsSettings::default(),
+            limits: LimitSettings::default(),
+            sse: SseSettings::default(),
+            shutdown: ShutdownSettings::default(),
+        }
+    }
+}
+
+fn default_pod_id() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "sse-relay".into())
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            log_stream: "sse:log".into(),
+            connect_timeout_ms: 2_000,
+            unready_after_secs: 10,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 5_000,
+            probe_interval_ms: 5_000,
+            probe_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            client_queue: 1024,
+            max_channels_per_request: 16,
+            max_message_bytes: 65_536,
+        }
+    }
+}
+
+impl Default for SseSettings {
+    fn default() -> Self {
+        Self {
+            keepalive_secs: 15,
+            retry_ms: 3_000,
+        }
+    }
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            drain_delay_ms: 5_000,
+            drain_window_ms: 10_000,
+            grace_period_ms: 25_000,
+        }
+    }
+}
+
+impl RelaySettings {
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            ConfigError::new(
+                "listen",
+                format!("{:?} is not an address like 0.0.0.0:8080", self.listen),
+            )
+        })
+    }
+
+    /// The validated channel rules, in configuration order (the first match wins).
+    pub fn channel_rules(&self) -> Result<Vec<ChannelRule>, ConfigError> {
+        self.channels
+            .iter()
+            .enumerate()
+            .map(|(i, channel)| {
+                let pattern = Pattern::parse(&channel.pattern).map_err(|error| {
+                    ConfigError::new(
+                        format!("channels[{i}].pattern"),
+                        format!("{:?}: {error}", channel.pattern),
+                    )
+                })?;
+                Ok(ChannelRule {
+                    pattern,
+                    format: channel.format,
+                    access: channel.access,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Validate for RelaySettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if self.pod_id.is_empty()
+            || self
+                .pod_id
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(ConfigError::new(
+                "pod_id",
+                "must be a non-empty name without spaces",
+            ));
+        }
+        validate_redis_url("redis.url", &self.redis.url)?;
+        require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms)?;
+        require_positive("redis.unready_after_secs", self.redis.unready_after_secs)?;
+        require_positive("redis.backoff_initial_ms", self.redis.backoff_initial_ms)?;
+        require_positive("redis.backoff_max_ms", self.redis.backoff_max_ms)?;
+        require_positive("redis.probe_interval_ms", self.redis.probe_interval_ms)?;
+        require_positive("redis.probe_timeout_ms", self.redis.probe_timeout_ms)?;
+        if self.redis.backoff_max_ms < self.redis.backoff_initial_ms {
+            return Err(ConfigError::new(
+                "redis.backoff_max_ms",
+                "must not be smaller than redis.backoff_initial_ms",
+            ));
+        }
+        if self.channels.is_empty() {
+            return Err(ConfigError::new(
+                "channels",
+                "at least one [[channels]] rule is required",
+            ));
+        }
+        for (i, rule) in self.channel_rules()?.iter().enumerate() {
+            if rule.format == Format::Envelope {
+                return Err(ConfigError::new(
+                    format!("channels[{i}].format"),
+                    "\"envelope\" is not supported by this version; use \"raw\"",
+                ));
+            }
+            if rule.access == Access::Token {
+                return Err(ConfigError::new(
+                    format!("channels[{i}].access"),
+                    "\"token\" is not supported by this version; use \"public\"",
+                ));
+            }
+        }
+        for (i, origin) in self.cors.allowed_origins.iter().enumerate() {
+            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/')
+                && origin.parse::<http::HeaderValue>().is_ok();
+            if !valid {
+                return Err(ConfigError::new(
+                    format!("cors.allowed_origins[{i}]"),
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        require_positive("limits.max_connections", self.limits.max_connections)?;
+        require_positive("limits.client_queue", self.limits.client_queue)?;
+        require_positive(
+            "limits.max_channels_per_request",
+            self.limits.max_channels_per_request,
+        )?;
+        require_positive("limits.max_message_bytes", self.limits.max_message_bytes)?;
+        require_positive("sse.keepalive_secs", self.sse.keepalive_secs)?;
+        require_positive("sse.retry_ms", self.sse.retry_ms)?;
+        require_positive("shutdown.grace_period_ms", self.shutdown.grace_period_ms)?;
+        if self.shutdown.drain_delay_ms + self.shutdown.drain_window_ms
+            >= self.shutdown.grace_period_ms
+        {
+            return Err(ConfigError::new(
+                "shutdown.grace_period_ms",
+                "must be longer than shutdown.drain_delay_ms + shutdown.drain_window_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RedisSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn unready_after(&self) -> Duration {
+        Duration::from_secs(self.unready_after_secs)
+    }
+    pub fn backoff_initial(&self) -> Duration {
+        Duration::from_millis(self.backoff_initial_ms)
+    }
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.backoff_max_ms)
+    }
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.probe_interval_ms)
+    }
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.probe_timeout_ms)
+    }
+}
+
+impl SseSettings {
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.keepalive_secs)
+    }
+}
+
+impl ShutdownSettings {
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
+    }
+    pub fn drain_window(&self) -> Duration {
+        Duration::from_millis(self.drain_window_ms)
+    }
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_millis(self.grace_period_ms)
+    }
+}

@@ -1,0 +1,309 @@
+//! The Redis side: one PSUBSCRIBE connection per pod, supervised.
+//!
+//! The supervisor connects, subscribes every configured pattern plus this pod's probe channel,
+//! forwards messages to the hub, and proves delivery by publishing a nonce on the probe channel
+//! (through a second connection) that must come back on the subscription. When the connection
+//! ends, fails, or goes silent (a probe not echoed in time: a wedged connection keeps its socket
+//! open but delivers nothing), it marks delivery lost, backs off with jitter and starts again,
+//! until cancelled. Clients stay connected throughout: only new events pause.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Mutex as AsyncMutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::channels::{ChannelRules, Format, PROBE_CHANNEL_PREFIX};
+use super::health::Health;
+use super::hub::Hub;
+use super::metrics::RelayMetrics;
+use super::settings::RedisSettings;
+use super::sse::encode_event;
+use crate::backoff::Backoff;
+
+pub struct Subscriber {
+    client: redis::Client,
+    settings: RedisSettings,
+    rules: Arc<ChannelRules>,
+    probe_channel: String,
+    max_message_bytes: usize,
+    hub: Arc<Hub>,
+    health: Arc<Health>,
+    metrics: RelayMetrics,
+    /// The connection probes are published on; replaced whenever it fails.
+    publisher: Arc<AsyncMutex<Option<MultiplexedConnection>>>,
+}
+
+/// Why a subscription session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot connect to Redis: {0}")]
+    Connect(String),
+    #[error("cannot subscribe: {0}")]
+    Subscribe(String),
+    #[error("the Redis connection closed")]
+    Closed,
+    #[error("probe not echoed within {0} ms: the subscription is silent")]
+    Wedged(u128),
+}
+
+impl Subscriber {
+    pub fn new(
+        settings: RedisSettings,
+        rules: Arc<ChannelRules>,
+        pod_id: &str,
+        max_message_bytes: usize,
+        hub: Arc<Hub>,
+        health: Arc<Health>,
+        metrics: RelayMetrics,
+    ) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            client: redis::Client::open(settings.url.as_str())?,
+            settings,
+            rules,
+            probe_channel: format!("{PROBE_CHANNEL_PREFIX}{pod_id}"),
+            max_message_bytes,
+            hub,
+            health,
+            metrics,
+            publisher: Arc::new(AsyncMutex::new(None)),
+        })
+    }
+
+    /// Keeps a subscription alive until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut backoff =
+            Backoff::new(self.settings.backoff_initial(), self.settings.backoff_max());
+        let mut sessions = 0u64;
+        loop {
+            let result = tokio::select! {
+                _ = cancel.cancelled() => break,
+                result = self.session(&cancel, &mut backoff, &mut sessions) => result,
+            };
+            self.metrics.redis_connected.set(0);
+            let Err(error) = result else { break };
+            self.health.delivery_lost(error.to_string());
+            let delay = backoff.next_delay();
+            tracing::warn!(
+                redis.url = %redacted_url(&self.settings.url),
+                error = %error,
+                retry_in_ms = delay.as_millis() as u64,
+                "redis subscription down"
+            );
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        self.metrics.redis_connected.set(0);
+        tracing::info!("redis subscriber stopped");
+    }
+
+    async fn session(
+        &self,
+        cancel: &CancellationToken,
+        backoff: &mut Backoff,
+        sessions: &mut u64,
+    ) -> Result<(), SessionError> {
+        let timeout = self.settings.connect_timeout();
+        let mut pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| {
+                SessionError::Connect(format!("timed out after {} ms", timeout.as_millis()))
+            })?
+            .map_err(|error| SessionError::Connect(error.to_string()))?;
+        let patterns = self.rules.patterns();
+        let subscribe = async {
+            pubsub.psubscribe(&patterns).await?;
+            pubsub.subscribe(&self.probe_channel).await
+        };
+        tokio::time::timeout(timeout, subscribe)
+            .await
+            .map_err(|_| {
+                SessionError::Subscribe(format!("timed out after {} ms", timeout.as_millis()))
+            })?
+            .map_err(|error| SessionError::Subscribe(error.to_string()))?;
+        // The sink must outlive the stream: it owns the connection's write half.
+        let (_sink, mut messages) = pubsub.split();
+
+        *sessions += 1;
+        if *sessions > 1 {
+            self.metrics.redis_reconnects.inc();
+        }
+        self.metrics.redis_connected.set(1);
+        backoff.reset();
+        tracing::info!(
+            redis.url = %redacted_url(&self.settings.url),
+            patterns = ?patterns,
+            probe_channel = %self.probe_channel,
+            "redis subscribed"
+        );
+
+        let probe_timeout = self.settings.probe_timeout();
+        let mut probe_tick = tokio::time::interval(self.settings.probe_interval());
+        probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let probe_deadline = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(probe_deadline);
+        let mut pending: Option<(u64, Instant)> = None;
+
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                message = messages.next() => {
+                    let Some(message) = message else { return Err(SessionError::Closed) };
+                    self.handle(message, &mut pending);
+                }
+                _ = probe_tick.tick(), if pending.is_none() => {
+                    let nonce = rand::random::<u64>();
+                    let sent_at = Instant::now();
+                    pending = Some((nonce, sent_at));
+                    probe_deadline.as_mut().reset(sent_at + probe_timeout);
+                    tokio::spawn(publish_probe(
+                        self.client.clone(),
+                        Arc::clone(&self.publisher),
+                        self.probe_channel.clone(),
+                        nonce,
+                        timeout,
+                        probe_timeout,
+                    ));
+                }
+                _ = &mut probe_deadline, if pending.is_some() => {
+                    self.metrics.probe_failures.inc();
+                    return Err(SessionError::Wedged(probe_timeout.as_millis()));
+                }
+            }
+        }
+    }
+
+    fn handle(&self, message: redis::Msg, pending: &mut Option<(u64, Instant)>) {
+        let Ok(channel) = message.get_channel::<Vec<u8>>() else {
+            return;
+        };
+        let pattern = message.get_pattern::<Option<Vec<u8>>>().ok().flatten();
+        let Some(pattern) = pattern else {
+            // Plain SUBSCRIBE is used only for this pod's probe channel.
+            if channel == self.probe_channel.as_bytes() {
+                self.probe_echoed(message.get_payload_bytes(), pending);
+            }
+            return;
+        };
+        if channel.starts_with(PROBE_CHANNEL_PREFIX.as_bytes()) {
+            return;
+        }
+        let Some(rule) = self.rules.accept(&pattern, &channel) else {
+            return;
+        };
+        self.metrics.events_received.inc();
+
+        let payload = message.get_payload_bytes();
+        if payload.len() > self.max_message_bytes {
+            self.drop_message(&channel, "too_large");
+            return;
+        }
+        let encoded = match rule.format {
+            Format::Raw => encode_event(None, &channel, payload),
+            // Refused at configuration time until envelope decoding lands.
+            Format::Envelope => return,
+        };
+        match encoded {
+            Ok(frame) => {
+                self.hub.publish(&channel, &frame);
+            }
+            Err(error) => self.drop_message(&channel, error.reason()),
+        }
+    }
+
+    fn drop_message(&self, channel: &[u8], reason: &'static str) {
+        self.metrics.dropped(reason);
+        // Debug level: a misbehaving publisher must not flood the logs; the metric counts it.
+        tracing::debug!(channel = %String::from_utf8_lossy(channel).escape_debug(), reason, "message dropped");
+    }
+
+    fn probe_echoed(&self, payload: &[u8], pending: &mut Option<(u64, Instant)>) {
+        let Some((nonce, sent_at)) = *pending else {
+            return;
+        };
+        let echoed = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|text| text.parse::<u64>().ok());
+        if echoed == Some(nonce) {
+            *pending = None;
+            self.metrics
+                .probe_rtt
+                .observe(sent_at.elapsed().as_secs_f64());
+            self.health.delivery_verified();
+        }
+    }
+}
+
+/// Publishes one probe, reusing the probe connection and dropping it on any failure so the
+/// next probe starts from a fresh one.
+async fn publish_probe(
+    client: redis::Client,
+    slot: Arc<AsyncMutex<Option<MultiplexedConnection>>>,
+    channel: String,
+    nonce: u64,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) {
+    let mut slot = slot.lock().await;
+    if slot.is_none() {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout));
+        match client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Ok(connection) => *slot = Some(connection),
+            Err(error) => {
+                tracing::debug!(error = %error, "probe connection failed");
+                return;
+            }
+        }
+    }
+    let Some(connection) = slot.as_mut() else {
+        return;
+    };
+    let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+        .arg(&channel)
+        .arg(nonce.to_string())
+        .query_async(connection)
+        .await;
+    if let Err(error) = published {
+        tracing::debug!(error = %error, "probe publish failed");
+        *slot = None;
+    }
+}
+
+/// The URL without its password, for logs.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            redacted_url("redis://:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redacted_url("redis://user:pw@host"), "redis://***@host");
+        assert_eq!(
+            redacted_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}
