@@ -15,11 +15,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max: max.max(initial),
-            attempt: 0,
-        }
+        Self { initial, max: max.max(initial), attempt: 0 }
     }
 
     /// The delay before the next attempt.
@@ -53,11 +49,7 @@ mod tests {
         for _ in 0..8 {
             let base = backoff.base();
             let delay = backoff.next_delay();
-            assert!(
-                delay >= base / 2 && delay <= base,
-                "{delay:?} outside [{:?}, {base:?}]",
-                base / 2
-            );
+            assert!(delay >= base / 2 && delay <= base, "{delay:?} outside [{:?}, {base:?}]", base / 2);
             bases.push(base.as_millis());
         }
         assert_eq!(bases, vec![100, 200, 400, 800, 1000, 1000, 1000, 1000]);

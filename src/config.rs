@@ -19,10 +19,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
-        }
+        Self { key: key.into(), message: message.into() }
     }
 }
 
@@ -47,10 +44,8 @@ where
         }
         builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
     }
-    let mut env = config::Environment::with_prefix(env_prefix)
-        .prefix_separator("__")
-        .separator("__")
-        .try_parsing(true);
+    let mut env =
+        config::Environment::with_prefix(env_prefix).prefix_separator("__").separator("__").try_parsing(true);
     if !list_keys.is_empty() {
         env = env.list_separator(",");
         for key in list_keys {
@@ -69,12 +64,7 @@ where
 /// Turns the config crate's errors into "key: message", whatever shape they come in.
 fn from_config_error(error: config::ConfigError) -> ConfigError {
     match error {
-        config::ConfigError::Type {
-            key,
-            unexpected,
-            expected,
-            ..
-        } => ConfigError::new(
+        config::ConfigError::Type { key, unexpected, expected, .. } => ConfigError::new(
             key.unwrap_or_else(|| "(root)".into()),
             format!("expected {expected}, found {unexpected}"),
         ),
@@ -91,15 +81,11 @@ fn from_config_error(error: config::ConfigError) -> ConfigError {
                 Some(origin) => format!("{} (in {origin})", inner.message),
                 None => inner.message,
             };
-            ConfigError::new(key, message)
+            ConfigError::new(dotted(&key), message)
         }
         config::ConfigError::FileParse { uri, cause } => ConfigError::new(
             "--config",
-            format!(
-                "cannot parse {}: {}",
-                uri.unwrap_or_default(),
-                one_line(&cause.to_string())
-            ),
+            format!("cannot parse {}: {}", uri.unwrap_or_default(), one_line(&cause.to_string())),
         ),
         config::ConfigError::Message(message) => unknown_field_key(&message)
             .map(|key| ConfigError::new(key, one_line(&message)))
@@ -107,6 +93,20 @@ fn from_config_error(error: config::ConfigError) -> ConfigError {
         config::ConfigError::NotFound(key) => ConfigError::new(key, "is required"),
         other => ConfigError::new("(root)", one_line(&other.to_string())),
     }
+}
+
+/// The config crate writes array elements' fields as `channels[0]format`; TOML readers expect
+/// `channels[0].format`.
+fn dotted(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    let mut chars = key.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']' && chars.peek().is_some_and(|next| *next != '.' && *next != '[') {
+            out.push('.');
+        }
+    }
+    out
 }
 
 /// serde's "unknown field `x`, expected …" names the field between backticks.
@@ -121,16 +121,12 @@ fn one_line(text: &str) -> String {
 
 /// Parses a `redis://` or `rediss://` URL, naming `key` on failure.
 pub fn validate_redis_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
-    {
-        return Err(ConfigError::new(
-            key,
-            format!("{url:?} is not a redis:// , rediss:// or unix:// URL"),
-        ));
+    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+        return Err(ConfigError::new(key, format!("{url:?} is not a redis://, rediss:// or unix:// URL")));
     }
-    redis::Client::open(url).map(|_| ()).map_err(|error| {
-        ConfigError::new(key, format!("{url:?} is not a valid Redis URL: {error}"))
-    })
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|error| ConfigError::new(key, format!("{url:?} is not a valid Redis URL: {error}")))
 }
 
 /// Refuses zero where a count or duration must be positive.
@@ -139,4 +135,17 @@ pub fn require_positive(key: &str, value: u64) -> Result<(), ConfigError> {
         return Err(ConfigError::new(key, "must be at least 1"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_element_fields_are_dotted() {
+        assert_eq!(dotted("channels[0]format"), "channels[0].format");
+        assert_eq!(dotted("channels[0].format"), "channels[0].format");
+        assert_eq!(dotted("a[1][2]b"), "a[1][2].b");
+        assert_eq!(dotted("limits.max_connections"), "limits.max_connections");
+    }
 }

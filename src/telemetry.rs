@@ -13,11 +13,7 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     // `try_init` fails only if a subscriber is already set (tests that build twice): keep it.
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
-    };
+    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.

@@ -24,8 +24,7 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     telemetry::init_logging();
-    let settings: RelaySettings = match config::load(ENV_PREFIX, args.config.as_deref(), LIST_KEYS)
-    {
+    let settings: RelaySettings = match config::load(ENV_PREFIX, args.config.as_deref(), LIST_KEYS) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("sse-relay: invalid configuration: {error}");

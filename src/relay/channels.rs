@@ -65,8 +65,7 @@ impl ChannelRules {
     /// Redis sends one `pmessage` per matching pattern; only the one for the governing rule is
     /// delivered, so overlapping patterns never duplicate an event.
     pub fn accept(&self, subscribed_pattern: &[u8], channel: &[u8]) -> Option<&ChannelRule> {
-        self.rule_for(channel)
-            .filter(|rule| rule.pattern.as_str().as_bytes() == subscribed_pattern)
+        self.rule_for(channel).filter(|rule| rule.pattern.as_str().as_bytes() == subscribed_pattern)
     }
 }
 
@@ -103,11 +102,7 @@ mod tests {
     use super::*;
 
     fn rule(pattern: &str) -> ChannelRule {
-        ChannelRule {
-            pattern: Pattern::parse(pattern).unwrap(),
-            format: Format::Raw,
-            access: Access::Public,
-        }
+        ChannelRule { pattern: Pattern::parse(pattern).unwrap(), format: Format::Raw, access: Access::Public }
     }
 
     #[test]
@@ -121,10 +116,7 @@ mod tests {
 
     #[test]
     fn selections_are_normalised() {
-        let a = Selection::from_patterns(vec![
-            Pattern::parse("b").unwrap(),
-            Pattern::parse("a").unwrap(),
-        ]);
+        let a = Selection::from_patterns(vec![Pattern::parse("b").unwrap(), Pattern::parse("a").unwrap()]);
         let b = Selection::from_patterns(vec![
             Pattern::parse("a").unwrap(),
             Pattern::parse("b").unwrap(),

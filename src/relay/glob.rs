@@ -251,10 +251,7 @@ mod tests {
         assert_eq!(Pattern::parse("a[b"), Err(PatternError::UnterminatedClass));
         assert_eq!(Pattern::parse("a\\"), Err(PatternError::TrailingEscape));
         assert_eq!(Pattern::parse("a\nb"), Err(PatternError::ControlCharacter));
-        assert_eq!(
-            Pattern::parse(&"a".repeat(MAX_PATTERN_BYTES + 1)),
-            Err(PatternError::TooLong)
-        );
+        assert_eq!(Pattern::parse(&"a".repeat(MAX_PATTERN_BYTES + 1)), Err(PatternError::TooLong));
         assert!(Pattern::parse("a[\\]]*").is_ok());
         assert!(Pattern::parse("admin.*").is_ok());
     }

@@ -53,9 +53,7 @@ impl Health {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the plain-data state inconsistent.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A probe came back on the current subscription.
@@ -95,12 +93,7 @@ impl Health {
             };
         }
         if state.verified {
-            return Readiness {
-                ready: true,
-                redis: "subscribed",
-                reason: None,
-                last_error,
-            };
+            return Readiness { ready: true, redis: "subscribed", reason: None, last_error };
         }
         if !state.ever_verified {
             return Readiness {
@@ -115,12 +108,8 @@ impl Health {
         Readiness {
             ready,
             redis: "reconnecting",
-            reason: (!ready).then(|| {
-                format!(
-                    "no working Redis subscription for {} ms",
-                    lost_for.as_millis()
-                )
-            }),
+            reason: (!ready)
+                .then(|| format!("no working Redis subscription for {} ms", lost_for.as_millis())),
             last_error,
         }
     }

@@ -53,19 +53,13 @@ pub fn router(state: Arc<AppState>, allowed_origins: &[String]) -> Router {
         return router;
     }
     // Origins were validated as header values at configuration time.
-    let origins: Vec<HeaderValue> = allowed_origins
-        .iter()
-        .filter_map(|origin| HeaderValue::from_str(origin).ok())
-        .collect();
+    let origins: Vec<HeaderValue> =
+        allowed_origins.iter().filter_map(|origin| HeaderValue::from_str(origin).ok()).collect();
     router.layer(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::GET])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CACHE_CONTROL,
-                "last-event-id".parse().unwrap(),
-            ])
+            .allow_headers([header::AUTHORIZATION, header::CACHE_CONTROL, "last-event-id".parse().unwrap()])
             .allow_credentials(true)
             .max_age(Duration::from_secs(3600)),
     )
@@ -81,11 +75,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            detail: detail.into(),
-            retry_after_secs: None,
-        }
+        Self { status, detail: detail.into(), retry_after_secs: None }
     }
 
     fn retry_after(mut self, secs: u64) -> Self {
@@ -104,60 +94,40 @@ impl IntoResponse for ApiError {
         });
         let mut response = (
             self.status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/problem+json"),
-            )],
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"))],
             body.to_string(),
         )
             .into_response();
         if let Some(secs) = self.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
 }
 
-async fn events(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let selection = parse_selection(
-        request.uri().query().unwrap_or(""),
-        state.max_channels_per_request,
-    )
-    .map_err(|(reason, error)| {
-        state.metrics.refused(reason);
-        error
-    })?;
+async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
+    let selection = parse_selection(request.uri().query().unwrap_or(""), state.max_channels_per_request)
+        .map_err(|(reason, error)| {
+            state.metrics.refused(reason);
+            error
+        })?;
     if state.health.is_draining() {
         state.metrics.refused(RefusedReason::ShuttingDown);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the relay is shutting down; reconnect",
-        )
-        .retry_after(state.retry_after_secs));
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the relay is shutting down; reconnect")
+            .retry_after(state.retry_after_secs));
     }
     let context = request.extensions().get::<ConnectionContext>().cloned();
     let cut = context.as_ref().map(|c| c.cut.clone()).unwrap_or_default();
     let connection_id = Uuid::new_v4();
-    let registration = state
-        .hub
-        .register(selection.clone(), connection_id, cut)
-        .map_err(|error| {
-            let reason = match error {
-                RegisterError::Full(_) => RefusedReason::MaxConnections,
-                RegisterError::Closing => RefusedReason::ShuttingDown,
-            };
-            state.metrics.refused(reason);
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{error}; retry later"),
-            )
+    let registration = state.hub.register(selection.clone(), connection_id, cut).map_err(|error| {
+        let reason = match error {
+            RegisterError::Full(_) => RefusedReason::MaxConnections,
+            RegisterError::Closing => RefusedReason::ShuttingDown,
+        };
+        state.metrics.refused(reason);
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{error}; retry later"))
             .retry_after(state.retry_after_secs)
-        })?;
+    })?;
     tracing::info!(
         conn.id = %connection_id,
         client.addr = %context.map(|c| c.peer.to_string()).unwrap_or_default(),
@@ -167,11 +137,7 @@ async fn events(
 
     // Jitter spreads the reconnections of clients that lost their stream at the same moment.
     let retry_ms = state.retry_ms + rand::random_range(0..=state.retry_ms / 2);
-    let body = SseBody::new(
-        registration,
-        preamble(retry_ms, &connection_id.to_string()),
-        state.keepalive,
-    );
+    let body = SseBody::new(registration, preamble(retry_ms, &connection_id.to_string()), state.keepalive);
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -182,10 +148,7 @@ async fn events(
 }
 
 /// Reads the repeatable `channel` parameter into a selection, refusing bad or too many globs.
-fn parse_selection(
-    query: &str,
-    max_channels: usize,
-) -> Result<Selection, (RefusedReason, ApiError)> {
+fn parse_selection(query: &str, max_channels: usize) -> Result<Selection, (RefusedReason, ApiError)> {
     let mut patterns = Vec::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         if key != "channel" {
@@ -194,10 +157,7 @@ fn parse_selection(
         let pattern = Pattern::parse(&value).map_err(|error| {
             (
                 RefusedReason::BadRequest,
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("channel {value:?}: {error}"),
-                ),
+                ApiError::new(StatusCode::BAD_REQUEST, format!("channel {value:?}: {error}")),
             )
         })?;
         patterns.push(pattern);
@@ -220,56 +180,32 @@ fn parse_selection(
 fn describe(selection: &Selection) -> String {
     match selection {
         Selection::All => "*configured*".into(),
-        Selection::Patterns(patterns) => patterns
-            .iter()
-            .map(Pattern::as_str)
-            .collect::<Vec<_>>()
-            .join(","),
+        Selection::Patterns(patterns) => patterns.iter().map(Pattern::as_str).collect::<Vec<_>>().join(","),
     }
 }
 
 async fn healthz() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        r#"{"status":"alive"}"#,
-    )
+    ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"alive"}"#)
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let readiness = state.health.readiness();
-    let status = if readiness.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = serde_json::to_string(&readiness).unwrap_or_default();
     (status, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }
 
 async fn not_found(request: Request) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no route for {}", request.uri().path()),
-    )
+    ApiError::new(StatusCode::NOT_FOUND, format!("no route for {}", request.uri().path()))
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!(
-            "{} is not allowed on {}; use GET",
-            request.method(),
-            request.uri().path()
-        ),
+        format!("{} is not allowed on {}; use GET", request.method(), request.uri().path()),
     )
 }

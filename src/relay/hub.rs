@@ -111,14 +111,7 @@ impl Hub {
                 .entry(selection.clone())
                 .or_default()
                 .members
-                .insert(
-                    key,
-                    Member {
-                        tx,
-                        cut,
-                        connection_id,
-                    },
-                );
+                .insert(key, Member { tx, cut, connection_id });
         }
         self.metrics.connections.inc();
         self.metrics.connections_accepted.inc();
@@ -145,28 +138,24 @@ impl Hub {
                 if !selection.matches(channel) {
                     continue;
                 }
-                group
-                    .members
-                    .retain(|_, member| match member.tx.try_send(frame.clone()) {
-                        Ok(()) => {
-                            delivered += 1;
-                            true
-                        }
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            member.cut.cancel();
-                            slow.push(member.connection_id);
-                            false
-                        }
-                        // The stream is gone; its guard is about to unregister it.
-                        Err(mpsc::error::TrySendError::Closed(_)) => false,
-                    });
+                group.members.retain(|_, member| match member.tx.try_send(frame.clone()) {
+                    Ok(()) => {
+                        delivered += 1;
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        member.cut.cancel();
+                        slow.push(member.connection_id);
+                        false
+                    }
+                    // The stream is gone; its guard is about to unregister it.
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                });
             }
         }
         self.metrics.events_delivered.inc_by(delivered as u64);
         if !slow.is_empty() {
-            self.metrics
-                .slow_client_disconnects
-                .inc_by(slow.len() as u64);
+            self.metrics.slow_client_disconnects.inc_by(slow.len() as u64);
             for connection_id in slow {
                 tracing::warn!(
                     conn.id = %connection_id,
@@ -188,9 +177,7 @@ impl Hub {
             inner
                 .groups
                 .iter()
-                .flat_map(|(selection, group)| {
-                    group.members.keys().map(|key| (selection.clone(), *key))
-                })
+                .flat_map(|(selection, group)| group.members.keys().map(|key| (selection.clone(), *key)))
                 .collect()
         };
         shuffle(&mut members);
@@ -251,10 +238,7 @@ impl Drop for MemberGuard {
         self.hub.open.fetch_sub(1, Ordering::AcqRel);
         self.hub.metrics.connections.dec();
         let duration = self.opened_at.elapsed();
-        self.hub
-            .metrics
-            .connection_duration
-            .observe(duration.as_secs_f64());
+        self.hub.metrics.connection_duration.observe(duration.as_secs_f64());
         tracing::info!(
             conn.id = %self.connection_id,
             duration_ms = duration.as_millis() as u64,
@@ -274,34 +258,15 @@ mod tests {
     }
 
     fn selection(patterns: &[&str]) -> Selection {
-        Selection::from_patterns(
-            patterns
-                .iter()
-                .map(|p| Pattern::parse(p).unwrap())
-                .collect(),
-        )
+        Selection::from_patterns(patterns.iter().map(|p| Pattern::parse(p).unwrap()).collect())
     }
 
     #[tokio::test]
     async fn a_frame_reaches_every_matching_stream_as_the_same_bytes() {
         let hub = hub(8, 10);
-        let mut a = hub
-            .register(Selection::All, Uuid::new_v4(), CancellationToken::new())
-            .unwrap();
-        let mut b = hub
-            .register(
-                selection(&["x.*"]),
-                Uuid::new_v4(),
-                CancellationToken::new(),
-            )
-            .unwrap();
-        let mut c = hub
-            .register(
-                selection(&["y.*"]),
-                Uuid::new_v4(),
-                CancellationToken::new(),
-            )
-            .unwrap();
+        let mut a = hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).unwrap();
+        let mut b = hub.register(selection(&["x.*"]), Uuid::new_v4(), CancellationToken::new()).unwrap();
+        let mut c = hub.register(selection(&["y.*"]), Uuid::new_v4(), CancellationToken::new()).unwrap();
         let frame = Bytes::from_static(b"event: x.1\ndata: hi\n\n");
         assert_eq!(hub.publish(b"x.1", &frame), 2);
         let got_a = a.rx.recv().await.unwrap();
@@ -315,12 +280,8 @@ mod tests {
     async fn a_full_queue_cuts_only_that_client() {
         let hub = hub(2, 10);
         let slow_cut = CancellationToken::new();
-        let slow = hub
-            .register(Selection::All, Uuid::new_v4(), slow_cut.clone())
-            .unwrap();
-        let mut fast = hub
-            .register(Selection::All, Uuid::new_v4(), CancellationToken::new())
-            .unwrap();
+        let slow = hub.register(Selection::All, Uuid::new_v4(), slow_cut.clone()).unwrap();
+        let mut fast = hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).unwrap();
         for i in 0..5 {
             hub.publish(b"ch", &Bytes::from(format!("{i}")));
             assert_eq!(fast.rx.recv().await.unwrap(), Bytes::from(format!("{i}")));
@@ -334,28 +295,20 @@ mod tests {
     #[tokio::test]
     async fn registrations_beyond_the_limit_are_refused_and_slots_come_back() {
         let hub = hub(2, 1);
-        let first = hub
-            .register(Selection::All, Uuid::new_v4(), CancellationToken::new())
-            .unwrap();
+        let first = hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).unwrap();
         assert!(matches!(
             hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()),
             Err(RegisterError::Full(1))
         ));
         drop(first);
-        assert!(
-            hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new())
-                .is_ok()
-        );
+        assert!(hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).is_ok());
     }
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_ends_streams_spread_over_the_window() {
         let hub = hub(4, 10);
         let mut streams: Vec<_> = (0..4)
-            .map(|_| {
-                hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new())
-                    .unwrap()
-            })
+            .map(|_| hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).unwrap())
             .collect();
         let start = tokio::time::Instant::now();
         let closer = {
@@ -369,11 +322,7 @@ mod tests {
         }
         closer.await.unwrap();
         ended_at.sort();
-        assert_eq!(
-            ended_at.last().unwrap().as_secs(),
-            3,
-            "last stream closes near the window's end"
-        );
+        assert_eq!(ended_at.last().unwrap().as_secs(), 3, "last stream closes near the window's end");
         assert!(matches!(
             hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()),
             Err(RegisterError::Closing)

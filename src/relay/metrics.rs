@@ -4,8 +4,7 @@
 //! Label values are bounded: refusal and drop reasons are fixed sets, never channel names.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -49,16 +48,10 @@ impl RelayMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let connections = IntGauge::new("sse_relay_connections", "Open SSE streams").unwrap();
-        let connections_accepted = IntCounter::new(
-            "sse_relay_connections_accepted_total",
-            "SSE streams accepted",
-        )
-        .unwrap();
+        let connections_accepted =
+            IntCounter::new("sse_relay_connections_accepted_total", "SSE streams accepted").unwrap();
         let connections_refused = IntCounterVec::new(
-            Opts::new(
-                "sse_relay_connections_refused_total",
-                "SSE stream requests refused, by reason",
-            ),
+            Opts::new("sse_relay_connections_refused_total", "SSE stream requests refused, by reason"),
             &["reason"],
         )
         .unwrap();
@@ -73,10 +66,7 @@ impl RelayMetrics {
         )
         .unwrap();
         let events_dropped = IntCounterVec::new(
-            Opts::new(
-                "sse_relay_events_dropped_total",
-                "Messages from Redis dropped, by reason",
-            ),
+            Opts::new("sse_relay_events_dropped_total", "Messages from Redis dropped, by reason"),
             &["reason"],
         )
         .unwrap();
@@ -100,9 +90,7 @@ impl RelayMetrics {
                 "sse_relay_probe_rtt_seconds",
                 "Time for a probe published on the relay's own channel to come back",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
         )
         .unwrap();
         let probe_failures = IntCounter::new(
@@ -111,61 +99,30 @@ impl RelayMetrics {
         )
         .unwrap();
         let connection_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "sse_relay_connection_duration_seconds",
-                "Lifetime of SSE streams",
-            )
-            .buckets(vec![
-                1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
-            ]),
+            HistogramOpts::new("sse_relay_connection_duration_seconds", "Lifetime of SSE streams")
+                .buckets(vec![1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0]),
         )
         .unwrap();
 
         // Names are unique and well-formed constants, so registration cannot fail.
         registry.register(Box::new(connections.clone())).unwrap();
-        registry
-            .register(Box::new(connections_accepted.clone()))
-            .unwrap();
-        registry
-            .register(Box::new(connections_refused.clone()))
-            .unwrap();
-        registry
-            .register(Box::new(events_received.clone()))
-            .unwrap();
-        registry
-            .register(Box::new(events_delivered.clone()))
-            .unwrap();
+        registry.register(Box::new(connections_accepted.clone())).unwrap();
+        registry.register(Box::new(connections_refused.clone())).unwrap();
+        registry.register(Box::new(events_received.clone())).unwrap();
+        registry.register(Box::new(events_delivered.clone())).unwrap();
         registry.register(Box::new(events_dropped.clone())).unwrap();
-        registry
-            .register(Box::new(slow_client_disconnects.clone()))
-            .unwrap();
-        registry
-            .register(Box::new(redis_connected.clone()))
-            .unwrap();
-        registry
-            .register(Box::new(redis_reconnects.clone()))
-            .unwrap();
+        registry.register(Box::new(slow_client_disconnects.clone())).unwrap();
+        registry.register(Box::new(redis_connected.clone())).unwrap();
+        registry.register(Box::new(redis_reconnects.clone())).unwrap();
         registry.register(Box::new(probe_rtt.clone())).unwrap();
         registry.register(Box::new(probe_failures.clone())).unwrap();
-        registry
-            .register(Box::new(connection_duration.clone()))
-            .unwrap();
+        registry.register(Box::new(connection_duration.clone())).unwrap();
 
         // Pre-create the fixed label values so dashboards see zeros rather than gaps.
-        for reason in [
-            "max_connections",
-            "too_many_channels",
-            "bad_request",
-            "shutting_down",
-        ] {
+        for reason in ["max_connections", "too_many_channels", "bad_request", "shutting_down"] {
             connections_refused.with_label_values(&[reason]);
         }
-        for reason in [
-            "too_large",
-            "invalid_utf8",
-            "invalid_channel",
-            "line_break_in_field",
-        ] {
+        for reason in ["too_large", "invalid_utf8", "invalid_channel", "line_break_in_field"] {
             events_dropped.with_label_values(&[reason]);
         }
 
@@ -187,9 +144,7 @@ impl RelayMetrics {
     }
 
     pub fn refused(&self, reason: RefusedReason) {
-        self.connections_refused
-            .with_label_values(&[reason.label()])
-            .inc();
+        self.connections_refused.with_label_values(&[reason.label()]).inc();
     }
 
     /// `reason` must come from a fixed set (see [`crate::relay::sse::EncodeError::reason`]).
@@ -201,9 +156,7 @@ impl RelayMetrics {
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
         // Encoding into a Vec only fails on invalid metric families, which we never build.
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .unwrap_or_default();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).unwrap_or_default();
         String::from_utf8(buffer).unwrap_or_default()
     }
 }

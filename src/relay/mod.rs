@@ -68,9 +68,7 @@ impl Relay {
             metrics.clone(),
         )
         .context("invalid Redis URL")?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let state = Arc::new(AppState {
             hub,
             health,
@@ -81,29 +79,17 @@ impl Relay {
                 .unwrap_or(usize::MAX),
             retry_after_secs: settings.sse.retry_ms.div_ceil(1000).max(1),
         });
-        Ok(Self {
-            listener,
-            settings,
-            state,
-            subscriber,
-        })
+        Ok(Self { listener, settings, state, subscriber })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         // A bound TcpListener always has a local address.
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
+        self.listener.local_addr().expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` completes, then drains within the grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self {
-            listener,
-            settings,
-            state,
-            subscriber,
-        } = self;
+        let Self { listener, settings, state, subscriber } = self;
         let redis_cancel = CancellationToken::new();
         let redis_task = tokio::spawn(subscriber.run(redis_cancel.clone()));
 
@@ -138,23 +124,14 @@ impl Relay {
             _ = state.hub.close_all_spread(settings.shutdown.drain_window()) => {}
             _ = tokio::time::sleep_until(grace_deadline) => {}
         }
-        if tokio::time::timeout_at(grace_deadline, connections.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                remaining = connections.len(),
-                "grace period over: cutting remaining connections"
-            );
+        if tokio::time::timeout_at(grace_deadline, connections.wait()).await.is_err() {
+            tracing::warn!(remaining = connections.len(), "grace period over: cutting remaining connections");
             control.cut_all.cancel();
             connections.wait().await;
         }
         redis_cancel.cancel();
         let _ = redis_task.await;
-        tracing::info!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "shutdown complete"
-        );
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
         Ok(())
     }
 }

@@ -63,15 +63,11 @@ pub async fn serve(
         let control = control.clone();
         tracker.spawn(async move {
             let cut = control.cut_all.child_token();
-            let context = ConnectionContext {
-                peer,
-                cut: cut.clone(),
-            };
-            let service =
-                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request.extensions_mut().insert(context.clone());
-                    router.clone().call(request)
-                });
+            let context = ConnectionContext { peer, cut: cut.clone() };
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                request.extensions_mut().insert(context.clone());
+                router.clone().call(request)
+            });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)

@@ -136,11 +136,7 @@ fn default_pod_id() -> String {
         .or_else(|_| std::env::var("HOSTNAME"))
         .ok()
         .filter(|name| !name.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "sse-relay".into())
 }
@@ -173,30 +169,20 @@ impl Default for LimitSettings {
 
 impl Default for SseSettings {
     fn default() -> Self {
-        Self {
-            keepalive_secs: 15,
-            retry_ms: 3_000,
-        }
+        Self { keepalive_secs: 15, retry_ms: 3_000 }
     }
 }
 
 impl Default for ShutdownSettings {
     fn default() -> Self {
-        Self {
-            drain_delay_ms: 5_000,
-            drain_window_ms: 10_000,
-            grace_period_ms: 25_000,
-        }
+        Self { drain_delay_ms: 5_000, drain_window_ms: 10_000, grace_period_ms: 25_000 }
     }
 }
 
 impl RelaySettings {
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|_| {
-            ConfigError::new(
-                "listen",
-                format!("{:?} is not an address like 0.0.0.0:8080", self.listen),
-            )
+            ConfigError::new("listen", format!("{:?} is not an address like 0.0.0.0:8080", self.listen))
         })
     }
 
@@ -212,11 +198,7 @@ impl RelaySettings {
                         format!("{:?}: {error}", channel.pattern),
                     )
                 })?;
-                Ok(ChannelRule {
-                    pattern,
-                    format: channel.format,
-                    access: channel.access,
-                })
+                Ok(ChannelRule { pattern, format: channel.format, access: channel.access })
             })
             .collect()
     }
@@ -225,16 +207,8 @@ impl RelaySettings {
 impl Validate for RelaySettings {
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
-        if self.pod_id.is_empty()
-            || self
-                .pod_id
-                .chars()
-                .any(|c| c.is_control() || c.is_whitespace())
-        {
-            return Err(ConfigError::new(
-                "pod_id",
-                "must be a non-empty name without spaces",
-            ));
+        if self.pod_id.is_empty() || self.pod_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(ConfigError::new("pod_id", "must be a non-empty name without spaces"));
         }
         validate_redis_url("redis.url", &self.redis.url)?;
         require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms)?;
@@ -250,10 +224,7 @@ impl Validate for RelaySettings {
             ));
         }
         if self.channels.is_empty() {
-            return Err(ConfigError::new(
-                "channels",
-                "at least one [[channels]] rule is required",
-            ));
+            return Err(ConfigError::new("channels", "at least one [[channels]] rule is required"));
         }
         for (i, rule) in self.channel_rules()?.iter().enumerate() {
             if rule.format == Format::Envelope {
@@ -282,17 +253,12 @@ impl Validate for RelaySettings {
         }
         require_positive("limits.max_connections", self.limits.max_connections)?;
         require_positive("limits.client_queue", self.limits.client_queue)?;
-        require_positive(
-            "limits.max_channels_per_request",
-            self.limits.max_channels_per_request,
-        )?;
+        require_positive("limits.max_channels_per_request", self.limits.max_channels_per_request)?;
         require_positive("limits.max_message_bytes", self.limits.max_message_bytes)?;
         require_positive("sse.keepalive_secs", self.sse.keepalive_secs)?;
         require_positive("sse.retry_ms", self.sse.retry_ms)?;
         require_positive("shutdown.grace_period_ms", self.shutdown.grace_period_ms)?;
-        if self.shutdown.drain_delay_ms + self.shutdown.drain_window_ms
-            >= self.shutdown.grace_period_ms
-        {
+        if self.shutdown.drain_delay_ms + self.shutdown.drain_window_ms >= self.shutdown.grace_period_ms {
             return Err(ConfigError::new(
                 "shutdown.grace_period_ms",
                 "must be longer than shutdown.drain_delay_ms + shutdown.drain_window_ms",

@@ -57,11 +57,7 @@ pub fn encode_event(id: Option<&[u8]>, event: &[u8], payload: &[u8]) -> Result<B
         return Err(EncodeError::PayloadNotUtf8);
     }
 
-    let line_count = payload
-        .iter()
-        .filter(|&&b| b == b'\n' || b == b'\r')
-        .count()
-        + 1;
+    let line_count = payload.iter().filter(|&&b| b == b'\n' || b == b'\r').count() + 1;
     let mut frame = BytesMut::with_capacity(
         id.map_or(0, |id| id.len() + 5) + event.len() + 8 + payload.len() + line_count * 7 + 1,
     );
@@ -88,11 +84,7 @@ pub fn encode_event(id: Option<&[u8]>, event: &[u8], payload: &[u8]) -> Result<B
         match end {
             None => break,
             Some(i) => {
-                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
-                    2
-                } else {
-                    1
-                };
+                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
                 rest = &rest[i + skip..];
             }
         }
@@ -125,19 +117,13 @@ mod tests {
     #[test]
     fn single_line_payload_becomes_one_data_line() {
         let frame = encode_event(None, b"weatherforecast.created", b"{\"a\":1}").unwrap();
-        assert_eq!(
-            text(frame),
-            "event: weatherforecast.created\ndata: {\"a\":1}\n\n"
-        );
+        assert_eq!(text(frame), "event: weatherforecast.created\ndata: {\"a\":1}\n\n");
     }
 
     #[test]
     fn cr_lf_and_crlf_all_split_lines() {
         let frame = encode_event(None, b"ch", b"a\nb\r\nc\rd").unwrap();
-        assert_eq!(
-            text(frame),
-            "event: ch\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
-        );
+        assert_eq!(text(frame), "event: ch\ndata: a\ndata: b\ndata: c\ndata: d\n\n");
     }
 
     #[test]
@@ -156,38 +142,20 @@ mod tests {
 
     #[test]
     fn line_breaks_in_names_or_ids_are_refused() {
-        assert_eq!(
-            encode_event(None, b"a\nevent: b", b"x"),
-            Err(EncodeError::EventNameLineBreak)
-        );
-        assert_eq!(
-            encode_event(None, b"a\rb", b"x"),
-            Err(EncodeError::EventNameLineBreak)
-        );
-        assert_eq!(
-            encode_event(Some(b"1\n2"), b"a", b"x"),
-            Err(EncodeError::IdLineBreak)
-        );
+        assert_eq!(encode_event(None, b"a\nevent: b", b"x"), Err(EncodeError::EventNameLineBreak));
+        assert_eq!(encode_event(None, b"a\rb", b"x"), Err(EncodeError::EventNameLineBreak));
+        assert_eq!(encode_event(Some(b"1\n2"), b"a", b"x"), Err(EncodeError::IdLineBreak));
     }
 
     #[test]
     fn invalid_utf8_is_refused() {
-        assert_eq!(
-            encode_event(None, b"a", b"\xff"),
-            Err(EncodeError::PayloadNotUtf8)
-        );
-        assert_eq!(
-            encode_event(None, b"\xff", b"x"),
-            Err(EncodeError::EventNameNotUtf8)
-        );
+        assert_eq!(encode_event(None, b"a", b"\xff"), Err(EncodeError::PayloadNotUtf8));
+        assert_eq!(encode_event(None, b"\xff", b"x"), Err(EncodeError::EventNameNotUtf8));
     }
 
     #[test]
     fn preamble_sets_retry_and_announces_the_connection() {
         let text = text(preamble(3000, "abc"));
-        assert_eq!(
-            text,
-            "retry: 3000\nevent: relay.connected\ndata: {\"connection_id\":\"abc\"}\n\n"
-        );
+        assert_eq!(text, "retry: 3000\nevent: relay.connected\ndata: {\"connection_id\":\"abc\"}\n\n");
     }
 }

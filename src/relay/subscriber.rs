@@ -76,10 +76,11 @@ impl Subscriber {
 
     /// Keeps a subscription alive until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut backoff =
-            Backoff::new(self.settings.backoff_initial(), self.settings.backoff_max());
+        let mut backoff = Backoff::new(self.settings.backoff_initial(), self.settings.backoff_max());
         let mut sessions = 0u64;
+        let mut failed_attempts = 0u64;
         loop {
+            let sessions_before = sessions;
             let result = tokio::select! {
                 _ = cancel.cancelled() => break,
                 result = self.session(&cancel, &mut backoff, &mut sessions) => result,
@@ -88,12 +89,25 @@ impl Subscriber {
             let Err(error) = result else { break };
             self.health.delivery_lost(error.to_string());
             let delay = backoff.next_delay();
-            tracing::warn!(
-                redis.url = %redacted_url(&self.settings.url),
-                error = %error,
-                retry_in_ms = delay.as_millis() as u64,
-                "redis subscription down"
-            );
+            // One warning per state change (a working subscription lost, or the first attempt
+            // failing); further failed attempts of the same outage are logged at debug level.
+            if sessions != sessions_before || failed_attempts == 0 {
+                failed_attempts = 0;
+                tracing::warn!(
+                    redis.url = %redacted_url(&self.settings.url),
+                    error = %error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "redis subscription down"
+                );
+            } else {
+                tracing::debug!(
+                    error = %error,
+                    attempt = failed_attempts,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "redis reconnect failed"
+                );
+            }
+            failed_attempts += 1;
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
@@ -112,9 +126,7 @@ impl Subscriber {
         let timeout = self.settings.connect_timeout();
         let mut pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
             .await
-            .map_err(|_| {
-                SessionError::Connect(format!("timed out after {} ms", timeout.as_millis()))
-            })?
+            .map_err(|_| SessionError::Connect(format!("timed out after {} ms", timeout.as_millis())))?
             .map_err(|error| SessionError::Connect(error.to_string()))?;
         let patterns = self.rules.patterns();
         let subscribe = async {
@@ -123,9 +135,7 @@ impl Subscriber {
         };
         tokio::time::timeout(timeout, subscribe)
             .await
-            .map_err(|_| {
-                SessionError::Subscribe(format!("timed out after {} ms", timeout.as_millis()))
-            })?
+            .map_err(|_| SessionError::Subscribe(format!("timed out after {} ms", timeout.as_millis())))?
             .map_err(|error| SessionError::Subscribe(error.to_string()))?;
         // The sink must outlive the stream: it owns the connection's write half.
         let (_sink, mut messages) = pubsub.split();
@@ -227,14 +237,10 @@ impl Subscriber {
         let Some((nonce, sent_at)) = *pending else {
             return;
         };
-        let echoed = std::str::from_utf8(payload)
-            .ok()
-            .and_then(|text| text.parse::<u64>().ok());
+        let echoed = std::str::from_utf8(payload).ok().and_then(|text| text.parse::<u64>().ok());
         if echoed == Some(nonce) {
             *pending = None;
-            self.metrics
-                .probe_rtt
-                .observe(sent_at.elapsed().as_secs_f64());
+            self.metrics.probe_rtt.observe(sent_at.elapsed().as_secs_f64());
             self.health.delivery_verified();
         }
     }
@@ -255,10 +261,7 @@ async fn publish_probe(
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(response_timeout));
-        match client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
+        match client.get_multiplexed_async_connection_with_config(&config).await {
             Ok(connection) => *slot = Some(connection),
             Err(error) => {
                 tracing::debug!(error = %error, "probe connection failed");
@@ -269,11 +272,8 @@ async fn publish_probe(
     let Some(connection) = slot.as_mut() else {
         return;
     };
-    let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-        .arg(&channel)
-        .arg(nonce.to_string())
-        .query_async(connection)
-        .await;
+    let published: redis::RedisResult<i64> =
+        redis::cmd("PUBLISH").arg(&channel).arg(nonce.to_string()).query_async(connection).await;
     if let Err(error) = published {
         tracing::debug!(error = %error, "probe publish failed");
         *slot = None;
@@ -296,14 +296,8 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_the_logs() {
-        assert_eq!(
-            redacted_url("redis://:secret@host:6379/0"),
-            "redis://***@host:6379/0"
-        );
+        assert_eq!(redacted_url("redis://:secret@host:6379/0"), "redis://***@host:6379/0");
         assert_eq!(redacted_url("redis://user:pw@host"), "redis://***@host");
-        assert_eq!(
-            redacted_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
+        assert_eq!(redacted_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

@@ -1,0 +1,80 @@
+use crate::support::relay_process::run_to_exit;
+
+fn write_config(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path.to_string_lossy().into_owned())
+}
+
+/// Runs the relay with a bad configuration: it must exit 2 with one line naming `key`.
+fn assert_refused(config: Option<&str>, env: &[(&str, &str)], key: &str, words: &str) {
+    let file = config.map(write_config);
+    let mut args = Vec::new();
+    if let Some((_, path)) = &file {
+        args.extend(["--config", path.as_str()]);
+    }
+    let (code, output) = run_to_exit(&args, env);
+    assert_eq!(code, 2, "exit status for {key}; output:\n{output}");
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, got:\n{output}");
+    assert!(lines[0].starts_with("sse-relay: invalid configuration: "), "{output}");
+    assert!(lines[0].contains(key), "names {key}: {output}");
+    assert!(lines[0].contains(words), "says {words:?}: {output}");
+}
+
+#[test]
+fn an_unparsable_redis_url_exits_2_naming_the_key() {
+    assert_refused(None, &[("SSE_RELAY__REDIS__URL", "http://localhost")], "redis.url", "not a redis://");
+    assert_refused(None, &[("SSE_RELAY__REDIS__URL", "redis://host:notaport")], "redis.url", "not a valid");
+}
+
+#[test]
+fn a_malformed_glob_exits_2_naming_the_rule() {
+    let config = "[[channels]]\npattern = \"weather[forecast\"\n";
+    assert_refused(Some(config), &[], "channels[0].pattern", "unterminated '['");
+}
+
+#[test]
+fn an_unknown_key_exits_2_naming_it() {
+    assert_refused(Some("[limits]\nmax_conections = 5\n"), &[], "max_conections", "unknown field");
+    assert_refused(None, &[("SSE_RELAY__SSE__KEEPALIVE", "5")], "keepalive", "unknown field");
+}
+
+#[test]
+fn zero_or_negative_limits_exit_2_naming_the_key() {
+    assert_refused(
+        None,
+        &[("SSE_RELAY__LIMITS__MAX_CONNECTIONS", "0")],
+        "limits.max_connections",
+        "at least 1",
+    );
+    assert_refused(Some("[limits]\nclient_queue = -5\n"), &[], "limits.client_queue", "-5");
+    assert_refused(None, &[("SSE_RELAY__SSE__KEEPALIVE_SECS", "soon")], "sse.keepalive_secs", "soon");
+}
+
+#[test]
+fn unsupported_or_invalid_values_exit_2_naming_the_key() {
+    assert_refused(Some("[[channels]]\npattern = \"a.*\"\nformat = \"xml\"\n"), &[], "format", "xml");
+    assert_refused(None, &[("SSE_RELAY__LISTEN", "everywhere")], "listen", "not an address");
+    assert_refused(
+        None,
+        &[("SSE_RELAY__CORS__ALLOWED_ORIGINS", "https://ok.example,not-an-origin")],
+        "cors.allowed_origins[1]",
+        "not an origin",
+    );
+    let (code, output) = run_to_exit(&["--config", "/nonexistent/relay.toml"], &[]);
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains("/nonexistent/relay.toml"), "{output}");
+}
+
+#[test]
+fn help_and_version_work() {
+    let (code, output) = run_to_exit(&["--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(output.contains("--config"), "{output}");
+    assert!(output.contains("SSE_RELAY__"), "{output}");
+    let (code, output) = run_to_exit(&["--version"], &[]);
+    assert_eq!(code, 0);
+    assert!(output.contains(env!("CARGO_PKG_VERSION")), "{output}");
+}

@@ -1,0 +1,14 @@
+//! Black-box tests of the sse-relay binary against real redis-server processes.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod configuration;
+mod delivery;
+mod glob_matches_redis;
+mod limits;
+mod metrics;
+mod outage;
+mod probe;
+mod shutdown;
+mod slow_clients;

@@ -1,0 +1,47 @@
+use std::time::Duration;
+
+use crate::support::eventually;
+use crate::support::redis_server::RedisServer;
+use crate::support::relay_process::RelayBuilder;
+use crate::support::sse_client::SseClient;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_stream_survives_a_redis_restart_and_receives_what_comes_after() {
+    let mut redis = RedisServer::start();
+    let relay = RelayBuilder::new(redis.url())
+        .env("SSE__KEEPALIVE_SECS", 1)
+        .env("REDIS__UNREADY_AFTER_SECS", 1)
+        .start();
+    relay.wait_ready().await;
+    let mut client = SseClient::connect(&relay.url("/events")).await;
+    client.next_event(WAIT).await;
+    redis.publish("weatherforecast.created", "before");
+    assert_eq!(client.next_event(WAIT).await.data.as_deref(), Some("before"));
+
+    redis.kill();
+    relay.wait_metric("sse_relay_redis_connected", |connected| connected == 0.0).await;
+    // The stream stays open, kept alive by pings, while Redis is away...
+    let ping = client.next_block(WAIT).await;
+    assert_eq!(ping.comments, ["ping"]);
+    // ...and after unready_after_secs the pod stops taking new clients, saying why.
+    let body: serde_json::Value = eventually(WAIT, "/readyz to answer 503", || async {
+        let response = relay.get("/readyz").await;
+        if response.status() == 503 { response.json().await.ok() } else { None }
+    })
+    .await;
+    assert_eq!(body["redis"], "reconnecting");
+    assert!(body["reason"].as_str().unwrap().contains("no working Redis subscription"), "{body}");
+    assert!(body["last_error"].is_string(), "{body}");
+
+    redis.restart();
+    relay.wait_ready().await;
+    assert!(relay.metric("sse_relay_redis_reconnects_total").await >= 1.0);
+    redis.publish("weatherforecast.created", "after");
+    assert_eq!(client.next_event(WAIT).await.data.as_deref(), Some("after"));
+
+    let downs = relay.log_events("redis subscription down");
+    assert!(!downs.is_empty(), "the outage is logged");
+    assert!(relay.log_events("redis subscribed").len() >= 2);
+}

@@ -1,0 +1,55 @@
+//! Test harness shared by the black-box suites: real servers on free loopback ports, the real
+//! binaries, and clients that speak the wire protocols. Everything started here is stopped
+//! when its handle is dropped, and every wait is bounded.
+#![allow(dead_code)]
+
+pub mod proxy;
+pub mod redis_server;
+pub mod relay_process;
+pub mod sse_client;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` saying what was awaited.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Finds the value of one sample in a Prometheus text exposition, e.g.
+/// `metric(&text, "sse_relay_events_dropped_total{reason=\"too_large\"}")`.
+pub fn metric(exposition: &str, sample: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("metric {sample} not found in:\n{exposition}"))
+}
+
+/// A path to a system program, or a panic that says how to install it.
+pub fn require_program(name: &str, install_hint: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain(["/usr/sbin".into(), "/usr/bin".into()]) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("{name} is required by this test but was not found on PATH; {install_hint}");
+}

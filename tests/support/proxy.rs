@@ -1,0 +1,104 @@
+//! A TCP proxy on loopback that can make connections go silent without closing them: the
+//! failure mode of a connection wedged by a failover or a dead network path.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub struct WedgingProxy {
+    addr: SocketAddr,
+    /// New connections start wedged while this is set.
+    wedge_new: Arc<AtomicBool>,
+    /// One flag per connection ever opened.
+    connections: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WedgingProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let wedge_new = Arc::new(AtomicBool::new(false));
+        let connections: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let task = {
+            let wedge_new = Arc::clone(&wedge_new);
+            let connections = Arc::clone(&connections);
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let wedged = Arc::new(AtomicBool::new(wedge_new.load(Ordering::SeqCst)));
+                    connections.lock().unwrap().push(Arc::clone(&wedged));
+                    tokio::spawn(async move {
+                        let Ok(server) = TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        tokio::join!(
+                            pump(client_read, server_write, Arc::clone(&wedged)),
+                            pump(server_read, client_write, wedged),
+                        );
+                    });
+                }
+            })
+        };
+        Self { addr, wedge_new, connections, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Every connection, open or future, stops forwarding bytes but stays open.
+    pub fn wedge_all(&self) {
+        self.wedge_new.store(true, Ordering::SeqCst);
+        for wedged in self.connections.lock().unwrap().iter() {
+            wedged.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// New connections forward again; the wedged ones stay silent forever.
+    pub fn heal_new_connections(&self) {
+        self.wedge_new.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for WedgingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    wedged: Arc<AtomicBool>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        if wedged.load(Ordering::SeqCst) {
+            // Hold the connection open and swallow nothing: just stop moving bytes.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            // Re-check the flag regularly even when bytes keep arriving slowly.
+            _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+        };
+        let n = match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if wedged.load(Ordering::SeqCst) {
+            // Read just as the wedge began: these bytes are lost in the dead path.
+            continue;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}

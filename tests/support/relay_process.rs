@@ -1,0 +1,226 @@
+//! The real `sse-relay` binary as a child process, configured by a TOML file plus environment
+//! overrides, with its JSON log lines captured for assertions. Killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::eventually;
+
+pub const RELAY_BIN: &str = env!("CARGO_BIN_EXE_sse-relay");
+
+/// The channel rules most tests use.
+pub const DEFAULT_CHANNELS: &str = r#"
+[[channels]]
+pattern = "weatherforecast.*"
+format = "raw"
+access = "public"
+
+[[channels]]
+pattern = "admin.*"
+format = "raw"
+access = "public"
+"#;
+
+pub struct RelayBuilder {
+    redis_url: String,
+    channels_toml: String,
+    env: Vec<(String, String)>,
+}
+
+impl RelayBuilder {
+    pub fn new(redis_url: impl Into<String>) -> Self {
+        Self { redis_url: redis_url.into(), channels_toml: DEFAULT_CHANNELS.into(), env: Vec::new() }
+    }
+
+    pub fn channels(mut self, toml: &str) -> Self {
+        self.channels_toml = toml.into();
+        self
+    }
+
+    /// Sets a key through its environment variable, e.g. `env("LIMITS__MAX_CONNECTIONS", "2")`.
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((format!("SSE_RELAY__{key}"), value.to_string()));
+        self
+    }
+
+    pub fn start(self) -> RelayProcess {
+        let dir = tempfile::tempdir().expect("temp dir for relay config");
+        let config = dir.path().join("relay.toml");
+        let toml = format!(
+            "listen = \"127.0.0.1:0\"\npod_id = \"test-{}\"\n\n[redis]\nurl = \"{}\"\n{}",
+            std::process::id(),
+            self.redis_url,
+            self.channels_toml
+        );
+        std::fs::write(&config, toml).expect("write relay config");
+        let mut command = Command::new(RELAY_BIN);
+        command
+            .arg("--config")
+            .arg(&config)
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info,sse_relay=debug")
+            // Fast reactions for tests; each test may override any of these.
+            .env("SSE_RELAY__REDIS__BACKOFF_INITIAL_MS", "50")
+            .env("SSE_RELAY__REDIS__BACKOFF_MAX_MS", "500")
+            .env("SSE_RELAY__REDIS__PROBE_INTERVAL_MS", "500")
+            .env("SSE_RELAY__REDIS__CONNECT_TIMEOUT_MS", "1000")
+            .env("SSE_RELAY__SHUTDOWN__DRAIN_DELAY_MS", "0")
+            .env("SSE_RELAY__SHUTDOWN__DRAIN_WINDOW_MS", "200")
+            .env("SSE_RELAY__SHUTDOWN__GRACE_PERIOD_MS", "5000")
+            .envs(self.env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        RelayProcess::spawn(command, dir)
+    }
+}
+
+pub struct RelayProcess {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: TempDir,
+}
+
+impl RelayProcess {
+    fn spawn(mut command: Command, dir: TempDir) -> Self {
+        let mut child = command.spawn().expect("spawn sse-relay");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        {
+            let logs = Arc::clone(&logs);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
+                        && value["message"] == "listening"
+                        && let Some(addr) = value["addr"].as_str()
+                    {
+                        let _ = addr_tx.send(addr.parse::<SocketAddr>().expect("listening addr"));
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("relay did not report its address; logs:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        Self { child, addr, logs, _dir: dir }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Log lines (JSON) whose `message` equals `message`.
+    pub fn log_events(&self, message: &str) -> Vec<serde_json::Value> {
+        self.logs()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|value| value["message"] == message)
+            .collect()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(self.url(path)).await.expect("GET relay")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.expect("metrics body")
+    }
+
+    pub async fn metric(&self, sample: &str) -> f64 {
+        super::metric(&self.metrics().await, sample)
+    }
+
+    /// Waits until `/readyz` answers 200 (the subscription delivered a probe).
+    pub async fn wait_ready(&self) {
+        eventually(Duration::from_secs(20), "relay /readyz to answer 200", || async {
+            let response = reqwest::get(self.url("/readyz")).await.ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await
+    }
+
+    pub async fn wait_metric(&self, sample: &str, predicate: impl Fn(f64) -> bool) -> f64 {
+        eventually(Duration::from_secs(20), sample, || async {
+            let value = super::metric(&self.metrics().await, sample);
+            predicate(value).then_some(value)
+        })
+        .await
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "relay did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion with `args` and environment overrides; returns its exit
+/// code and standard error.
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut command = Command::new(RELAY_BIN);
+    command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("spawn sse-relay");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sse-relay {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().expect("output");
+    let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stdout));
+    (status.code().unwrap_or(-1), text)
+}
