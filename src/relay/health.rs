@@ -77,10 +77,6 @@ impl Health {
         self.state().draining = true;
     }
 
-    pub fn is_draining(&self) -> bool {
-        self.state().draining
-    }
-
     pub fn readiness(&self) -> Readiness {
         let state = self.state();
         let last_error = state.last_error.clone();

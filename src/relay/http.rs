@@ -111,14 +111,12 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
             state.metrics.refused(reason);
             error
         })?;
-    if state.health.is_draining() {
-        state.metrics.refused(RefusedReason::ShuttingDown);
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the relay is shutting down; reconnect")
-            .retry_after(state.retry_after_secs));
-    }
     let context = request.extensions().get::<ConnectionContext>().cloned();
     let cut = context.as_ref().map(|c| c.cut.clone()).unwrap_or_default();
     let connection_id = Uuid::new_v4();
+    // While draining (readiness already off) streams are still accepted: an EventSource gives up
+    // for good on an error status, whereas a stream that is later closed makes it reconnect,
+    // by then to a ready pod. Only once the hub closes are requests refused.
     let registration = state.hub.register(selection.clone(), connection_id, cut).map_err(|error| {
         let reason = match error {
             RegisterError::Full(_) => RefusedReason::MaxConnections,
