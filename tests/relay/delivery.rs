@@ -38,8 +38,7 @@ async fn a_multi_line_payload_arrives_as_the_same_text() {
     let redis = RedisServer::start();
     let relay = RelayBuilder::new(redis.url()).start();
     relay.wait_ready().await;
-    let mut client = SseClient::connect(&relay.url("/events")).await;
-    client.next_event(WAIT).await; // relay.connected
+    let mut client = relay.open_stream("").await;
 
     let payloads = ["line one\nline two\n\nline four", "trailing newline\n", "  indented\n\tand tabbed"];
     for payload in payloads {
@@ -59,15 +58,13 @@ async fn a_client_receives_only_the_channels_it_selected() {
     let relay = RelayBuilder::new(redis.url()).start();
     relay.wait_ready().await;
 
-    let mut everything = SseClient::connect(&relay.url("/events")).await;
-    let mut created = SseClient::connect(&relay.url("/events?channel=weatherforecast.created")).await;
-    let mut mixed = SseClient::connect(&relay.url(
-        "/events?channel=admin.user.*&channel=weatherforecast.del%3Fted&channel=weatherforecast.%5Bu%5Dpdated",
-    ))
-    .await;
-    for client in [&mut everything, &mut created, &mut mixed] {
-        client.next_event(WAIT).await;
-    }
+    let mut everything = relay.open_stream("").await;
+    let mut created = relay.open_stream("?channel=weatherforecast.created").await;
+    let mut mixed = relay
+        .open_stream(
+            "?channel=admin.user.*&channel=weatherforecast.del%3Fted&channel=weatherforecast.%5Bu%5Dpdated",
+        )
+        .await;
 
     let published = [
         "weatherforecast.created",
@@ -126,8 +123,7 @@ async fn a_quiet_stream_receives_keepalive_comments() {
     let redis = RedisServer::start();
     let relay = RelayBuilder::new(redis.url()).env("SSE__KEEPALIVE_SECS", 1).start();
     relay.wait_ready().await;
-    let mut client = SseClient::connect(&relay.url("/events")).await;
-    client.next_event(WAIT).await;
+    let mut client = relay.open_stream("").await;
     for _ in 0..2 {
         let block = client.next_block(WAIT).await;
         assert_eq!(block.comments, ["ping"], "a keepalive is a comment only: {block:?}");

@@ -3,7 +3,6 @@ use std::time::Duration;
 use crate::support::eventually;
 use crate::support::redis_server::RedisServer;
 use crate::support::relay_process::RelayBuilder;
-use crate::support::sse_client::SseClient;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -13,10 +12,8 @@ async fn connections_beyond_the_limit_get_503_with_retry_after_until_a_slot_free
     let relay = RelayBuilder::new(redis.url()).env("LIMITS__MAX_CONNECTIONS", 2).start();
     relay.wait_ready().await;
 
-    let mut first = SseClient::connect(&relay.url("/events")).await;
-    let mut second = SseClient::connect(&relay.url("/events")).await;
-    first.next_event(WAIT).await;
-    second.next_event(WAIT).await;
+    let mut first = relay.open_stream("").await;
+    let second = relay.open_stream("").await;
 
     let refused = relay.get("/events").await;
     assert_eq!(refused.status(), 503);

@@ -3,7 +3,6 @@ use std::time::Duration;
 use crate::support::metric;
 use crate::support::redis_server::RedisServer;
 use crate::support::relay_process::RelayBuilder;
-use crate::support::sse_client::SseClient;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -13,10 +12,8 @@ async fn metrics_reflect_deliveries_refusals_and_dropped_messages() {
     let relay = RelayBuilder::new(redis.url()).env("LIMITS__MAX_MESSAGE_BYTES", 1000).start();
     relay.wait_ready().await;
 
-    let mut a = SseClient::connect(&relay.url("/events")).await;
-    let mut b = SseClient::connect(&relay.url("/events?channel=weatherforecast.*")).await;
-    a.next_event(WAIT).await;
-    b.next_event(WAIT).await;
+    let mut a = relay.open_stream("").await;
+    let mut b = relay.open_stream("?channel=weatherforecast.*").await;
 
     for i in 0..5 {
         redis.publish("weatherforecast.created", format!("event {i}"));

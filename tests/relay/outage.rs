@@ -1,9 +1,7 @@
 use std::time::Duration;
 
-use crate::support::eventually;
 use crate::support::redis_server::RedisServer;
 use crate::support::relay_process::RelayBuilder;
-use crate::support::sse_client::SseClient;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -15,8 +13,7 @@ async fn a_stream_survives_a_redis_restart_and_receives_what_comes_after() {
         .env("REDIS__UNREADY_AFTER_SECS", 1)
         .start();
     relay.wait_ready().await;
-    let mut client = SseClient::connect(&relay.url("/events")).await;
-    client.next_event(WAIT).await;
+    let mut client = relay.open_stream("").await;
     redis.publish("weatherforecast.created", "before");
     assert_eq!(client.next_event(WAIT).await.data.as_deref(), Some("before"));
 
@@ -26,11 +23,7 @@ async fn a_stream_survives_a_redis_restart_and_receives_what_comes_after() {
     let ping = client.next_block(WAIT).await;
     assert_eq!(ping.comments, ["ping"]);
     // ...and after unready_after_secs the pod stops taking new clients, saying why.
-    let body: serde_json::Value = eventually(WAIT, "/readyz to answer 503", || async {
-        let response = relay.get("/readyz").await;
-        if response.status() == 503 { response.json().await.ok() } else { None }
-    })
-    .await;
+    let body = relay.wait_unready().await;
     assert_eq!(body["redis"], "reconnecting");
     assert!(body["reason"].as_str().unwrap().contains("no working Redis subscription"), "{body}");
     assert!(body["last_error"].is_string(), "{body}");

@@ -1,10 +1,8 @@
 use std::time::Duration;
 
-use crate::support::eventually;
 use crate::support::proxy::WedgingProxy;
 use crate::support::redis_server::RedisServer;
 use crate::support::relay_process::RelayBuilder;
-use crate::support::sse_client::SseClient;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -22,17 +20,12 @@ async fn a_silent_subscription_is_detected_reported_and_reconnected() {
         .env("REDIS__UNREADY_AFTER_SECS", 1)
         .start();
     relay.wait_ready().await;
-    let mut client = SseClient::connect(&relay.url("/events")).await;
-    client.next_event(WAIT).await;
+    let mut client = relay.open_stream("").await;
     redis.publish("weatherforecast.created", "before");
     assert_eq!(client.next_event(WAIT).await.data.as_deref(), Some("before"));
 
     proxy.wedge_all();
-    let body: serde_json::Value = eventually(WAIT, "/readyz to answer 503", || async {
-        let response = relay.get("/readyz").await;
-        if response.status() == 503 { response.json().await.ok() } else { None }
-    })
-    .await;
+    let body = relay.wait_unready().await;
     assert!(relay.metric("sse_relay_probe_failures_total").await >= 1.0, "{body}");
     let wedged = relay.log_events("redis subscription down");
     assert!(

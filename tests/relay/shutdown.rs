@@ -3,7 +3,6 @@ use std::time::{Duration, Instant};
 use crate::support::eventually;
 use crate::support::redis_server::RedisServer;
 use crate::support::relay_process::RelayBuilder;
-use crate::support::sse_client::SseClient;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -18,9 +17,7 @@ async fn sigterm_fails_readiness_drains_streams_over_the_window_and_exits_0() {
     relay.wait_ready().await;
     let mut clients = Vec::new();
     for _ in 0..6 {
-        let mut client = SseClient::connect(&relay.url("/events")).await;
-        client.next_event(WAIT).await;
-        clients.push(client);
+        clients.push(relay.open_stream("").await);
     }
 
     relay.signal("TERM");
@@ -33,9 +30,7 @@ async fn sigterm_fails_readiness_drains_streams_over_the_window_and_exits_0() {
     assert_eq!(body["redis"], "draining");
     // During the drain delay new streams are still accepted (an EventSource would give up for
     // good on an error status); they are closed with the others.
-    let mut late = SseClient::connect(&relay.url("/events")).await;
-    late.next_event(WAIT).await;
-    clients.push(late);
+    clients.push(relay.open_stream("").await);
     redis.publish("weatherforecast.created", "during drain");
 
     let start = Instant::now();

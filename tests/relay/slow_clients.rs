@@ -6,7 +6,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::support::redis_server::RedisServer;
 use crate::support::relay_process::RelayBuilder;
-use crate::support::sse_client::{SseClient, connect_without_reading};
+use crate::support::sse_client::connect_without_reading;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -19,8 +19,7 @@ async fn a_client_that_stops_reading_is_cut_while_a_reading_client_gets_everythi
         .start();
     relay.wait_ready().await;
 
-    let mut reader = SseClient::connect(&relay.url("/events")).await;
-    reader.next_event(WAIT).await;
+    let mut reader = relay.open_stream("").await;
     let mut stalled = connect_without_reading(relay.addr(), "/events").await;
     relay.wait_metric("sse_relay_connections", |open| open == 2.0).await;
 

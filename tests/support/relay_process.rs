@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::eventually;
+use super::sse_client::SseClient;
 
 pub const RELAY_BIN: &str = env!("CARGO_BIN_EXE_sse-relay");
 
@@ -160,6 +161,23 @@ impl RelayProcess {
             (response.status() == 200).then_some(())
         })
         .await
+    }
+
+    /// Waits until `/readyz` answers 503 and returns its JSON body.
+    pub async fn wait_unready(&self) -> serde_json::Value {
+        eventually(Duration::from_secs(20), "relay /readyz to answer 503", || async {
+            let response = reqwest::get(self.url("/readyz")).await.ok()?;
+            if response.status() == 503 { response.json().await.ok() } else { None }
+        })
+        .await
+    }
+
+    /// Opens `/events<query>` and reads past the `relay.connected` preamble.
+    pub async fn open_stream(&self, query: &str) -> SseClient {
+        let mut client = SseClient::connect(&self.url(&format!("/events{query}"))).await;
+        let connected = client.next_event(Duration::from_secs(10)).await;
+        assert_eq!(connected.event.as_deref(), Some("relay.connected"), "{connected:?}");
+        client
     }
 
     pub async fn wait_metric(&self, sample: &str, predicate: impl Fn(f64) -> bool) -> f64 {
