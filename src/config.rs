@@ -129,6 +129,25 @@ pub fn validate_redis_url(key: &str, url: &str) -> Result<(), ConfigError> {
         .map_err(|error| ConfigError::new(key, format!("{url:?} is not a valid Redis URL: {error}")))
 }
 
+/// Checks a list of CORS origins (`https://app.example.com`, no path, no trailing slash).
+pub fn validate_origins(key: &str, origins: &[String]) -> Result<(), ConfigError> {
+    for (i, origin) in origins.iter().enumerate() {
+        let scheme_ok = origin.starts_with("http://") || origin.starts_with("https://");
+        let host = origin.split_once("://").map_or("", |(_, host)| host);
+        let valid = scheme_ok
+            && !host.is_empty()
+            && !host.contains('/')
+            && origin.parse::<http::HeaderValue>().is_ok();
+        if !valid {
+            return Err(ConfigError::new(
+                format!("{key}[{i}]"),
+                format!("{origin:?} is not an origin like https://app.example.com"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses zero where a count or duration must be positive.
 pub fn require_positive(key: &str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {

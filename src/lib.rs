@@ -8,6 +8,7 @@
 //!   error type that names the offending key.
 //! - [`telemetry`] — logging setup and the shutdown signal, shared by the binaries.
 //! - [`backoff`] — exponential backoff with jitter for reconnect loops.
+//! - [`envelope`] — the event envelope and the Lua script that publishes it exactly once.
 //! - [`relay`] — the relay itself:
 //!   - [`relay::settings`] — its configuration sections and validation;
 //!   - [`relay::glob`] — Redis glob patterns, matched exactly as Redis matches them;
@@ -20,9 +21,22 @@
 //!   - [`relay::server`] — the accept loop and per-connection control;
 //!   - [`relay::health`] — readiness;
 //!   - [`relay::metrics`] — Prometheus metrics.
+//! - [`forecast`] — forecast-api, the publishing service:
+//!   - [`forecast::settings`] — its configuration;
+//!   - [`forecast::model`] — forecasts and their validation bounds;
+//!   - [`forecast::store`] — SQLite/PostgreSQL persistence, writing changes and outbox rows together;
+//!   - [`forecast::events`] — domain events and their channels;
+//!   - [`forecast::publisher`] — the in-process EventPublisher and its handlers;
+//!   - [`forecast::outbox`] — the dispatcher that publishes outbox rows to Redis;
+//!   - [`forecast::auth`] — API keys and scopes;
+//!   - [`forecast::relay_token`] — relay JWTs for admin dashboards;
+//!   - [`forecast::http`] — routes, errors, OpenAPI;
+//!   - [`forecast::metrics`] — Prometheus metrics.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod config;
+pub mod envelope;
+pub mod forecast;
 pub mod relay;
 pub mod telemetry;

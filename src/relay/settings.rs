@@ -240,17 +240,7 @@ impl Validate for RelaySettings {
                 ));
             }
         }
-        for (i, origin) in self.cors.allowed_origins.iter().enumerate() {
-            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
-                && !origin.ends_with('/')
-                && origin.parse::<http::HeaderValue>().is_ok();
-            if !valid {
-                return Err(ConfigError::new(
-                    format!("cors.allowed_origins[{i}]"),
-                    format!("{origin:?} is not an origin like https://app.example.com"),
-                ));
-            }
-        }
+        crate::config::validate_origins("cors.allowed_origins", &self.cors.allowed_origins)?;
         require_positive("limits.max_connections", self.limits.max_connections)?;
         require_positive("limits.client_queue", self.limits.client_queue)?;
         require_positive("limits.max_channels_per_request", self.limits.max_channels_per_request)?;

@@ -1,0 +1,135 @@
+//! forecast-api: the weather-forecast REST service that publishes its changes as events.
+//!
+//! [`ForecastApi::build`] connects the database (applying migrations), makes sure an admin key
+//! exists, binds the listener and wires the event publisher and the outbox dispatcher; the
+//! binary and the tests both call it. [`ForecastApi::run_until_stopped`] serves until a
+//! shutdown signal, then stops taking requests, finishes the ones in flight and gives the
+//! outbox a last chance to empty.
+
+pub mod auth;
+pub mod events;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod outbox;
+pub mod publisher;
+pub mod relay_token;
+pub mod settings;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use self::auth::KeyVerifier;
+use self::http::AppState;
+use self::metrics::ForecastMetrics;
+use self::outbox::Dispatcher;
+use self::publisher::{AuditHandler, EventHandler, EventPublisher, MetricsHandler, OutboxNotifier};
+use self::settings::ForecastSettings;
+use self::store::Store;
+
+/// A handler that takes longer than this is cut and counted as failed.
+const HANDLER_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct ForecastApi {
+    listener: TcpListener,
+    settings: ForecastSettings,
+    state: Arc<AppState>,
+    dispatcher: Dispatcher,
+    /// Set when a bootstrap admin key was generated at this start; shown once.
+    generated_admin_key: Option<String>,
+}
+
+impl ForecastApi {
+    pub async fn build(settings: ForecastSettings) -> anyhow::Result<Self> {
+        Self::build_with_handlers(settings, Vec::new()).await
+    }
+
+    /// As [`ForecastApi::build`], with extra event handlers beside the standard ones.
+    pub async fn build_with_handlers(
+        settings: ForecastSettings,
+        extra_handlers: Vec<Arc<dyn EventHandler>>,
+    ) -> anyhow::Result<Self> {
+        let addr = settings.listen_addr()?;
+        let store = Store::connect(&settings.database).await?;
+        let generated_admin_key = auth::ensure_admin_key(&store, &settings.auth.admin_key)
+            .await
+            .context("cannot create the bootstrap admin key")?;
+        let metrics = ForecastMetrics::new();
+        let notify = Arc::new(Notify::new());
+        let mut handlers: Vec<Arc<dyn EventHandler>> = vec![
+            Arc::new(AuditHandler),
+            Arc::new(OutboxNotifier { notify: Arc::clone(&notify) }),
+            Arc::new(MetricsHandler { metrics: metrics.clone() }),
+        ];
+        handlers.extend(extra_handlers);
+        let publisher = EventPublisher::new(handlers, metrics.clone(), HANDLER_TIMEOUT);
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            settings.redis.clone(),
+            settings.outbox.clone(),
+            metrics.clone(),
+            notify,
+        )
+        .context("invalid Redis URL")?;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let state = Arc::new(AppState {
+            keys: KeyVerifier::new(store.clone(), &settings.auth.admin_key),
+            store,
+            publisher,
+            metrics,
+            relay_jwt_secret: settings.auth.relay_jwt_secret.clone(),
+            relay_token_ttl_secs: settings.auth.relay_token_ttl_secs,
+            relay_public_url: settings.relay.public_url.clone(),
+            draining: AtomicBool::new(false),
+        });
+        Ok(Self { listener, settings, state, dispatcher, generated_admin_key })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound TcpListener always has a local address.
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// The admin key generated at this start (no key configured, none in the database yet).
+    pub fn take_generated_admin_key(&mut self) -> Option<String> {
+        self.generated_admin_key.take()
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self { listener, settings, state, dispatcher, .. } = self;
+        let dispatcher_cancel = CancellationToken::new();
+        let dispatcher_task = tokio::spawn(dispatcher.run(dispatcher_cancel.clone()));
+        let router = http::router(
+            Arc::clone(&state),
+            &settings.cors.allowed_origins,
+            usize::try_from(settings.http.max_body_bytes).unwrap_or(usize::MAX),
+            settings.http.request_timeout(),
+        );
+        let draining_state = Arc::clone(&state);
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                draining_state.draining.store(true, Ordering::Release);
+                tracing::info!("shutdown: finishing requests in flight");
+            })
+            .await
+            .context("server failed")?;
+        dispatcher_cancel.cancel();
+        let _ = dispatcher_task.await;
+        state.store.close().await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}

@@ -1,0 +1,75 @@
+//! Short-lived HS256 tokens that let an admin dashboard read token-only relay channels.
+//!
+//! The relay verifies them with the same shared secret (its `auth.jwt_secret`); the
+//! `subscribe` claim lists the glob patterns the bearer may read.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::{Deserialize, Serialize};
+
+pub const ISSUER: &str = "forecast-api";
+pub const AUDIENCE: &str = "sse-relay";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelayClaims {
+    /// The API key id the token was minted for.
+    pub sub: String,
+    pub subscribe: Vec<String>,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Signs claims for `subject` valid for `ttl_secs` from now.
+pub fn mint(
+    secret: &str,
+    subject: &str,
+    subscribe: Vec<String>,
+    ttl_secs: u64,
+) -> Result<(String, RelayClaims), jsonwebtoken::errors::Error> {
+    let now = chrono::Utc::now().timestamp();
+    let claims = RelayClaims {
+        sub: subject.to_owned(),
+        subscribe,
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        iat: now,
+        exp: now + i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2),
+    };
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )?;
+    Ok((token, claims))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{DecodingKey, Validation};
+
+    #[test]
+    fn minted_tokens_verify_with_the_shared_secret_only() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let (token, claims) = mint(secret, "key1", vec!["admin.*".into()], 60).unwrap();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[ISSUER]);
+        let decoded = jsonwebtoken::decode::<RelayClaims>(
+            &token,
+            &DecodingKey::from_secret(secret.as_bytes()),
+            &validation,
+        )
+        .unwrap();
+        assert_eq!(decoded.claims, claims);
+        assert!(
+            jsonwebtoken::decode::<RelayClaims>(
+                &token,
+                &DecodingKey::from_secret(b"another secret of 32 chars ....."),
+                &validation
+            )
+            .is_err()
+        );
+    }
+}
