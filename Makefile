@@ -1,15 +1,15 @@
 # sse-relay — the commands a developer (and CI) runs.
 .PHONY: run test lint build
 
-# Builds and starts the system locally: Redis (installed if missing) and the relay.
+# Builds and starts the system locally: Redis (installed if missing), the relay and forecast-api.
 run:
 	scripts/ensure-deps.sh redis
 	cargo build --release --locked
 	scripts/run-local.sh
 
-# Every test: unit tests and black-box tests against real redis-server processes.
+# Every test: unit tests and black-box tests against real Redis, SQLite and PostgreSQL.
 test:
-	scripts/ensure-deps.sh redis
+	scripts/ensure-deps.sh redis postgres
 	cargo test --locked
 
 lint:

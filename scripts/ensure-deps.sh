@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the system programs the project needs when they are missing.
-# Usage: scripts/ensure-deps.sh redis   (more components are added as the project grows)
+# Usage: scripts/ensure-deps.sh [redis] [postgres]
 set -eu
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -31,6 +31,12 @@ for component in "$@"; do
         redis)
             if ! have redis-server || ! have redis-cli; then
                 apt_install redis-server redis-tools
+            fi
+            ;;
+        postgres)
+            # Tests run their own server from the Debian binaries (initdb, pg_ctl).
+            if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+                apt_install postgresql
             fi
             ;;
         *)

@@ -1,19 +1,27 @@
 #!/bin/sh
-# Starts Redis (unless one already answers on REDIS_PORT) and the relay in the foreground.
-# Ctrl-C stops both. Environment: REDIS_PORT (6379), RELAY_PORT (8080), and any SSE_RELAY__* key.
+# Starts Redis (unless one already answers on REDIS_PORT), the relay and forecast-api (SQLite in
+# ./data), and prints how to try the whole path. Ctrl-C stops everything.
+# Environment: REDIS_PORT (6379), RELAY_PORT (8080), API_PORT (8081), and any SSE_RELAY__* or
+# FORECAST_API__* key.
 set -eu
 cd "$(dirname "$0")/.."
 
 REDIS_PORT="${REDIS_PORT:-6379}"
 RELAY_PORT="${RELAY_PORT:-8080}"
+API_PORT="${API_PORT:-8081}"
 RUN_DIR="$PWD/.run"
 mkdir -p "$RUN_DIR"
 
 redis_pid=""
-cleanup() {
+relay_pid=""
+api_pid=""
+stop_all() {
+    for pid in $api_pid $relay_pid; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in $api_pid $relay_pid; do wait "$pid" 2>/dev/null || true; done
     if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; fi
 }
-trap cleanup EXIT INT TERM
+trap stop_all EXIT
+trap 'exit 130' INT TERM
 
 if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
     echo "using the Redis already running on 127.0.0.1:$REDIS_PORT"
@@ -33,30 +41,46 @@ else
     echo "started redis-server on 127.0.0.1:$REDIS_PORT (log: $RUN_DIR/redis.log)"
 fi
 
+random_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
+ADMIN_KEY="${FORECAST_API__AUTH__ADMIN_KEY:-$(random_hex 24)}"
+JWT_SECRET="${FORECAST_API__AUTH__RELAY_JWT_SECRET:-$(random_hex 32)}"
+
 export SSE_RELAY__REDIS__URL="${SSE_RELAY__REDIS__URL:-redis://127.0.0.1:$REDIS_PORT}"
 export SSE_RELAY__LISTEN="${SSE_RELAY__LISTEN:-127.0.0.1:$RELAY_PORT}"
+export SSE_RELAY__AUTH__JWT_SECRET="${SSE_RELAY__AUTH__JWT_SECRET:-$JWT_SECRET}"
 export SSE_RELAY__SHUTDOWN__DRAIN_DELAY_MS="${SSE_RELAY__SHUTDOWN__DRAIN_DELAY_MS:-0}"
 export SSE_RELAY__SHUTDOWN__DRAIN_WINDOW_MS="${SSE_RELAY__SHUTDOWN__DRAIN_WINDOW_MS:-500}"
+export FORECAST_API__REDIS__URL="${FORECAST_API__REDIS__URL:-redis://127.0.0.1:$REDIS_PORT}"
+export FORECAST_API__LISTEN="${FORECAST_API__LISTEN:-127.0.0.1:$API_PORT}"
+export FORECAST_API__AUTH__ADMIN_KEY="$ADMIN_KEY"
+export FORECAST_API__AUTH__RELAY_JWT_SECRET="$JWT_SECRET"
+export FORECAST_API__RELAY__PUBLIC_URL="${FORECAST_API__RELAY__PUBLIC_URL:-http://127.0.0.1:$RELAY_PORT}"
+
+./target/release/sse-relay &
+relay_pid=$!
+./target/release/forecast-api &
+api_pid=$!
 
 cat <<MSG
 
-sse-relay on http://127.0.0.1:$RELAY_PORT
-  stream:   http://127.0.0.1:$RELAY_PORT/events
-  ready:    http://127.0.0.1:$RELAY_PORT/readyz
-  metrics:  http://127.0.0.1:$RELAY_PORT/metrics
+sse-relay     http://127.0.0.1:$RELAY_PORT   (/events, /readyz, /metrics)
+forecast-api  http://127.0.0.1:$API_PORT   (/api/weatherforecast, /openapi.json, /readyz, /metrics)
+admin API key $ADMIN_KEY
 
-Watch the stream (another terminal):
+Try the whole path. Watch the stream (another terminal):
   curl -N 'http://127.0.0.1:$RELAY_PORT/events?channel=weatherforecast.*'
-Publish an event:
+Create a forecast:
+  curl -X POST http://127.0.0.1:$API_PORT/api/weatherforecast \\
+       -H 'Authorization: Bearer $ADMIN_KEY' -H 'Content-Type: application/json' \\
+       -d '{"date":"2026-11-23","temperatureC":25,"summary":"Warm"}'
+Or publish by hand:
   redis-cli -p $REDIS_PORT PUBLISH weatherforecast.created '{"summary":"Warm","temperatureC":25}'
 
 Ctrl-C stops everything.
 
 MSG
 
-./target/release/sse-relay "$@" &
-relay_pid=$!
-# Forward Ctrl-C / TERM to the relay so it drains, then stop Redis.
-trap 'kill -TERM "$relay_pid" 2>/dev/null || true' INT TERM
-wait "$relay_pid" || true
-wait "$relay_pid" 2>/dev/null || true
+# Stop everything as soon as either service exits (or on Ctrl-C).
+while kill -0 "$relay_pid" 2>/dev/null && kill -0 "$api_pid" 2>/dev/null; do
+    sleep 1
+done

@@ -51,7 +51,7 @@ pub struct RedisSettings {
     pub response_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Bootstrap admin API key; when empty one is generated at first start and printed once.
@@ -98,7 +98,7 @@ impl Default for ForecastSettings {
             listen: "0.0.0.0:8081".into(),
             database: DatabaseSettings::default(),
             redis: RedisSettings::default(),
-            auth: AuthSettings { relay_token_ttl_secs: 300, ..AuthSettings::default() },
+            auth: AuthSettings::default(),
             relay: RelaySettings::default(),
             cors: CorsSettings::default(),
             outbox: OutboxSettings::default(),
@@ -124,6 +124,12 @@ impl Default for RedisSettings {
             connect_timeout_ms: 2_000,
             response_timeout_ms: 2_000,
         }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self { admin_key: String::new(), relay_jwt_secret: String::new(), relay_token_ttl_secs: 300 }
     }
 }
 

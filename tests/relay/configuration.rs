@@ -1,4 +1,5 @@
-use crate::support::relay_process::run_to_exit;
+use crate::support::relay_process::RELAY_BIN;
+use crate::support::service_process::run_to_exit;
 
 fn write_config(text: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -14,7 +15,7 @@ fn assert_refused(config: Option<&str>, env: &[(&str, &str)], key: &str, words: 
     if let Some((_, path)) = &file {
         args.extend(["--config", path.as_str()]);
     }
-    let (code, output) = run_to_exit(&args, env);
+    let (code, output) = run_to_exit(RELAY_BIN, &args, env);
     assert_eq!(code, 2, "exit status for {key}; output:\n{output}");
     let lines: Vec<&str> = output.lines().collect();
     assert_eq!(lines.len(), 1, "one line, got:\n{output}");
@@ -63,18 +64,18 @@ fn unsupported_or_invalid_values_exit_2_naming_the_key() {
         "cors.allowed_origins[1]",
         "not an origin",
     );
-    let (code, output) = run_to_exit(&["--config", "/nonexistent/relay.toml"], &[]);
+    let (code, output) = run_to_exit(RELAY_BIN, &["--config", "/nonexistent/relay.toml"], &[]);
     assert_eq!(code, 2, "{output}");
     assert!(output.contains("/nonexistent/relay.toml"), "{output}");
 }
 
 #[test]
 fn help_and_version_work() {
-    let (code, output) = run_to_exit(&["--help"], &[]);
+    let (code, output) = run_to_exit(RELAY_BIN, &["--help"], &[]);
     assert_eq!(code, 0);
     assert!(output.contains("--config"), "{output}");
     assert!(output.contains("SSE_RELAY__"), "{output}");
-    let (code, output) = run_to_exit(&["--version"], &[]);
+    let (code, output) = run_to_exit(RELAY_BIN, &["--version"], &[]);
     assert_eq!(code, 0);
     assert!(output.contains(env!("CARGO_PKG_VERSION")), "{output}");
 }

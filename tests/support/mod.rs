@@ -3,9 +3,13 @@
 //! when its handle is dropped, and every wait is bounded.
 #![allow(dead_code)]
 
+pub mod event_tap;
+pub mod forecast_process;
+pub mod postgres;
 pub mod proxy;
 pub mod redis_server;
 pub mod relay_process;
+pub mod service_process;
 pub mod sse_client;
 
 use std::future::Future;
