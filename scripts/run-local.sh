@@ -21,7 +21,7 @@ stop_all() {
     if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; fi
 }
 trap stop_all EXIT
-trap 'exit 130' INT TERM
+trap 'exit 0' INT TERM
 
 if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
     echo "using the Redis already running on 127.0.0.1:$REDIS_PORT"
