@@ -7,7 +7,9 @@
 //! the stream id, and publishes the envelope with that id, atomically and exactly once per
 //! `event_id`.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// Runs once per event, atomically:
@@ -54,6 +56,28 @@ impl OutgoingEnvelope<'_> {
     }
 }
 
+/// An envelope as the relay reads it: borrowed from the message, `data` kept as raw JSON text so
+/// that it is forwarded byte for byte. Unknown fields are ignored (newer publishers).
+#[derive(Debug, Deserialize)]
+pub struct IncomingEnvelope<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub event: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+    #[serde(borrow, default)]
+    pub exclude: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub ts: Option<i64>,
+}
+
+impl<'a> IncomingEnvelope<'a> {
+    pub fn parse(message: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(message)
+    }
+}
+
 /// Microseconds since the Unix epoch, now.
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -62,6 +86,19 @@ pub fn now_micros() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn incoming_envelopes_borrow_their_data_as_raw_json() {
+        let message =
+            br#"{"id":"1-0","event_id":"e","data":{ "a" : [1, 2] },"exclude":"c","ts":5,"future":true}"#;
+        let envelope = IncomingEnvelope::parse(message).unwrap();
+        assert_eq!(envelope.id.as_deref(), Some("1-0"));
+        assert_eq!(envelope.data.get(), r#"{ "a" : [1, 2] }"#, "forwarded byte for byte");
+        assert_eq!(envelope.exclude.as_deref(), Some("c"));
+        assert_eq!(envelope.ts, Some(5));
+        assert!(IncomingEnvelope::parse(br#"{"id":"1-0"}"#).is_err(), "data is required");
+        assert!(IncomingEnvelope::parse(b"not json").is_err());
+    }
 
     #[test]
     fn the_envelope_starts_with_an_object_field_so_the_script_can_prepend_the_id() {

@@ -23,7 +23,9 @@ use super::channels::Selection;
 use super::glob::Pattern;
 use super::health::Health;
 use super::hub::{Hub, RegisterError};
+use super::log::StreamId;
 use super::metrics::{RefusedReason, RelayMetrics};
+use super::replay::Replay;
 use super::server::ConnectionContext;
 use super::sse::preamble;
 use super::stream::SseBody;
@@ -33,6 +35,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub health: Arc<Health>,
     pub metrics: RelayMetrics,
+    pub replay: Arc<Replay>,
     pub retry_ms: u64,
     pub keepalive: Duration,
     pub max_channels_per_request: usize,
@@ -106,11 +109,13 @@ impl IntoResponse for ApiError {
 }
 
 async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
-    let selection = parse_selection(request.uri().query().unwrap_or(""), state.max_channels_per_request)
-        .map_err(|(reason, error)| {
-            state.metrics.refused(reason);
-            error
-        })?;
+    let query = request.uri().query().unwrap_or("");
+    let selection = parse_selection(query, state.max_channels_per_request).map_err(|(reason, error)| {
+        state.metrics.refused(reason);
+        error
+    })?;
+    let resume_from = last_event_id(request.headers(), query)
+        .inspect_err(|_| state.metrics.refused(RefusedReason::BadRequest))?;
     let context = request.extensions().get::<ConnectionContext>().cloned();
     let cut = context.as_ref().map(|c| c.cut.clone()).unwrap_or_default();
     let connection_id = Uuid::new_v4();
@@ -130,12 +135,16 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
         conn.id = %connection_id,
         client.addr = %context.map(|c| c.peer.to_string()).unwrap_or_default(),
         channels = %describe(&selection),
+        resume_from = %resume_from.map(|id| id.to_string()).unwrap_or_default(),
         "stream opened"
     );
 
     // Jitter spreads the reconnections of clients that lost their stream at the same moment.
     let retry_ms = state.retry_ms + rand::random_range(0..=state.retry_ms / 2);
-    let body = SseBody::new(registration, preamble(retry_ms, &connection_id.to_string()), state.keepalive);
+    // Registered for live events first, then the backlog: nothing published in between is lost.
+    let replay = resume_from.map(|after| state.replay.start(selection.clone(), after));
+    let body =
+        SseBody::new(registration, preamble(retry_ms, &connection_id.to_string()), replay, state.keepalive);
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -143,6 +152,25 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
         .header("x-accel-buffering", "no")
         .body(Body::new(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+/// The resume point: the `Last-Event-ID` header (what EventSource sends on reconnect) wins over
+/// the `lastEventId` parameter (for a first connection, which cannot set headers).
+fn last_event_id(headers: &axum::http::HeaderMap, query: &str) -> Result<Option<StreamId>, ApiError> {
+    let from_header =
+        headers.get("last-event-id").map(|value| value.to_str().unwrap_or("\u{fffd}").trim().to_owned());
+    let from_query = || {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "lastEventId")
+            .map(|(_, value)| value.trim().to_owned())
+    };
+    match from_header.or_else(from_query).filter(|id| !id.is_empty()) {
+        None => Ok(None),
+        Some(id) => id
+            .parse::<StreamId>()
+            .map(Some)
+            .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, format!("Last-Event-ID: {error}"))),
+    }
 }
 
 /// Reads the repeatable `channel` parameter into a selection, refusing bad or too many globs.

@@ -17,7 +17,16 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::channels::Selection;
+use super::log::StreamId;
 use super::metrics::RelayMetrics;
+
+/// One queued event: the shared encoded bytes, and its log id (so that a stream resuming from
+/// the log can skip what its replay already sent).
+#[derive(Debug, Clone)]
+pub struct QueuedFrame {
+    pub id: Option<StreamId>,
+    pub bytes: Bytes,
+}
 
 pub struct Hub {
     // A std Mutex: publishing holds it only for non-blocking `try_send`s, never across an await.
@@ -42,7 +51,7 @@ struct Group {
 }
 
 struct Member {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<QueuedFrame>,
     /// Cancels the client's TCP connection (a slow client is cut, not drained).
     cut: CancellationToken,
     connection_id: Uuid,
@@ -58,7 +67,7 @@ pub enum RegisterError {
 
 /// A registered stream: its queue, and the guard that unregisters it when dropped.
 pub struct Registration {
-    pub rx: mpsc::Receiver<Bytes>,
+    pub rx: mpsc::Receiver<QueuedFrame>,
     pub guard: MemberGuard,
 }
 
@@ -128,28 +137,48 @@ impl Hub {
         })
     }
 
-    /// Queues `frame` for every stream whose selection matches `channel`; returns how many.
-    pub fn publish(&self, channel: &[u8], frame: &Bytes) -> usize {
+    /// Queues `frame` for every stream whose selection matches `channel`, except the connection
+    /// `exclude` names; returns how many streams got it.
+    pub fn publish(&self, channel: &[u8], frame: &QueuedFrame, exclude: Option<Uuid>) -> usize {
+        self.deliver(|selection| selection.matches(channel), frame, exclude)
+    }
+
+    /// Queues `frame` for every stream (relay-wide notices such as `relay.reset`).
+    pub fn broadcast(&self, frame: &QueuedFrame) -> usize {
+        self.deliver(|_| true, frame, None)
+    }
+
+    fn deliver(
+        &self,
+        wants: impl Fn(&Selection) -> bool,
+        frame: &QueuedFrame,
+        exclude: Option<Uuid>,
+    ) -> usize {
         let mut delivered = 0;
         let mut slow: Vec<Uuid> = Vec::new();
         {
             let mut inner = self.inner();
             for (selection, group) in inner.groups.iter_mut() {
-                if !selection.matches(channel) {
+                if !wants(selection) {
                     continue;
                 }
-                group.members.retain(|_, member| match member.tx.try_send(frame.clone()) {
-                    Ok(()) => {
-                        delivered += 1;
-                        true
+                group.members.retain(|_, member| {
+                    if exclude == Some(member.connection_id) {
+                        return true;
                     }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        member.cut.cancel();
-                        slow.push(member.connection_id);
-                        false
+                    match member.tx.try_send(frame.clone()) {
+                        Ok(()) => {
+                            delivered += 1;
+                            true
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            member.cut.cancel();
+                            slow.push(member.connection_id);
+                            false
+                        }
+                        // The stream is gone; its guard is about to unregister it.
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
                     }
-                    // The stream is gone; its guard is about to unregister it.
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
                 });
             }
         }
@@ -267,12 +296,12 @@ mod tests {
         let mut a = hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).unwrap();
         let mut b = hub.register(selection(&["x.*"]), Uuid::new_v4(), CancellationToken::new()).unwrap();
         let mut c = hub.register(selection(&["y.*"]), Uuid::new_v4(), CancellationToken::new()).unwrap();
-        let frame = Bytes::from_static(b"event: x.1\ndata: hi\n\n");
-        assert_eq!(hub.publish(b"x.1", &frame), 2);
+        let frame = QueuedFrame { id: None, bytes: Bytes::from_static(b"event: x.1\ndata: hi\n\n") };
+        assert_eq!(hub.publish(b"x.1", &frame, None), 2);
         let got_a = a.rx.recv().await.unwrap();
         let got_b = b.rx.recv().await.unwrap();
-        assert_eq!(got_a.as_ptr(), frame.as_ptr(), "shared, not copied");
-        assert_eq!(got_b.as_ptr(), frame.as_ptr());
+        assert_eq!(got_a.bytes.as_ptr(), frame.bytes.as_ptr(), "shared, not copied");
+        assert_eq!(got_b.bytes.as_ptr(), frame.bytes.as_ptr());
         assert!(c.rx.try_recv().is_err());
     }
 
@@ -283,13 +312,25 @@ mod tests {
         let slow = hub.register(Selection::All, Uuid::new_v4(), slow_cut.clone()).unwrap();
         let mut fast = hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).unwrap();
         for i in 0..5 {
-            hub.publish(b"ch", &Bytes::from(format!("{i}")));
-            assert_eq!(fast.rx.recv().await.unwrap(), Bytes::from(format!("{i}")));
+            hub.publish(b"ch", &QueuedFrame { id: None, bytes: Bytes::from(format!("{i}")) }, None);
+            assert_eq!(fast.rx.recv().await.unwrap().bytes, Bytes::from(format!("{i}")));
         }
         assert!(slow_cut.is_cancelled());
         assert_eq!(hub.metrics.slow_client_disconnects.get(), 1);
         drop(slow);
         assert_eq!(hub.open_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_excluded_connection_is_skipped_and_everyone_else_served() {
+        let hub = hub(4, 10);
+        let excluded = Uuid::new_v4();
+        let mut origin = hub.register(Selection::All, excluded, CancellationToken::new()).unwrap();
+        let mut other = hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).unwrap();
+        let frame = QueuedFrame { id: None, bytes: Bytes::from_static(b"x") };
+        assert_eq!(hub.publish(b"ch", &frame, Some(excluded)), 1);
+        assert!(other.rx.try_recv().is_ok());
+        assert!(origin.rx.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -22,6 +22,10 @@ pub struct RelayMetrics {
     pub probe_rtt: Histogram,
     pub probe_failures: IntCounter,
     pub connection_duration: Histogram,
+    pub replayed_events: IntCounter,
+    pub gap_filled_events: IntCounter,
+    pub resets: IntCounter,
+    pub delivery_latency: Histogram,
 }
 
 /// Reasons a stream request is refused (`sse_relay_connections_refused_total{reason}`).
@@ -104,6 +108,32 @@ impl RelayMetrics {
         )
         .unwrap();
 
+        let replayed_events = IntCounter::new(
+            "sse_relay_replayed_events_total",
+            "Events sent from the log to streams resuming with Last-Event-ID",
+        )
+        .unwrap();
+        let gap_filled_events = IntCounter::new(
+            "sse_relay_gap_filled_events_total",
+            "Events read from the log after the relay's own subscription was interrupted",
+        )
+        .unwrap();
+        let resets = IntCounter::new(
+            "sse_relay_resets_total",
+            "relay.reset events sent (resume point no longer in the log)",
+        )
+        .unwrap();
+        let delivery_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "sse_relay_delivery_latency_seconds",
+                "From an envelope's publish time (ts) to its frame being queued for clients",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .unwrap();
+
         // Names are unique and well-formed constants, so registration cannot fail.
         registry.register(Box::new(connections.clone())).unwrap();
         registry.register(Box::new(connections_accepted.clone())).unwrap();
@@ -117,12 +147,17 @@ impl RelayMetrics {
         registry.register(Box::new(probe_rtt.clone())).unwrap();
         registry.register(Box::new(probe_failures.clone())).unwrap();
         registry.register(Box::new(connection_duration.clone())).unwrap();
+        registry.register(Box::new(replayed_events.clone())).unwrap();
+        registry.register(Box::new(gap_filled_events.clone())).unwrap();
+        registry.register(Box::new(resets.clone())).unwrap();
+        registry.register(Box::new(delivery_latency.clone())).unwrap();
 
         // Pre-create the fixed label values so dashboards see zeros rather than gaps.
         for reason in ["max_connections", "too_many_channels", "bad_request", "shutting_down"] {
             connections_refused.with_label_values(&[reason]);
         }
-        for reason in ["too_large", "invalid_utf8", "invalid_channel", "line_break_in_field"] {
+        for reason in ["too_large", "invalid_utf8", "invalid_channel", "line_break_in_field", "bad_envelope"]
+        {
             events_dropped.with_label_values(&[reason]);
         }
 
@@ -140,6 +175,10 @@ impl RelayMetrics {
             probe_rtt,
             probe_failures,
             connection_duration,
+            replayed_events,
+            gap_filled_events,
+            resets,
+            delivery_latency,
         }
     }
 
@@ -150,6 +189,16 @@ impl RelayMetrics {
     /// `reason` must come from a fixed set (see [`crate::relay::sse::EncodeError::reason`]).
     pub fn dropped(&self, reason: &'static str) {
         self.events_dropped.with_label_values(&[reason]).inc();
+    }
+
+    /// Records the time from an envelope's publish timestamp (unix µs) to now.
+    pub fn observe_latency(&self, published_micros: Option<i64>) {
+        if let Some(published) = published_micros {
+            let elapsed = crate::envelope::now_micros() - published;
+            if elapsed >= 0 {
+                self.delivery_latency.observe(elapsed as f64 / 1e6);
+            }
+        }
     }
 
     /// The Prometheus text exposition of every metric.

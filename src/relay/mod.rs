@@ -10,7 +10,10 @@ pub mod glob;
 pub mod health;
 pub mod http;
 pub mod hub;
+pub mod log;
+pub mod message;
 pub mod metrics;
+pub mod replay;
 pub mod server;
 pub mod settings;
 pub mod sse;
@@ -31,7 +34,9 @@ use self::channels::ChannelRules;
 use self::health::Health;
 use self::http::AppState;
 use self::hub::Hub;
+use self::log::LogReader;
 use self::metrics::RelayMetrics;
+use self::replay::Replay;
 use self::server::ServerControl;
 use self::settings::RelaySettings;
 use self::subscriber::Subscriber;
@@ -58,21 +63,36 @@ impl Relay {
             usize::try_from(settings.limits.client_queue).unwrap_or(usize::MAX),
             usize::try_from(settings.limits.max_connections).unwrap_or(usize::MAX),
         );
+        let client = redis::Client::open(settings.redis.url.as_str()).context("invalid Redis URL")?;
+        let max_message_bytes = usize::try_from(settings.limits.max_message_bytes).unwrap_or(usize::MAX);
+        let log = Arc::new(LogReader::new(
+            client.clone(),
+            settings.redis.log_stream.clone(),
+            settings.redis.connect_timeout(),
+        ));
+        let replay = Arc::new(Replay {
+            log: Arc::clone(&log),
+            rules: Arc::clone(&rules),
+            metrics: metrics.clone(),
+            max_message_bytes,
+        });
         let subscriber = Subscriber::new(
+            client,
             settings.redis.clone(),
             rules,
             &settings.pod_id,
-            usize::try_from(settings.limits.max_message_bytes).unwrap_or(usize::MAX),
+            max_message_bytes,
             Arc::clone(&hub),
             Arc::clone(&health),
             metrics.clone(),
-        )
-        .context("invalid Redis URL")?;
+            log,
+        );
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let state = Arc::new(AppState {
             hub,
             health,
             metrics,
+            replay,
             retry_ms: settings.sse.retry_ms,
             keepalive: settings.sse.keepalive(),
             max_channels_per_request: usize::try_from(settings.limits.max_channels_per_request)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::channels::{Access, ChannelRule, Format};
+
 use super::glob::Pattern;
 use crate::config::{ConfigError, Validate, require_positive, validate_redis_url};
 
@@ -119,7 +120,7 @@ impl Default for RelaySettings {
             redis: RedisSettings::default(),
             channels: vec![ChannelSettings {
                 pattern: "weatherforecast.*".into(),
-                format: Format::Raw,
+                format: Format::Envelope,
                 access: Access::Public,
             }],
             auth: AuthSettings::default(),
@@ -227,12 +228,6 @@ impl Validate for RelaySettings {
             return Err(ConfigError::new("channels", "at least one [[channels]] rule is required"));
         }
         for (i, rule) in self.channel_rules()?.iter().enumerate() {
-            if rule.format == Format::Envelope {
-                return Err(ConfigError::new(
-                    format!("channels[{i}].format"),
-                    "\"envelope\" is not supported by this version; use \"raw\"",
-                ));
-            }
             if rule.access == Access::Token {
                 return Err(ConfigError::new(
                     format!("channels[{i}].access"),

@@ -106,6 +106,13 @@ pub fn preamble(retry_ms: u64, connection_id: &str) -> Bytes {
     frame.freeze()
 }
 
+/// `relay.reset`: the client missed events that can no longer be replayed and should refetch
+/// its state.
+pub fn reset_frame(reason: &str) -> Bytes {
+    let data = serde_json::json!({ "reason": reason }).to_string();
+    Bytes::from(format!("event: relay.reset\ndata: {data}\n\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

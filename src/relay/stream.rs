@@ -1,5 +1,6 @@
-//! One client's SSE response body: the preamble, then queued frames, with `: ping` keepalives
-//! whenever the stream has been quiet for the keepalive interval.
+//! One client's SSE response body: the preamble, then (when resuming) the backlog from the log,
+//! then live frames, with `: ping` keepalives whenever the stream has been quiet for the
+//! keepalive interval. Live frames whose id the backlog already sent are skipped.
 //!
 //! The body ends when the hub drops its queue's sender (shutdown, or the client was cut as
 //! slow); dropping the body, for whatever reason, unregisters the stream.
@@ -15,12 +16,17 @@ use http_body::{Body, Frame};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-use super::hub::{MemberGuard, Registration};
+use super::hub::{MemberGuard, QueuedFrame, Registration};
+use super::log::StreamId;
 use super::sse::PING;
 
 pub struct SseBody {
     preamble: Option<Bytes>,
-    rx: mpsc::Receiver<Bytes>,
+    /// The backlog being replayed; `None` once it is sent (or when not resuming).
+    replay: Option<mpsc::Receiver<QueuedFrame>>,
+    /// The newest id sent from the backlog: live frames up to it are duplicates.
+    replayed_through: Option<StreamId>,
+    rx: mpsc::Receiver<QueuedFrame>,
     guard: MemberGuard,
     keepalive_every: Duration,
     keepalive: Pin<Box<Sleep>>,
@@ -28,10 +34,17 @@ pub struct SseBody {
 }
 
 impl SseBody {
-    pub fn new(registration: Registration, preamble: Bytes, keepalive_every: Duration) -> Self {
+    pub fn new(
+        registration: Registration,
+        preamble: Bytes,
+        replay: Option<mpsc::Receiver<QueuedFrame>>,
+        keepalive_every: Duration,
+    ) -> Self {
         let now = Instant::now();
         Self {
             preamble: Some(preamble),
+            replay,
+            replayed_through: None,
             rx: registration.rx,
             guard: registration.guard,
             keepalive_every,
@@ -54,17 +67,45 @@ impl Body for SseBody {
             this.last_sent = Instant::now();
             return Poll::Ready(Some(Ok(Frame::data(preamble))));
         }
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(frame)) => {
-                // Remember when, instead of resetting the timer on every frame: a busy stream
-                // then costs no timer operations at all.
-                this.last_sent = Instant::now();
-                this.guard.frame_sent();
-                return Poll::Ready(Some(Ok(Frame::data(frame))));
+        if let Some(replay) = this.replay.as_mut() {
+            match replay.poll_recv(cx) {
+                Poll::Ready(Some(frame)) => {
+                    if frame.id.is_some() {
+                        this.replayed_through = frame.id;
+                    }
+                    return Poll::Ready(Some(Ok(this.sent(frame.bytes))));
+                }
+                // Backlog sent: go live.
+                Poll::Ready(None) => this.replay = None,
+                Poll::Pending => return this.poll_keepalive(cx),
             }
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => {}
         }
+        loop {
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(frame)) => {
+                    if frame.id.is_some() && frame.id <= this.replayed_through {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(this.sent(frame.bytes))));
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return this.poll_keepalive(cx),
+            }
+        }
+    }
+}
+
+impl SseBody {
+    fn sent(&mut self, bytes: Bytes) -> Frame<Bytes> {
+        // Remember when, instead of resetting the timer on every frame: a busy stream then
+        // costs no timer operations at all.
+        self.last_sent = Instant::now();
+        self.guard.frame_sent();
+        Frame::data(bytes)
+    }
+
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self;
         loop {
             if this.keepalive.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;

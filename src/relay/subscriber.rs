@@ -1,6 +1,8 @@
 //! The Redis side: one PSUBSCRIBE connection per pod, supervised.
 //!
 //! The supervisor connects, subscribes every configured pattern plus this pod's probe channel,
+//! fills the gap since the last event it saw from the log (when a subscription comes back after
+//! a loss, the events published meanwhile are delivered first, in order, without duplicates),
 //! forwards messages to the hub, and proves delivery by publishing a nonce on the probe channel
 //! (through a second connection) that must come back on the subscription. When the connection
 //! ends, fails, or goes silent (a probe not echoed in time: a wedged connection keeps its socket
@@ -19,10 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::channels::{ChannelRules, Format, PROBE_CHANNEL_PREFIX};
 use super::health::Health;
-use super::hub::Hub;
+use super::hub::{Hub, QueuedFrame};
+use super::log::{LogError, LogReader, PAGE_SIZE, ResumePoint, StreamId};
+use super::message::decode;
 use super::metrics::RelayMetrics;
 use super::settings::RedisSettings;
-use super::sse::encode_event;
+use super::sse::reset_frame;
 use crate::backoff::Backoff;
 
 pub struct Subscriber {
@@ -34,6 +38,7 @@ pub struct Subscriber {
     hub: Arc<Hub>,
     health: Arc<Health>,
     metrics: RelayMetrics,
+    log: Arc<LogReader>,
     /// The connection probes are published on; replaced whenever it fails.
     publisher: Arc<AsyncMutex<Option<MultiplexedConnection>>>,
 }
@@ -49,10 +54,14 @@ enum SessionError {
     Closed,
     #[error("probe not echoed within {0} ms: the subscription is silent")]
     Wedged(u128),
+    #[error("cannot read the log to fill the gap: {0}")]
+    GapFill(LogError),
 }
 
 impl Subscriber {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        client: redis::Client,
         settings: RedisSettings,
         rules: Arc<ChannelRules>,
         pod_id: &str,
@@ -60,9 +69,10 @@ impl Subscriber {
         hub: Arc<Hub>,
         health: Arc<Health>,
         metrics: RelayMetrics,
-    ) -> Result<Self, redis::RedisError> {
-        Ok(Self {
-            client: redis::Client::open(settings.url.as_str())?,
+        log: Arc<LogReader>,
+    ) -> Self {
+        Self {
+            client,
             settings,
             rules,
             probe_channel: format!("{PROBE_CHANNEL_PREFIX}{pod_id}"),
@@ -70,8 +80,9 @@ impl Subscriber {
             hub,
             health,
             metrics,
+            log,
             publisher: Arc::new(AsyncMutex::new(None)),
-        })
+        }
     }
 
     /// Keeps a subscription alive until `cancel` fires.
@@ -79,11 +90,13 @@ impl Subscriber {
         let mut backoff = Backoff::new(self.settings.backoff_initial(), self.settings.backoff_max());
         let mut sessions = 0u64;
         let mut failed_attempts = 0u64;
+        // The id of the newest envelope event delivered, across sessions: where gap fill starts.
+        let mut last_seen: Option<StreamId> = None;
         loop {
             let sessions_before = sessions;
             let result = tokio::select! {
                 _ = cancel.cancelled() => break,
-                result = self.session(&cancel, &mut backoff, &mut sessions) => result,
+                result = self.session(&cancel, &mut backoff, &mut sessions, &mut last_seen) => result,
             };
             self.metrics.redis_connected.set(0);
             let Err(error) = result else { break };
@@ -122,6 +135,7 @@ impl Subscriber {
         cancel: &CancellationToken,
         backoff: &mut Backoff,
         sessions: &mut u64,
+        last_seen: &mut Option<StreamId>,
     ) -> Result<(), SessionError> {
         let timeout = self.settings.connect_timeout();
         let mut pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
@@ -139,6 +153,8 @@ impl Subscriber {
             .map_err(|error| SessionError::Subscribe(error.to_string()))?;
         // The sink must outlive the stream: it owns the connection's write half.
         let (_sink, mut messages) = pubsub.split();
+        // Subscribed: new events now wait in `messages` while the log fills what was missed.
+        self.fill_gap(last_seen).await?;
 
         *sessions += 1;
         if *sessions > 1 {
@@ -165,7 +181,7 @@ impl Subscriber {
                 _ = cancel.cancelled() => return Ok(()),
                 message = messages.next() => {
                     let Some(message) = message else { return Err(SessionError::Closed) };
-                    self.handle(message, &mut pending);
+                    self.handle(message, &mut pending, last_seen);
                 }
                 _ = probe_tick.tick(), if pending.is_none() => {
                     let nonce = rand::random::<u64>();
@@ -189,10 +205,13 @@ impl Subscriber {
         }
     }
 
-    fn handle(&self, message: redis::Msg, pending: &mut Option<(u64, Instant)>) {
-        let Ok(channel) = message.get_channel::<Vec<u8>>() else {
-            return;
-        };
+    fn handle(
+        &self,
+        message: redis::Msg,
+        pending: &mut Option<(u64, Instant)>,
+        last_seen: &mut Option<StreamId>,
+    ) {
+        let Ok(channel) = message.get_channel::<Vec<u8>>() else { return };
         let pattern = message.get_pattern::<Option<Vec<u8>>>().ok().flatten();
         let Some(pattern) = pattern else {
             // Plain SUBSCRIBE is used only for this pod's probe channel.
@@ -204,27 +223,93 @@ impl Subscriber {
         if channel.starts_with(PROBE_CHANNEL_PREFIX.as_bytes()) {
             return;
         }
-        let Some(rule) = self.rules.accept(&pattern, &channel) else {
-            return;
-        };
+        let Some(rule) = self.rules.accept(&pattern, &channel) else { return };
         self.metrics.events_received.inc();
-
-        let payload = message.get_payload_bytes();
-        if payload.len() > self.max_message_bytes {
-            self.drop_message(&channel, "too_large");
-            return;
-        }
-        let encoded = match rule.format {
-            Format::Raw => encode_event(None, &channel, payload),
-            // Refused at configuration time until envelope decoding lands.
-            Format::Envelope => return,
-        };
-        match encoded {
-            Ok(frame) => {
-                self.hub.publish(&channel, &frame);
+        match decode(rule.format, &channel, message.get_payload_bytes(), None, self.max_message_bytes) {
+            Ok(decoded) => {
+                if let Some(id) = decoded.id {
+                    // Already delivered by the gap fill from the log.
+                    if Some(id) <= *last_seen {
+                        return;
+                    }
+                    *last_seen = Some(id);
+                }
+                self.metrics.observe_latency(decoded.published_micros);
+                self.hub.publish(
+                    &channel,
+                    &QueuedFrame { id: decoded.id, bytes: decoded.frame },
+                    decoded.exclude,
+                );
             }
-            Err(error) => self.drop_message(&channel, error.reason()),
+            Err(reason) => self.drop_message(&channel, reason),
         }
+    }
+
+    /// Delivers, in order, the logged events newer than `last_seen` (those published while the
+    /// subscription was down). On the first subscription there is no gap: it only notes where
+    /// the log ends. If the log no longer reaches back to `last_seen`, every stream is told to
+    /// resynchronise with `relay.reset`.
+    async fn fill_gap(&self, last_seen: &mut Option<StreamId>) -> Result<(), SessionError> {
+        if !self.log.enabled() {
+            return Ok(());
+        }
+        let Some(mut cursor) = *last_seen else {
+            // Best effort: if the log cannot be read now, the next gap starts from the first
+            // event received instead.
+            if let Ok(end) = self.log.last_id().await {
+                *last_seen = end;
+            }
+            return Ok(());
+        };
+        if self.log.resume_point(cursor).await.map_err(SessionError::GapFill)? == ResumePoint::Lost {
+            let reached = self.hub.broadcast(&QueuedFrame {
+                id: None,
+                bytes: reset_frame("the relay missed events that are no longer in the log"),
+            });
+            self.metrics.resets.inc_by(reached as u64);
+            tracing::warn!(last_seen = %cursor, "gap too old for the log: streams told to reset");
+            *last_seen = self.log.last_id().await.map_err(SessionError::GapFill)?;
+            return Ok(());
+        }
+        let mut filled = 0u64;
+        loop {
+            let page = self.log.read_after(cursor).await.map_err(SessionError::GapFill)?;
+            let complete = page.len() < PAGE_SIZE;
+            for entry in page {
+                cursor = entry.id;
+                *last_seen = Some(entry.id);
+                // Only envelope events carry ids that live delivery can deduplicate against.
+                let Some(rule) = self.rules.rule_for(&entry.channel).filter(|r| r.format == Format::Envelope)
+                else {
+                    continue;
+                };
+                match decode(
+                    rule.format,
+                    &entry.channel,
+                    &entry.message,
+                    Some(entry.id),
+                    self.max_message_bytes,
+                ) {
+                    Ok(decoded) => {
+                        self.hub.publish(
+                            &entry.channel,
+                            &QueuedFrame { id: decoded.id, bytes: decoded.frame },
+                            decoded.exclude,
+                        );
+                        filled += 1;
+                        self.metrics.gap_filled_events.inc();
+                    }
+                    Err(reason) => self.drop_message(&entry.channel, reason),
+                }
+            }
+            if complete {
+                break;
+            }
+        }
+        if filled > 0 {
+            tracing::info!(events = filled, through = %cursor, "gap filled from the log");
+        }
+        Ok(())
     }
 
     fn drop_message(&self, channel: &[u8], reason: &'static str) {

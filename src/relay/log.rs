@@ -1,0 +1,183 @@
+//! The Redis history log (`sse:log`): stream ids, and reading entries after an id, in pages.
+//!
+//! Publishers append every envelope event to the log before publishing it (one Lua script), so
+//! ids are global and ordered across all pods and the log is the source of truth for replay on
+//! resume and for filling the relay's own gaps after a lost subscription.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Mutex as AsyncMutex;
+
+/// Entries read per XRANGE call.
+pub const PAGE_SIZE: usize = 500;
+
+/// A Redis stream id `<ms>-<seq>`, ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a log id like 1700000000000-0")]
+pub struct BadStreamId(pub String);
+
+impl FromStr for StreamId {
+    type Err = BadStreamId;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || BadStreamId(text.chars().take(64).collect());
+        let (ms, seq) = text.split_once('-').ok_or_else(bad)?;
+        let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ms) || !digits(seq) {
+            return Err(bad());
+        }
+        Ok(Self { ms: ms.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// One log entry: the channel and the envelope as published (without its `id`).
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub id: StreamId,
+    pub channel: Vec<u8>,
+    pub message: Vec<u8>,
+}
+
+/// Where a resume point stands relative to the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumePoint {
+    /// Every entry after the id is still in the log.
+    Available,
+    /// Entries after the id were trimmed (or the log was reset): the client must resynchronise.
+    Lost,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("timed out after {0} ms")]
+    Timeout(u128),
+}
+
+/// Reads the log through one shared multiplexed connection, re-established after failures.
+pub struct LogReader {
+    client: redis::Client,
+    key: String,
+    timeout: Duration,
+    connection: AsyncMutex<Option<MultiplexedConnection>>,
+}
+
+type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
+impl LogReader {
+    pub fn new(client: redis::Client, key: String, timeout: Duration) -> Self {
+        Self { client, key, timeout, connection: AsyncMutex::new(None) }
+    }
+
+    /// False when replay is disabled (`redis.log_stream = ""`).
+    pub fn enabled(&self) -> bool {
+        !self.key.is_empty()
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, LogError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let connection = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, LogError> {
+        let mut connection = self.connection().await?;
+        let result = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection))
+            .await
+            .map_err(|_| LogError::Timeout(self.timeout.as_millis()))
+            .and_then(|result| result.map_err(LogError::from));
+        if result.is_err() {
+            // Start from a fresh connection next time.
+            *self.connection.lock().await = None;
+        }
+        result
+    }
+
+    /// Up to [`PAGE_SIZE`] entries with ids greater than `after`, oldest first.
+    pub async fn read_after(&self, after: StreamId) -> Result<Vec<LogEntry>, LogError> {
+        let mut command = redis::cmd("XRANGE");
+        command.arg(&self.key).arg(format!("({after}")).arg("+").arg("COUNT").arg(PAGE_SIZE);
+        let raw: Vec<RawEntry> = self.query(command).await?;
+        Ok(raw.into_iter().filter_map(entry_from_raw).collect())
+    }
+
+    /// Whether everything after `after` is still in the log.
+    pub async fn resume_point(&self, after: StreamId) -> Result<ResumePoint, LogError> {
+        let mut first = redis::cmd("XRANGE");
+        first.arg(&self.key).arg("-").arg("+").arg("COUNT").arg(1);
+        let first: Vec<RawEntry> = self.query(first).await?;
+        let mut last = redis::cmd("XREVRANGE");
+        last.arg(&self.key).arg("+").arg("-").arg("COUNT").arg(1);
+        let last: Vec<RawEntry> = self.query(last).await?;
+        let id = |raw: &[RawEntry]| raw.first().and_then(|(id, _)| id.parse::<StreamId>().ok());
+        Ok(match (id(&first), id(&last)) {
+            // The resume id itself is still the oldest or newer, and not beyond the newest
+            // (a log that was reset starts its ids again lower down).
+            (Some(first), Some(last)) if first <= after && after <= last => ResumePoint::Available,
+            _ => ResumePoint::Lost,
+        })
+    }
+
+    /// The newest id in the log, if any.
+    pub async fn last_id(&self) -> Result<Option<StreamId>, LogError> {
+        let mut last = redis::cmd("XREVRANGE");
+        last.arg(&self.key).arg("+").arg("-").arg("COUNT").arg(1);
+        let last: Vec<RawEntry> = self.query(last).await?;
+        Ok(last.first().and_then(|(id, _)| id.parse().ok()))
+    }
+}
+
+fn entry_from_raw((id, fields): RawEntry) -> Option<LogEntry> {
+    let id = id.parse().ok()?;
+    let mut channel = None;
+    let mut message = None;
+    for (name, value) in fields {
+        match name.as_slice() {
+            b"ch" => channel = Some(value),
+            b"m" => message = Some(value),
+            _ => {}
+        }
+    }
+    Some(LogEntry { id, channel: channel?, message: message? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_parse_print_and_order_like_redis() {
+        let a: StreamId = "1700000000000-0".parse().unwrap();
+        let b: StreamId = "1700000000000-10".parse().unwrap();
+        let c: StreamId = "1700000000001-2".parse().unwrap();
+        assert!(a < b && b < c);
+        assert_eq!(b.to_string(), "1700000000000-10");
+        for bad in ["", "1", "1-", "-1", "a-1", "1-1-1", "1 -1", "99999999999999999999999-0"] {
+            assert!(bad.parse::<StreamId>().is_err(), "{bad:?}");
+        }
+    }
+}

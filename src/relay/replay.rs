@@ -1,0 +1,116 @@
+//! Resume: a stream that arrives with a Last-Event-ID gets, before live events, every logged
+//! event after that id that it asked for.
+//!
+//! The handoff has no gap and no duplicate because the stream registers for live events first,
+//! then this task reads the log (in pages, with backpressure) into the stream; the stream then
+//! drains its live queue, skipping ids the replay already sent (ids are ordered). If the log no
+//! longer reaches back to the id, the stream gets `relay.reset` instead and goes live.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::channels::{ChannelRules, Format, Selection};
+use super::hub::QueuedFrame;
+use super::log::{LogReader, PAGE_SIZE, ResumePoint, StreamId};
+use super::message::decode;
+use super::metrics::RelayMetrics;
+use super::sse::reset_frame;
+use crate::backoff::Backoff;
+
+/// Backlog frames buffered between the log reader and the stream.
+const REPLAY_BUFFER: usize = 64;
+
+pub struct Replay {
+    pub log: Arc<LogReader>,
+    pub rules: Arc<ChannelRules>,
+    pub metrics: RelayMetrics,
+    pub max_message_bytes: usize,
+}
+
+impl Replay {
+    /// Starts reading the backlog after `after` for `selection`; the receiver ends when the
+    /// backlog is sent. Dropping the receiver stops the task.
+    pub fn start(self: &Arc<Self>, selection: Selection, after: StreamId) -> mpsc::Receiver<QueuedFrame> {
+        let (tx, rx) = mpsc::channel(REPLAY_BUFFER);
+        let replay = Arc::clone(self);
+        tokio::spawn(async move { replay.run(selection, after, tx).await });
+        rx
+    }
+
+    async fn run(&self, selection: Selection, after: StreamId, tx: mpsc::Sender<QueuedFrame>) {
+        if !self.log.enabled() {
+            self.reset(&tx, "replay is disabled on this relay").await;
+            return;
+        }
+        // Redis may be away for a while: keep trying (live events wait in the stream's queue)
+        // until the client leaves.
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            match self.log.resume_point(after).await {
+                Ok(ResumePoint::Available) => break,
+                Ok(ResumePoint::Lost) => {
+                    self.reset(&tx, "events after Last-Event-ID are no longer in the log").await;
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(error = %error, "replay: cannot read the log yet");
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        }
+        let mut cursor = after;
+        loop {
+            let page = match self.log.read_after(cursor).await {
+                Ok(page) => {
+                    backoff.reset();
+                    page
+                }
+                Err(error) => {
+                    tracing::debug!(error = %error, "replay: log read failed; retrying");
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                    continue;
+                }
+            };
+            let complete = page.len() < PAGE_SIZE;
+            for entry in page {
+                cursor = entry.id;
+                let Some(rule) = self.rules.rule_for(&entry.channel) else { continue };
+                if rule.format != Format::Envelope || !selection.matches(&entry.channel) {
+                    continue;
+                }
+                match decode(
+                    rule.format,
+                    &entry.channel,
+                    &entry.message,
+                    Some(entry.id),
+                    self.max_message_bytes,
+                ) {
+                    Ok(decoded) => {
+                        if tx.send(QueuedFrame { id: decoded.id, bytes: decoded.frame }).await.is_err() {
+                            return;
+                        }
+                        self.metrics.replayed_events.inc();
+                    }
+                    Err(reason) => self.metrics.dropped(reason),
+                }
+            }
+            if complete {
+                return;
+            }
+        }
+    }
+
+    async fn reset(&self, tx: &mpsc::Sender<QueuedFrame>, reason: &str) {
+        if tx.send(QueuedFrame { id: None, bytes: reset_frame(reason) }).await.is_ok() {
+            self.metrics.resets.inc();
+        }
+    }
+}
