@@ -22,6 +22,16 @@ use crate::backoff::Backoff;
 /// Backlog frames buffered between the log reader and the stream.
 const REPLAY_BUFFER: usize = 64;
 
+/// What the replay hands the stream.
+#[derive(Debug)]
+pub enum ReplayItem {
+    /// The client has everything up to this id: live frames up to it are duplicates (another
+    /// pod may deliver an event a moment later than the one the client left).
+    SeenThrough(StreamId),
+    /// A backlog event, or the `relay.reset` notice.
+    Frame(QueuedFrame),
+}
+
 pub struct Replay {
     pub log: Arc<LogReader>,
     pub rules: Arc<ChannelRules>,
@@ -32,14 +42,14 @@ pub struct Replay {
 impl Replay {
     /// Starts reading the backlog after `after` for `selection`; the receiver ends when the
     /// backlog is sent. Dropping the receiver stops the task.
-    pub fn start(self: &Arc<Self>, selection: Selection, after: StreamId) -> mpsc::Receiver<QueuedFrame> {
+    pub fn start(self: &Arc<Self>, selection: Selection, after: StreamId) -> mpsc::Receiver<ReplayItem> {
         let (tx, rx) = mpsc::channel(REPLAY_BUFFER);
         let replay = Arc::clone(self);
         tokio::spawn(async move { replay.run(selection, after, tx).await });
         rx
     }
 
-    async fn run(&self, selection: Selection, after: StreamId, tx: mpsc::Sender<QueuedFrame>) {
+    async fn run(&self, selection: Selection, after: StreamId, tx: mpsc::Sender<ReplayItem>) {
         if !self.log.enabled() {
             self.reset(&tx, "replay is disabled on this relay").await;
             return;
@@ -49,7 +59,12 @@ impl Replay {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match self.log.resume_point(after).await {
-                Ok(ResumePoint::Available) => break,
+                Ok(ResumePoint::Available) => {
+                    if tx.send(ReplayItem::SeenThrough(after)).await.is_err() {
+                        return;
+                    }
+                    break;
+                }
                 Ok(ResumePoint::Lost) => {
                     self.reset(&tx, "events after Last-Event-ID are no longer in the log").await;
                     return;
@@ -94,7 +109,8 @@ impl Replay {
                     self.max_message_bytes,
                 ) {
                     Ok(decoded) => {
-                        if tx.send(QueuedFrame { id: decoded.id, bytes: decoded.frame }).await.is_err() {
+                        let frame = QueuedFrame { id: decoded.id, bytes: decoded.frame };
+                        if tx.send(ReplayItem::Frame(frame)).await.is_err() {
                             return;
                         }
                         self.metrics.replayed_events.inc();
@@ -108,8 +124,9 @@ impl Replay {
         }
     }
 
-    async fn reset(&self, tx: &mpsc::Sender<QueuedFrame>, reason: &str) {
-        if tx.send(QueuedFrame { id: None, bytes: reset_frame(reason) }).await.is_ok() {
+    async fn reset(&self, tx: &mpsc::Sender<ReplayItem>, reason: &str) {
+        let frame = QueuedFrame { id: None, bytes: reset_frame(reason) };
+        if tx.send(ReplayItem::Frame(frame)).await.is_ok() {
             self.metrics.resets.inc();
         }
     }

@@ -18,13 +18,15 @@ use tokio::time::{Instant, Sleep};
 
 use super::hub::{MemberGuard, QueuedFrame, Registration};
 use super::log::StreamId;
+use super::replay::ReplayItem;
 use super::sse::PING;
 
 pub struct SseBody {
     preamble: Option<Bytes>,
     /// The backlog being replayed; `None` once it is sent (or when not resuming).
-    replay: Option<mpsc::Receiver<QueuedFrame>>,
-    /// The newest id sent from the backlog: live frames up to it are duplicates.
+    replay: Option<mpsc::Receiver<ReplayItem>>,
+    /// The newest id the client has (its resume point, then the backlog): live frames up to it
+    /// are duplicates.
     replayed_through: Option<StreamId>,
     rx: mpsc::Receiver<QueuedFrame>,
     guard: MemberGuard,
@@ -37,7 +39,7 @@ impl SseBody {
     pub fn new(
         registration: Registration,
         preamble: Bytes,
-        replay: Option<mpsc::Receiver<QueuedFrame>>,
+        replay: Option<mpsc::Receiver<ReplayItem>>,
         keepalive_every: Duration,
     ) -> Self {
         let now = Instant::now();
@@ -67,9 +69,10 @@ impl Body for SseBody {
             this.last_sent = Instant::now();
             return Poll::Ready(Some(Ok(Frame::data(preamble))));
         }
-        if let Some(replay) = this.replay.as_mut() {
+        while let Some(replay) = this.replay.as_mut() {
             match replay.poll_recv(cx) {
-                Poll::Ready(Some(frame)) => {
+                Poll::Ready(Some(ReplayItem::SeenThrough(id))) => this.replayed_through = Some(id),
+                Poll::Ready(Some(ReplayItem::Frame(frame))) => {
                     if frame.id.is_some() {
                         this.replayed_through = frame.id;
                     }

@@ -5,10 +5,12 @@ mod support;
 
 mod configuration;
 mod delivery;
+mod end_to_end;
 mod glob_matches_redis;
 mod limits;
 mod metrics;
 mod outage;
 mod probe;
+mod resume;
 mod shutdown;
 mod slow_clients;

@@ -5,6 +5,7 @@
 
 pub mod event_tap;
 pub mod forecast_process;
+pub mod log_publisher;
 pub mod postgres;
 pub mod proxy;
 pub mod redis_server;

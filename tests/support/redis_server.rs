@@ -43,6 +43,8 @@ impl RedisServer {
         let child = Command::new(&self.binary)
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
             .args(["--appendonly", if self.persistent { "yes" } else { "no" }])
+            // A persistent test server must not lose its last writes when killed.
+            .args(["--appendfsync", if self.persistent { "always" } else { "everysec" }])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())

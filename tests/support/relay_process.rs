@@ -19,6 +19,21 @@ format = "raw"
 access = "public"
 "#;
 
+/// Envelope channels (replayable), plus a raw one.
+pub const ENVELOPE_CHANNELS: &str = r#"
+[[channels]]
+pattern = "weatherforecast.*"
+format = "envelope"
+
+[[channels]]
+pattern = "admin.*"
+format = "envelope"
+
+[[channels]]
+pattern = "raw.*"
+format = "raw"
+"#;
+
 pub struct RelayBuilder {
     redis_url: String,
     channels_toml: String,

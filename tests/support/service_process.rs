@@ -122,10 +122,19 @@ impl ServiceProcess {
 
     /// Opens `/events<query>` and reads past the `relay.connected` preamble.
     pub async fn open_stream(&self, query: &str) -> SseClient {
-        let mut client = SseClient::connect(&self.url(&format!("/events{query}"))).await;
+        self.resume_stream(query, None).await.0
+    }
+
+    /// Opens `/events<query>` with a `Last-Event-ID` header; returns the stream past its
+    /// preamble and the connection id the relay announced.
+    pub async fn resume_stream(&self, query: &str, last_event_id: Option<&str>) -> (SseClient, String) {
+        let mut client =
+            SseClient::connect_with_last_event_id(&self.url(&format!("/events{query}")), last_event_id).await;
         let connected = client.next_event(Duration::from_secs(10)).await;
         assert_eq!(connected.event.as_deref(), Some("relay.connected"), "{connected:?}");
-        client
+        let data: serde_json::Value =
+            serde_json::from_str(connected.data.as_deref().unwrap_or("")).expect("JSON");
+        (client, data["connection_id"].as_str().expect("connection id").to_owned())
     }
 
     pub async fn wait_metric(&self, sample: &str, predicate: impl Fn(f64) -> bool) -> f64 {

@@ -26,7 +26,16 @@ pub struct SseClient {
 impl SseClient {
     /// Opens `url` and checks that it is an event stream.
     pub async fn connect(url: &str) -> Self {
-        let response = reqwest::get(url).await.expect("GET /events");
+        Self::connect_with_last_event_id(url, None).await
+    }
+
+    /// Opens `url` sending `Last-Event-ID` (as an EventSource does when it reconnects).
+    pub async fn connect_with_last_event_id(url: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("GET /events");
         assert_eq!(response.status(), 200, "stream refused: {:?}", response.text().await);
         Self { response, buffer: Vec::new(), events: VecDeque::new() }
     }

@@ -1,0 +1,62 @@
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
+use crate::support::redis_server::RedisServer;
+use crate::support::relay_process::{ENVELOPE_CHANNELS, RelayBuilder};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The full path: forecast-api writes, its outbox publishes through the log, the relay streams;
+/// a browser that was away while three changes happened gets all three, in order, on resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_was_away_gets_the_api_changes_in_order_on_resume() {
+    let redis = RedisServer::start();
+    let relay = RelayBuilder::new(redis.url()).channels(ENVELOPE_CHANNELS).start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api_process = ForecastBuilder::new(&db, redis.url()).start();
+    let api = Api::new(&api_process);
+    relay.wait_ready().await;
+
+    let mut stream = relay.open_stream("?channel=weatherforecast.*").await;
+    let first = api.create("2026-11-23", 20, "Mild").await;
+    let seen = stream.next_event(WAIT).await;
+    assert_eq!(seen.event.as_deref(), Some("weatherforecast.created"));
+    let data: Value = serde_json::from_str(seen.data.as_deref().unwrap()).unwrap();
+    assert_eq!(data, first, "the event's data is the forecast the API returned");
+    let last_id = seen.id.unwrap();
+    drop(stream);
+
+    let created = api.create("2026-11-24", 25, "Warm").await;
+    let path = format!("/api/weatherforecast/{}", created["id"].as_str().unwrap());
+    let updated: Value = api
+        .put(&path, ADMIN_KEY)
+        .json(&json!({ "date": "2026-11-24", "temperatureC": 27, "summary": "Warmer" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api.delete(&path, ADMIN_KEY).send().await.unwrap().status(), 204);
+    api_process
+        .wait_metric("forecast_api_events_published_total{channel=\"weatherforecast.deleted\"}", |n| n == 1.0)
+        .await;
+
+    let (mut resumed, _) = relay.resume_stream("?channel=weatherforecast.*", Some(&last_id)).await;
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        let event = resumed.next_event(WAIT).await;
+        events.push((event.event.unwrap(), serde_json::from_str::<Value>(&event.data.unwrap()).unwrap()));
+    }
+    assert_eq!(
+        events,
+        [
+            ("weatherforecast.created".to_owned(), created.clone()),
+            ("weatherforecast.updated".to_owned(), updated),
+            ("weatherforecast.deleted".to_owned(), json!({ "id": created["id"] })),
+        ]
+    );
+    assert!(relay.metric("sse_relay_replayed_events_total").await >= 3.0);
+}

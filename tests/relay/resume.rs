@@ -1,0 +1,244 @@
+//! Nothing lost: replay on resume (any pod), gap fill after lost subscriptions, resets,
+//! malformed input, origin exclusion.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use sse_relay::relay::glob::Pattern;
+
+use crate::support::log_publisher::{LogPublisher, log_ids};
+use crate::support::redis_server::RedisServer;
+use crate::support::relay_process::{ENVELOPE_CHANNELS, RelayBuilder};
+use crate::support::service_process::ServiceProcess;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn start_relay(redis: &RedisServer) -> ServiceProcess {
+    RelayBuilder::new(redis.url()).channels(ENVELOPE_CHANNELS).start()
+}
+
+/// Channels of the continuous publisher, in rotation.
+const CHANNELS: [&str; 3] = ["weatherforecast.created", "weatherforecast.updated", "admin.user.loggedin"];
+
+/// One client's life: sessions of a few events each, alternately on either relay, resuming
+/// each time from the last id it received (by query parameter or by header). Returns every id
+/// received, in order.
+async fn client_life(
+    relays: Arc<[ServiceProcess; 2]>,
+    client: usize,
+    patterns: &'static [&'static str],
+    done: Arc<AtomicBool>,
+) -> Vec<String> {
+    let query: String =
+        patterns.iter().map(|p| format!("channel={}", urlencode(p))).collect::<Vec<_>>().join("&");
+    let mut received: Vec<String> = Vec::new();
+    for session in 0.. {
+        let relay = &relays[(client + session) % 2];
+        let last = received.last().cloned();
+        let mut stream = match (&last, session % 2) {
+            (Some(id), 0) => relay.resume_stream(&format!("?{query}&lastEventId={id}"), None).await.0,
+            (Some(id), _) => relay.resume_stream(&format!("?{query}"), Some(id)).await.0,
+            (None, _) => relay.resume_stream(&format!("?{query}"), None).await.0,
+        };
+        let quota = 7 + (client * 5 + session * 3) % 23;
+        let mut got = 0;
+        while got < quota {
+            match stream.try_next_block(Duration::from_millis(1500)).await {
+                Ok(Some(event)) if event.data.is_some() => {
+                    assert_ne!(event.event.as_deref(), Some("relay.reset"), "client {client} was reset");
+                    received.push(event.id.expect("envelope events carry ids"));
+                    got += 1;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("client {client}: stream ended"),
+                // Quiet for a while: once the publisher is done, this client has everything.
+                Err(()) if done.load(Ordering::SeqCst) => return received,
+                Err(()) => {}
+            }
+        }
+    }
+    received
+}
+
+fn urlencode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_resuming_on_any_relay_receive_exactly_the_log_from_their_resume_point() {
+    let redis = RedisServer::start();
+    let relays = Arc::new([start_relay(&redis), start_relay(&redis)]);
+    relays[0].wait_ready().await;
+    relays[1].wait_ready().await;
+
+    let selections: [&'static [&'static str]; 5] =
+        [&[], &["weatherforecast.*"], &["admin.*"], &["weatherforecast.created", "admin.user.*"], &["*"]];
+    let done = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = selections
+        .iter()
+        .enumerate()
+        .map(|(i, patterns)| tokio::spawn(client_life(Arc::clone(&relays), i, patterns, Arc::clone(&done))))
+        .collect();
+
+    let mut publisher = LogPublisher::connect(&redis.url()).await;
+    for n in 0..450 {
+        publisher.publish(CHANNELS[n % 3], &format!("{{\"n\":{n}}}"), None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    done.store(true, Ordering::SeqCst);
+
+    for (i, client) in clients.into_iter().enumerate() {
+        let received = client.await.unwrap();
+        assert!(received.len() > 10, "client {i} received events");
+        let patterns: Vec<Pattern> = selections[i].iter().map(|p| Pattern::parse(p).unwrap()).collect();
+        let wanted =
+            |channel: &str| patterns.is_empty() || patterns.iter().any(|p| p.matches(channel.as_bytes()));
+        let log = log_ids(&redis, wanted);
+        let start = log.iter().position(|id| *id == received[0]).expect("first id is in the log");
+        assert_eq!(received, log[start..], "client {i}: no gap, no duplicate, in order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_subscription_or_a_redis_restart_loses_nothing_for_connected_clients() {
+    let mut redis = RedisServer::start_with(true);
+    let relay = start_relay(&redis);
+    relay.wait_ready().await;
+    let mut stream = relay.open_stream("").await;
+    let mut publisher = LogPublisher::connect(&redis.url()).await;
+
+    for n in 0..300u32 {
+        if n == 100 {
+            let killed: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query(&mut redis.connection())
+                .unwrap();
+            assert!(killed >= 1, "the relay's subscription was killed");
+        }
+        if n == 200 {
+            redis.restart();
+            publisher = LogPublisher::connect(&redis.url()).await;
+        }
+        let event_id = format!("event-{n}");
+        // Retry until Redis takes it; the event id makes retries exactly-once.
+        loop {
+            match publisher
+                .publish_with_event_id(&event_id, CHANNELS[n as usize % 3], &format!("{{\"n\":{n}}}"), None)
+                .await
+            {
+                Ok(_) => break,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    publisher = LogPublisher::connect(&redis.url()).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    let mut numbers = Vec::new();
+    let mut ids = Vec::new();
+    while numbers.len() < 300 {
+        let event = stream.next_event(WAIT).await;
+        assert_ne!(event.event.as_deref(), Some("relay.reset"));
+        let data: Value = serde_json::from_str(event.data.as_deref().unwrap()).unwrap();
+        numbers.push(data["n"].as_u64().unwrap());
+        ids.push(event.id.unwrap());
+    }
+    assert_eq!(numbers, (0..300).collect::<Vec<_>>(), "every event exactly once, in order");
+    assert_eq!(ids, log_ids(&redis, |_| true));
+    assert!(relay.metric("sse_relay_redis_reconnects_total").await >= 2.0);
+    assert!(relay.metric("sse_relay_gap_filled_events_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn a_resume_point_older_than_the_log_gets_relay_reset_then_live_events() {
+    let redis = RedisServer::start();
+    let relay = start_relay(&redis);
+    relay.wait_ready().await;
+    let mut publisher = LogPublisher::connect(&redis.url()).await;
+    let first = publisher.publish("weatherforecast.created", "1", None).await.unwrap();
+    let _second = publisher.publish("weatherforecast.created", "2", None).await.unwrap();
+    let third = publisher.publish("weatherforecast.created", "3", None).await.unwrap();
+    let _: i64 =
+        redis::cmd("XTRIM").arg("sse:log").arg("MAXLEN").arg(1).query(&mut redis.connection()).unwrap();
+
+    let (mut stale, _) = relay.resume_stream("", Some(&first)).await;
+    let reset = stale.next_event(WAIT).await;
+    assert_eq!(reset.event.as_deref(), Some("relay.reset"));
+    assert!(reset.data.unwrap().contains("no longer in the log"));
+
+    let (mut fresh, _) = relay.resume_stream(&format!("?lastEventId={third}"), None).await;
+    let fourth = publisher.publish("weatherforecast.updated", "4", None).await.unwrap();
+    for stream in [&mut stale, &mut fresh] {
+        let event = stream.next_event(WAIT).await;
+        assert_eq!(event.id.as_deref(), Some(fourth.as_str()));
+        assert_eq!(event.event.as_deref(), Some("weatherforecast.updated"));
+    }
+    assert_eq!(relay.metric("sse_relay_resets_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_malformed_last_event_id_is_a_400_with_a_reason() {
+    let redis = RedisServer::start();
+    let relay = start_relay(&redis);
+    for (query, header) in
+        [("", Some("yesterday")), ("?lastEventId=12-x", None), ("?lastEventId=1-2-3", None)]
+    {
+        let mut request = reqwest::Client::new().get(relay.url(&format!("/events{query}")));
+        if let Some(header) = header {
+            request = request.header("last-event-id", header);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 400, "{query} {header:?}");
+        let problem: Value = response.json().await.unwrap();
+        assert!(problem["detail"].as_str().unwrap().contains("Last-Event-ID"), "{problem}");
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_envelope_is_dropped_and_counted_while_the_next_valid_one_is_delivered() {
+    let redis = RedisServer::start();
+    let relay = start_relay(&redis);
+    relay.wait_ready().await;
+    let mut stream = relay.open_stream("").await;
+    redis.publish("weatherforecast.created", "not json");
+    redis.publish("weatherforecast.created", r#"{"id":"1-0"}"#);
+    redis.publish("weatherforecast.created", r#"{"id":"1-0","event":"x\nevent: injected","data":1}"#);
+    let mut publisher = LogPublisher::connect(&redis.url()).await;
+    let id = publisher.publish("weatherforecast.created", r#"{"ok":true}"#, None).await.unwrap();
+    let event = stream.next_event(WAIT).await;
+    assert_eq!(event.id.as_deref(), Some(id.as_str()));
+    assert_eq!(event.data.as_deref(), Some(r#"{"ok":true}"#));
+    let text = relay.metrics().await;
+    assert_eq!(crate::support::metric(&text, "sse_relay_events_dropped_total{reason=\"bad_envelope\"}"), 2.0);
+    assert_eq!(
+        crate::support::metric(&text, "sse_relay_events_dropped_total{reason=\"line_break_in_field\"}"),
+        1.0
+    );
+    assert!(crate::support::metric(&text, "sse_relay_delivery_latency_seconds_count") >= 1.0);
+}
+
+#[tokio::test]
+async fn the_excluded_connection_does_not_receive_the_event_another_does() {
+    let redis = RedisServer::start();
+    let relay = start_relay(&redis);
+    relay.wait_ready().await;
+    let (mut origin, origin_id) = relay.resume_stream("", None).await;
+    let (mut other, _) = relay.resume_stream("", None).await;
+    let mut publisher = LogPublisher::connect(&redis.url()).await;
+    publisher.publish("weatherforecast.updated", r#""mine""#, Some(&origin_id)).await.unwrap();
+    publisher.publish("weatherforecast.updated", r#""theirs""#, None).await.unwrap();
+
+    assert_eq!(other.next_event(WAIT).await.data.as_deref(), Some(r#""mine""#));
+    assert_eq!(other.next_event(WAIT).await.data.as_deref(), Some(r#""theirs""#));
+    assert_eq!(
+        origin.next_event(WAIT).await.data.as_deref(),
+        Some(r#""theirs""#),
+        "its own change is not echoed"
+    );
+}
