@@ -56,7 +56,7 @@ export FORECAST_API__AUTH__ADMIN_KEY="$ADMIN_KEY"
 export FORECAST_API__AUTH__RELAY_JWT_SECRET="$JWT_SECRET"
 export FORECAST_API__RELAY__PUBLIC_URL="${FORECAST_API__RELAY__PUBLIC_URL:-http://127.0.0.1:$RELAY_PORT}"
 
-./target/release/sse-relay &
+./target/release/sse-relay --config config/relay.local.toml &
 relay_pid=$!
 ./target/release/forecast-api &
 api_pid=$!
@@ -68,13 +68,15 @@ forecast-api  http://127.0.0.1:$API_PORT   (/api/weatherforecast, /openapi.json,
 admin API key $ADMIN_KEY
 
 Try the whole path. Watch the stream (another terminal):
-  curl -N 'http://127.0.0.1:$RELAY_PORT/events?channel=weatherforecast.*'
+  curl -N 'http://127.0.0.1:$RELAY_PORT/events?channel=weatherforecast.*&channel=demo.*'
 Create a forecast:
   curl -X POST http://127.0.0.1:$API_PORT/api/weatherforecast \\
        -H 'Authorization: Bearer $ADMIN_KEY' -H 'Content-Type: application/json' \\
        -d '{"date":"2026-11-23","temperatureC":25,"summary":"Warm"}'
-Or publish by hand:
-  redis-cli -p $REDIS_PORT PUBLISH weatherforecast.created '{"summary":"Warm","temperatureC":25}'
+Stop the curl, create another forecast, then resume where you left off:
+  curl -N -H 'Last-Event-ID: <the last id: you saw>' 'http://127.0.0.1:$RELAY_PORT/events?channel=weatherforecast.*'
+Or publish by hand (raw channel):
+  redis-cli -p $REDIS_PORT PUBLISH demo.hello 'Hello from Redis'
 
 Ctrl-C stops everything.
 

@@ -13,7 +13,10 @@
 //!   - [`relay::settings`] — its configuration sections and validation;
 //!   - [`relay::glob`] — Redis glob patterns, matched exactly as Redis matches them;
 //!   - [`relay::channels`] — channel rules (format, access) and a client's channel selection;
-//!   - [`relay::subscriber`] — the supervised Redis subscription and its delivery probe;
+//!   - [`relay::subscriber`] — the supervised Redis subscription, its delivery probe and gap fill;
+//!   - [`relay::log`] — the Redis history log: stream ids, paged reads, resume points;
+//!   - [`relay::message`] — a Redis message (live or from the log) turned into a frame;
+//!   - [`relay::replay`] — the backlog for streams resuming with Last-Event-ID;
 //!   - [`relay::hub`] — fan-out to streams, bounded queues, slow-client cuts, spread shutdown;
 //!   - [`relay::sse`] — SSE frame encoding, once per message;
 //!   - [`relay::stream`] — one client's response body (preamble, frames, keepalives);
