@@ -26,6 +26,11 @@ pub struct StreamId {
 #[error("{0:?} is not a log id like 1700000000000-0")]
 pub struct BadStreamId(pub String);
 
+impl StreamId {
+    /// Lower than any id Redis generates.
+    pub const ZERO: Self = Self { ms: 0, seq: 0 };
+}
+
 impl FromStr for StreamId {
     type Err = BadStreamId;
 
@@ -126,20 +131,57 @@ impl LogReader {
     }
 
     /// Whether everything after `after` is still in the log.
+    ///
+    /// Trimming removes the oldest entries: if the oldest remaining entry is not newer than
+    /// `after`, everything newer is there. If it is newer, entries may have been trimmed, which
+    /// matters only if the stream ever lost entries (`entries-added` exceeds its `length`). An
+    /// id beyond the last one the stream generated means the log was reset; an entry deleted
+    /// with XDEL after `after` (`max-deleted-entry-id`) is a loss too. A missing stream holds
+    /// nothing after the start.
     pub async fn resume_point(&self, after: StreamId) -> Result<ResumePoint, LogError> {
-        let mut first = redis::cmd("XRANGE");
-        first.arg(&self.key).arg("-").arg("+").arg("COUNT").arg(1);
-        let first: Vec<RawEntry> = self.query(first).await?;
-        let mut last = redis::cmd("XREVRANGE");
-        last.arg(&self.key).arg("+").arg("-").arg("COUNT").arg(1);
-        let last: Vec<RawEntry> = self.query(last).await?;
-        let id = |raw: &[RawEntry]| raw.first().and_then(|(id, _)| id.parse::<StreamId>().ok());
-        Ok(match (id(&first), id(&last)) {
-            // The resume id itself is still the oldest or newer, and not beyond the newest
-            // (a log that was reset starts its ids again lower down).
-            (Some(first), Some(last)) if first <= after && after <= last => ResumePoint::Available,
-            _ => ResumePoint::Lost,
-        })
+        use redis::Value;
+        let mut command = redis::cmd("XINFO");
+        command.arg("STREAM").arg(&self.key);
+        let info: std::collections::HashMap<String, Value> = match self.query(command).await {
+            Ok(info) => info,
+            Err(LogError::Redis(error)) if error.to_string().contains("no such key") => {
+                return Ok(if after == StreamId::ZERO { ResumePoint::Available } else { ResumePoint::Lost });
+            }
+            Err(error) => return Err(error),
+        };
+        let as_id = |value: Option<&Value>| match value {
+            Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok()?.parse::<StreamId>().ok(),
+            Some(Value::SimpleString(text)) => text.parse::<StreamId>().ok(),
+            _ => None,
+        };
+        let as_int = |value: Option<&Value>| match value {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        let last_generated = as_id(info.get("last-generated-id")).unwrap_or(StreamId::ZERO);
+        if after > last_generated {
+            return Ok(ResumePoint::Lost);
+        }
+        if as_id(info.get("max-deleted-entry-id")).is_some_and(|deleted| deleted > after) {
+            return Ok(ResumePoint::Lost);
+        }
+        if after == last_generated {
+            return Ok(ResumePoint::Available);
+        }
+        let first = match info.get("first-entry") {
+            Some(Value::Array(entry)) => as_id(entry.first()),
+            _ => None,
+        };
+        if first.is_some_and(|first| first <= after) {
+            return Ok(ResumePoint::Available);
+        }
+        // The oldest entry is newer than `after` (or the stream is empty): did it ever lose any?
+        let lost_some = match (as_int(info.get("entries-added")), as_int(info.get("length"))) {
+            (Some(added), Some(length)) => added > length,
+            // Before Redis 7 there is no count of entries added: assume the worst.
+            _ => after != StreamId::ZERO,
+        };
+        Ok(if lost_some { ResumePoint::Lost } else { ResumePoint::Available })
     }
 
     /// The newest id in the log, if any.

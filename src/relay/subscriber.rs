@@ -138,6 +138,14 @@ impl Subscriber {
         last_seen: &mut Option<StreamId>,
     ) -> Result<(), SessionError> {
         let timeout = self.settings.connect_timeout();
+        // Before the very first subscription, note where the log ends: events published between
+        // that moment and the subscription taking effect are then filled from the log too.
+        let first_start = match *last_seen {
+            None if self.log.enabled() => {
+                self.log.last_id().await.ok().map(|end| end.unwrap_or(StreamId::ZERO))
+            }
+            _ => None,
+        };
         let mut pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
             .await
             .map_err(|_| SessionError::Connect(format!("timed out after {} ms", timeout.as_millis())))?
@@ -154,7 +162,18 @@ impl Subscriber {
         // The sink must outlive the stream: it owns the connection's write half.
         let (_sink, mut messages) = pubsub.split();
         // Subscribed: new events now wait in `messages` while the log fills what was missed.
-        self.fill_gap(last_seen).await?;
+        match (*last_seen, first_start) {
+            (Some(cursor), _) => self.fill_gap(cursor, true, last_seen).await?,
+            (None, Some(start)) => self.fill_gap(start, false, last_seen).await?,
+            // The log could not be read before subscribing: start from its end now, best effort.
+            (None, None) => {
+                if self.log.enabled()
+                    && let Ok(end) = self.log.last_id().await
+                {
+                    *last_seen = end;
+                }
+            }
+        }
 
         *sessions += 1;
         if *sessions > 1 {
@@ -245,23 +264,20 @@ impl Subscriber {
         }
     }
 
-    /// Delivers, in order, the logged events newer than `last_seen` (those published while the
-    /// subscription was down). On the first subscription there is no gap: it only notes where
-    /// the log ends. If the log no longer reaches back to `last_seen`, every stream is told to
-    /// resynchronise with `relay.reset`.
-    async fn fill_gap(&self, last_seen: &mut Option<StreamId>) -> Result<(), SessionError> {
-        if !self.log.enabled() {
-            return Ok(());
-        }
-        let Some(mut cursor) = *last_seen else {
-            // Best effort: if the log cannot be read now, the next gap starts from the first
-            // event received instead.
-            if let Ok(end) = self.log.last_id().await {
-                *last_seen = end;
-            }
-            return Ok(());
-        };
-        if self.log.resume_point(cursor).await.map_err(SessionError::GapFill)? == ResumePoint::Lost {
+    /// Delivers, in order, the logged events newer than `cursor` (those published while the
+    /// subscription was down), advancing `last_seen`. With `check_retention`, if the log no
+    /// longer reaches back to `cursor`, every stream is told to resynchronise with `relay.reset`.
+    async fn fill_gap(
+        &self,
+        mut cursor: StreamId,
+        check_retention: bool,
+        last_seen: &mut Option<StreamId>,
+    ) -> Result<(), SessionError> {
+        // From now on, a later gap starts here at the latest.
+        *last_seen = (*last_seen).max(Some(cursor));
+        if check_retention
+            && self.log.resume_point(cursor).await.map_err(SessionError::GapFill)? == ResumePoint::Lost
+        {
             let reached = self.hub.broadcast(&QueuedFrame {
                 id: None,
                 bytes: reset_frame("the relay missed events that are no longer in the log"),
