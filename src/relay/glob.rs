@@ -57,20 +57,11 @@ impl Pattern {
                     i += 2;
                 }
                 b'[' => {
-                    i += 1;
-                    if bytes.get(i) == Some(&b'^') {
-                        i += 1;
+                    let class = parse_class(bytes, i);
+                    if !class.terminated {
+                        return Err(PatternError::UnterminatedClass);
                     }
-                    loop {
-                        match bytes.get(i) {
-                            None => return Err(PatternError::UnterminatedClass),
-                            Some(b']') => break,
-                            Some(b'\\') if i + 1 < bytes.len() => i += 2,
-                            Some(b'\\') => return Err(PatternError::TrailingEscape),
-                            Some(_) => i += 1,
-                        }
-                    }
-                    i += 1;
+                    i = class.end + 1;
                 }
                 _ => i += 1,
             }
@@ -98,6 +89,141 @@ impl fmt::Debug for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.0)
     }
+}
+
+/// One element of a pattern, as Redis reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    /// `*`: any run of bytes.
+    Star,
+    /// One byte from the set (`?` is the full set).
+    One(Box<[bool; 256]>),
+}
+
+/// A `[...]` class read exactly as Redis reads it (a `-` after the first byte makes a range even
+/// when the range's end is `]`; ranges compare signed bytes and are swapped when reversed).
+struct Class {
+    accepts: [bool; 256],
+    /// Index of the byte that ended the class (its `]`).
+    end: usize,
+    terminated: bool,
+}
+
+fn parse_class(pattern: &[u8], open: usize) -> Class {
+    let mut accepts = [false; 256];
+    let mut p = open + 1;
+    let negate = at(pattern, p) == b'^';
+    if negate {
+        p += 1;
+    }
+    let terminated = loop {
+        let remaining = pattern.len().saturating_sub(p);
+        if at(pattern, p) == b'\\' && remaining >= 2 {
+            p += 1;
+            accepts[usize::from(pattern[p])] = true;
+        } else if at(pattern, p) == b']' {
+            break true;
+        } else if remaining == 0 {
+            break false;
+        } else if remaining >= 3 && pattern[p + 1] == b'-' {
+            let (mut start, mut end) = (pattern[p] as i8, pattern[p + 2] as i8);
+            if start > end {
+                std::mem::swap(&mut start, &mut end);
+            }
+            for byte in 0..=255u8 {
+                if (start..=end).contains(&(byte as i8)) {
+                    accepts[usize::from(byte)] = true;
+                }
+            }
+            p += 2;
+        } else {
+            accepts[usize::from(pattern[p])] = true;
+        }
+        p += 1;
+    };
+    if negate {
+        for accepted in accepts.iter_mut() {
+            *accepted = !*accepted;
+        }
+    }
+    Class { accepts, end: p, terminated }
+}
+
+/// The tokens of a validated pattern.
+fn tokens(pattern: &[u8]) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < pattern.len() {
+        match pattern[i] {
+            b'*' => {
+                if tokens.last() != Some(&Token::Star) {
+                    tokens.push(Token::Star);
+                }
+                i += 1;
+            }
+            b'?' => {
+                tokens.push(Token::One(Box::new([true; 256])));
+                i += 1;
+            }
+            b'[' => {
+                let class = parse_class(pattern, i);
+                tokens.push(Token::One(Box::new(class.accepts)));
+                i = class.end + 1;
+            }
+            byte => {
+                let literal = if byte == b'\\' && i + 1 < pattern.len() {
+                    i += 1;
+                    pattern[i]
+                } else {
+                    byte
+                };
+                let mut accepts = [false; 256];
+                accepts[usize::from(literal)] = true;
+                tokens.push(Token::One(Box::new(accepts)));
+                i += 1;
+            }
+        }
+    }
+    tokens
+}
+
+/// Where a token list goes after consuming one byte, and which bytes it accepts (`None`: all).
+fn step(tokens: &[Token], k: usize) -> Option<(usize, Option<&[bool; 256]>)> {
+    match tokens.get(k) {
+        Some(Token::Star) => Some((k, None)),
+        Some(Token::One(accepts)) => Some((k + 1, Some(accepts.as_ref()))),
+        None => None,
+    }
+}
+
+/// Whether some non-empty channel matches both patterns (a client's request and a rule, say).
+pub fn overlaps(a: &Pattern, b: &Pattern) -> bool {
+    let (a, b) = (tokens(a.0.as_bytes()), tokens(b.0.as_bytes()));
+    // Breadth-first search over pairs of positions, plus whether a byte was consumed yet.
+    let mut seen = std::collections::HashSet::new();
+    let mut queue = std::collections::VecDeque::from([(0usize, 0usize, false)]);
+    while let Some(state @ (i, j, consumed)) = queue.pop_front() {
+        if !seen.insert(state) {
+            continue;
+        }
+        if i == a.len() && j == b.len() && consumed {
+            return true;
+        }
+        if a.get(i) == Some(&Token::Star) {
+            queue.push_back((i + 1, j, consumed));
+        }
+        if b.get(j) == Some(&Token::Star) {
+            queue.push_back((i, j + 1, consumed));
+        }
+        // Consume one byte accepted by both sides.
+        if let (Some((next_i, set_a)), Some((next_j, set_b))) = (step(&a, i), step(&b, j)) {
+            let common = (0..256).any(|c| set_a.is_none_or(|s| s[c]) && set_b.is_none_or(|s| s[c]));
+            if common {
+                queue.push_back((next_i, next_j, true));
+            }
+        }
+    }
+    false
 }
 
 /// Redis's `stringmatchlen(pattern, string, nocase = 0)` for arbitrary bytes.
@@ -244,6 +370,60 @@ mod tests {
         assert!(m("[\\]]", "]"));
     }
 
+    /// Matching through tokens (what [`overlaps`] reasons about) must agree with the port of
+    /// Redis's matcher on every validated pattern.
+    fn tokens_match(tokens: &[Token], s: &[u8]) -> bool {
+        match tokens.split_first() {
+            None => s.is_empty(),
+            Some((Token::Star, rest)) => (0..=s.len()).any(|k| tokens_match(rest, &s[k..])),
+            Some((Token::One(accepts), rest)) => {
+                s.first().is_some_and(|&c| accepts[usize::from(c)]) && tokens_match(rest, &s[1..])
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn tokens_agree_with_the_redis_matcher(
+            pattern in "[ab.\\-*?\\[\\]^\\\\é]{1,8}",
+            channel in "[ab.\\-*\\[\\]\\\\zé]{1,7}",
+        ) {
+            if let Ok(pattern) = Pattern::parse(&pattern) {
+                let by_tokens = tokens_match(&tokens(pattern.as_str().as_bytes()), channel.as_bytes());
+                proptest::prop_assert_eq!(by_tokens, pattern.matches(channel.as_bytes()), "{:?} vs {:?}", pattern, channel);
+            }
+        }
+
+        #[test]
+        fn overlapping_patterns_share_a_channel(
+            a in "[ab.*?\\[\\]^-]{1,6}",
+            b in "[ab.*?\\[\\]^-]{1,6}",
+            channels in proptest::collection::vec("[ab.\\-\\]\\[^]{1,6}", 1..40),
+        ) {
+            if let (Ok(a), Ok(b)) = (Pattern::parse(&a), Pattern::parse(&b)) {
+                // A channel matched by both proves an overlap; no overlap means no such channel.
+                let witness = channels.iter().any(|c| a.matches(c.as_bytes()) && b.matches(c.as_bytes()));
+                if witness {
+                    proptest::prop_assert!(overlaps(&a, &b), "{:?} and {:?} share a channel", a, b);
+                }
+                if !overlaps(&a, &b) {
+                    proptest::prop_assert!(!witness);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn overlap_examples() {
+        let p = |s: &str| Pattern::parse(s).unwrap();
+        assert!(overlaps(&p("admin.*"), &p("*")));
+        assert!(overlaps(&p("admin.*"), &p("*.created")));
+        assert!(!overlaps(&p("admin.*"), &p("weatherforecast.*")));
+        assert!(overlaps(&p("a?c"), &p("[a-b]bc")));
+        assert!(!overlaps(&p("a[^b]"), &p("ab")));
+        assert!(overlaps(&p("admin.apikey.created"), &p("admin.*")));
+    }
+
     #[test]
     fn validation_refuses_patterns_that_cannot_mean_what_they_say() {
         assert_eq!(Pattern::parse(""), Err(PatternError::Empty));
@@ -253,6 +433,8 @@ mod tests {
         assert_eq!(Pattern::parse("a\nb"), Err(PatternError::ControlCharacter));
         assert_eq!(Pattern::parse(&"a".repeat(MAX_PATTERN_BYTES + 1)), Err(PatternError::TooLong));
         assert!(Pattern::parse("a[\\]]*").is_ok());
+        // Redis reads "[a-]" as a range from 'a' to ']' that is still open.
+        assert_eq!(Pattern::parse("[a-]"), Err(PatternError::UnterminatedClass));
         assert!(Pattern::parse("admin.*").is_ok());
     }
 }

@@ -6,11 +6,9 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
 
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
-use tokio::sync::Mutex as AsyncMutex;
+use super::commands::SharedConnection;
 
 /// Entries read per XRANGE call.
 pub const PAGE_SIZE: usize = 500;
@@ -68,27 +66,19 @@ pub enum ResumePoint {
     Lost,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("timed out after {0} ms")]
-    Timeout(u128),
-}
+pub use super::commands::CommandError as LogError;
 
-/// Reads the log through one shared multiplexed connection, re-established after failures.
+/// Reads the log through the relay's shared command connection.
 pub struct LogReader {
-    client: redis::Client,
+    redis: Arc<SharedConnection>,
     key: String,
-    timeout: Duration,
-    connection: AsyncMutex<Option<MultiplexedConnection>>,
 }
 
 type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
 
 impl LogReader {
-    pub fn new(client: redis::Client, key: String, timeout: Duration) -> Self {
-        Self { client, key, timeout, connection: AsyncMutex::new(None) }
+    pub fn new(redis: Arc<SharedConnection>, key: String) -> Self {
+        Self { redis, key }
     }
 
     /// False when replay is disabled (`redis.log_stream = ""`).
@@ -96,30 +86,8 @@ impl LogReader {
         !self.key.is_empty()
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, LogError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        let connection = self.client.get_multiplexed_async_connection_with_config(&config).await?;
-        *slot = Some(connection.clone());
-        Ok(connection)
-    }
-
     async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, LogError> {
-        let mut connection = self.connection().await?;
-        let result = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection))
-            .await
-            .map_err(|_| LogError::Timeout(self.timeout.as_millis()))
-            .and_then(|result| result.map_err(LogError::from));
-        if result.is_err() {
-            // Start from a fresh connection next time.
-            *self.connection.lock().await = None;
-        }
-        result
+        self.redis.query(command).await
     }
 
     /// Up to [`PAGE_SIZE`] entries with ids greater than `after`, oldest first.

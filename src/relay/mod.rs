@@ -6,6 +6,7 @@
 //! a window, and cut whatever is left at the end of the grace period.
 
 pub mod channels;
+pub mod commands;
 pub mod glob;
 pub mod health;
 pub mod http;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::channels::ChannelRules;
+use self::commands::SharedConnection;
 use self::health::Health;
 use self::http::AppState;
 use self::hub::Hub;
@@ -65,11 +67,8 @@ impl Relay {
         );
         let client = redis::Client::open(settings.redis.url.as_str()).context("invalid Redis URL")?;
         let max_message_bytes = usize::try_from(settings.limits.max_message_bytes).unwrap_or(usize::MAX);
-        let log = Arc::new(LogReader::new(
-            client.clone(),
-            settings.redis.log_stream.clone(),
-            settings.redis.connect_timeout(),
-        ));
+        let commands = Arc::new(SharedConnection::new(client.clone(), settings.redis.connect_timeout()));
+        let log = Arc::new(LogReader::new(Arc::clone(&commands), settings.redis.log_stream.clone()));
         let replay = Arc::new(Replay {
             log: Arc::clone(&log),
             rules: Arc::clone(&rules),
