@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::glob::Pattern;
+use super::glob::{Pattern, overlaps};
 
 /// Prefix of the relay's own probe channels; never delivered to clients.
 pub const PROBE_CHANNEL_PREFIX: &str = "sse-relay.probe.";
@@ -62,6 +62,37 @@ impl ChannelRules {
         self.rules.iter().find(|rule| rule.pattern.matches(channel))
     }
 
+    /// Whether a stream asking for `requested` can receive anything: some public rule overlaps
+    /// it, or some token rule that a grant covers does.
+    pub fn readable(&self, requested: &Pattern, grants: Option<&[Pattern]>) -> bool {
+        self.rules.iter().any(|rule| {
+            overlaps(requested, &rule.pattern)
+                && match rule.access {
+                    Access::Public => true,
+                    Access::Token => grants.is_some_and(|grants| {
+                        grants
+                            .iter()
+                            .any(|grant| overlaps(requested, grant) && overlaps(grant, &rule.pattern))
+                    }),
+                }
+        })
+    }
+
+    /// Whether a stream asking for every channel can receive anything.
+    pub fn any_readable(&self, grants: Option<&[Pattern]>) -> bool {
+        self.rules.iter().any(|rule| match rule.access {
+            Access::Public => true,
+            Access::Token => {
+                grants.is_some_and(|grants| grants.iter().any(|grant| overlaps(grant, &rule.pattern)))
+            }
+        })
+    }
+
+    /// Whether any rule needs a token (and so a verification key must be configured).
+    pub fn has_token_rules(&self) -> bool {
+        self.rules.iter().any(|rule| rule.access == Access::Token)
+    }
+
     /// Redis sends one `pmessage` per matching pattern; only the one for the governing rule is
     /// delivered, so overlapping patterns never duplicate an event.
     pub fn accept(&self, subscribed_pattern: &[u8], channel: &[u8]) -> Option<&ChannelRule> {
@@ -97,6 +128,29 @@ impl Selection {
     }
 }
 
+/// A hub group's key: what its streams asked for and what their token grants. Streams with
+/// equal subscriptions share a group, so each message is checked once per distinct subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subscription {
+    pub selection: Selection,
+    /// Patterns of the stream's token (`None`: anonymous, public channels only).
+    pub grants: Option<Arc<[Pattern]>>,
+}
+
+impl Subscription {
+    pub fn anonymous(selection: Selection) -> Self {
+        Self { selection, grants: None }
+    }
+
+    /// Whether a message on `channel` goes to this subscription; `token_only` when the channel's
+    /// rule needs a token.
+    pub fn wants(&self, channel: &[u8], token_only: bool) -> bool {
+        self.selection.matches(channel)
+            && (!token_only
+                || self.grants.as_ref().is_some_and(|grants| grants.iter().any(|g| g.matches(channel))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +166,25 @@ mod tests {
         assert!(rules.accept(b"a.*", b"a.created").is_some());
         assert!(rules.accept(b"*.created", b"a.created").is_none());
         assert!(rules.accept(b"*.created", b"b.created").is_some());
+    }
+
+    #[test]
+    fn token_channels_need_a_grant_and_public_ones_do_not() {
+        let p = |s: &str| Pattern::parse(s).unwrap();
+        let rules = ChannelRules::new(vec![
+            rule("weatherforecast.*"),
+            ChannelRule { pattern: p("admin.*"), format: Format::Envelope, access: Access::Token },
+        ]);
+        assert!(rules.readable(&p("*"), None));
+        assert!(!rules.readable(&p("admin.*"), None));
+        assert!(!rules.readable(&p("admin.*"), Some(&[p("weatherforecast.*")])));
+        assert!(rules.readable(&p("admin.user.*"), Some(&[p("admin.*")])));
+        assert!(!rules.readable(&p("admin.user.*"), Some(&[p("admin.apikey.*")])));
+        let anonymous = Subscription::anonymous(Selection::All);
+        assert!(anonymous.wants(b"weatherforecast.created", false));
+        assert!(!anonymous.wants(b"admin.apikey.created", true));
+        let admin = Subscription { selection: Selection::All, grants: Some(vec![p("admin.*")].into()) };
+        assert!(admin.wants(b"admin.apikey.created", true));
     }
 
     #[test]

@@ -19,7 +19,8 @@ use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use uuid::Uuid;
 
-use super::channels::Selection;
+use super::auth::{AuthError, TokenVerifier};
+use super::channels::{ChannelRules, Selection, Subscription};
 use super::glob::Pattern;
 use super::health::Health;
 use super::hub::{Hub, RegisterError};
@@ -36,6 +37,8 @@ pub struct AppState {
     pub health: Arc<Health>,
     pub metrics: RelayMetrics,
     pub replay: Arc<Replay>,
+    pub auth: Arc<TokenVerifier>,
+    pub rules: Arc<ChannelRules>,
     pub retry_ms: u64,
     pub keepalive: Duration,
     pub max_channels_per_request: usize,
@@ -74,11 +77,30 @@ pub struct ApiError {
     status: StatusCode,
     detail: String,
     retry_after_secs: Option<u64>,
+    www_authenticate: Option<String>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self { status, detail: detail.into(), retry_after_secs: None }
+        Self { status, detail: detail.into(), retry_after_secs: None, www_authenticate: None }
+    }
+
+    /// 401 with a `WWW-Authenticate` challenge (RFC 6750).
+    fn unauthorized(detail: impl Into<String>, invalid_token: bool) -> Self {
+        let detail = detail.into();
+        let challenge = if invalid_token {
+            // The description is a quoted string: keep it to characters that cannot end it.
+            let description: String = detail
+                .chars()
+                .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ')
+                .collect();
+            format!(
+                "Bearer realm=\"sse-relay\", error=\"invalid_token\", error_description=\"{description}\""
+            )
+        } else {
+            "Bearer realm=\"sse-relay\"".to_owned()
+        };
+        Self { www_authenticate: Some(challenge), ..Self::new(StatusCode::UNAUTHORIZED, detail) }
     }
 
     fn retry_after(mut self, secs: u64) -> Self {
@@ -104,6 +126,9 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after_secs {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Some(challenge) = self.www_authenticate.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
         response
     }
 }
@@ -116,13 +141,15 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
     })?;
     let resume_from = last_event_id(request.headers(), query)
         .inspect_err(|_| state.metrics.refused(RefusedReason::BadRequest))?;
+    let subscription = authorize(&state, request.headers(), query, selection).await?;
     let context = request.extensions().get::<ConnectionContext>().cloned();
     let cut = context.as_ref().map(|c| c.cut.clone()).unwrap_or_default();
     let connection_id = Uuid::new_v4();
     // While draining (readiness already off) streams are still accepted: an EventSource gives up
     // for good on an error status, whereas a stream that is later closed makes it reconnect,
     // by then to a ready pod. Only once the hub closes are requests refused.
-    let registration = state.hub.register(selection.clone(), connection_id, cut).map_err(|error| {
+    let expires_at = subscription.expires_at;
+    let registration = state.hub.register(subscription.key.clone(), connection_id, cut).map_err(|error| {
         let reason = match error {
             RegisterError::Full(_) => RefusedReason::MaxConnections,
             RegisterError::Closing => RefusedReason::ShuttingDown,
@@ -134,7 +161,8 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
     tracing::info!(
         conn.id = %connection_id,
         client.addr = %context.map(|c| c.peer.to_string()).unwrap_or_default(),
-        channels = %describe(&selection),
+        channels = %describe(&subscription.key.selection),
+        token = subscription.key.grants.is_some(),
         resume_from = %resume_from.map(|id| id.to_string()).unwrap_or_default(),
         "stream opened"
     );
@@ -142,9 +170,10 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
     // Jitter spreads the reconnections of clients that lost their stream at the same moment.
     let retry_ms = state.retry_ms + rand::random_range(0..=state.retry_ms / 2);
     // Registered for live events first, then the backlog: nothing published in between is lost.
-    let replay = resume_from.map(|after| state.replay.start(selection.clone(), after));
+    let replay = resume_from.map(|after| state.replay.start(subscription.key.clone(), after));
     let body =
-        SseBody::new(registration, preamble(retry_ms, &connection_id.to_string()), replay, state.keepalive);
+        SseBody::new(registration, preamble(retry_ms, &connection_id.to_string()), replay, state.keepalive)
+            .expiring_at(expires_at);
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -152,6 +181,56 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
         .header("x-accel-buffering", "no")
         .body(Body::new(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+/// A stream's hub key plus when its token expires.
+struct Authorized {
+    key: Subscription,
+    expires_at: Option<i64>,
+}
+
+/// Verifies the request's token (if any) and checks that the stream can read something: an
+/// invalid token is 401; asking only for token channels without a token is 401, with a token
+/// that grants none of them 403.
+async fn authorize(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    query: &str,
+    selection: Selection,
+) -> Result<Authorized, ApiError> {
+    let refused = |reason| state.metrics.refused(reason);
+    let grant = match state.auth.token_from(headers, query) {
+        None => None,
+        Some(token) => Some(state.auth.verify(&token).await.map_err(|error| match error {
+            AuthError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "cannot check a ticket");
+                refused(RefusedReason::Unavailable);
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot check the ticket right now; retry")
+                    .retry_after(state.retry_after_secs)
+            }
+            other => {
+                refused(RefusedReason::Unauthorized);
+                ApiError::unauthorized(other.to_string(), true)
+            }
+        })?),
+    };
+    let grants = grant.as_ref().map(|g| std::sync::Arc::clone(&g.patterns));
+    let readable = match &selection {
+        Selection::All => state.rules.any_readable(grants.as_deref()),
+        Selection::Patterns(patterns) => patterns.iter().any(|p| state.rules.readable(p, grants.as_deref())),
+    };
+    if !readable {
+        if grant.is_none() && state.rules.has_token_rules() {
+            refused(RefusedReason::Unauthorized);
+            return Err(ApiError::unauthorized("the requested channels need a token", false));
+        }
+        refused(RefusedReason::Forbidden);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "none of the requested channels may be read with this token",
+        ));
+    }
+    Ok(Authorized { key: Subscription { selection, grants }, expires_at: grant.map(|g| g.expires_at) })
 }
 
 /// The resume point: the `Last-Event-ID` header (what EventSource sends on reconnect) wins over

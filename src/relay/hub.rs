@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::channels::Selection;
+use super::channels::Subscription;
 use super::log::StreamId;
 use super::metrics::RelayMetrics;
 
@@ -40,7 +40,7 @@ pub struct Hub {
 
 #[derive(Default)]
 struct Inner {
-    groups: HashMap<Selection, Group>,
+    groups: HashMap<Subscription, Group>,
     /// Set when shutdown begins: no new members.
     closing: bool,
 }
@@ -97,7 +97,7 @@ impl Hub {
     /// Adds a stream for `selection`. `cut` is cancelled if the stream turns out to be slow.
     pub fn register(
         self: &Arc<Self>,
-        selection: Selection,
+        subscription: Subscription,
         connection_id: Uuid,
         cut: CancellationToken,
     ) -> Result<Registration, RegisterError> {
@@ -117,7 +117,7 @@ impl Hub {
             }
             inner
                 .groups
-                .entry(selection.clone())
+                .entry(subscription.clone())
                 .or_default()
                 .members
                 .insert(key, Member { tx, cut, connection_id });
@@ -128,7 +128,7 @@ impl Hub {
             rx,
             guard: MemberGuard {
                 hub: Arc::clone(self),
-                selection,
+                subscription,
                 key,
                 connection_id,
                 opened_at: Instant::now(),
@@ -137,10 +137,16 @@ impl Hub {
         })
     }
 
-    /// Queues `frame` for every stream whose selection matches `channel`, except the connection
-    /// `exclude` names; returns how many streams got it.
-    pub fn publish(&self, channel: &[u8], frame: &QueuedFrame, exclude: Option<Uuid>) -> usize {
-        self.deliver(|selection| selection.matches(channel), frame, exclude)
+    /// Queues `frame` for every stream that asked for `channel` and may read it (`token_only`:
+    /// its rule needs a token), except the connection `exclude` names; returns how many.
+    pub fn publish(
+        &self,
+        channel: &[u8],
+        token_only: bool,
+        frame: &QueuedFrame,
+        exclude: Option<Uuid>,
+    ) -> usize {
+        self.deliver(|subscription| subscription.wants(channel, token_only), frame, exclude)
     }
 
     /// Queues `frame` for every stream (relay-wide notices such as `relay.reset`).
@@ -150,7 +156,7 @@ impl Hub {
 
     fn deliver(
         &self,
-        wants: impl Fn(&Selection) -> bool,
+        wants: impl Fn(&Subscription) -> bool,
         frame: &QueuedFrame,
         exclude: Option<Uuid>,
     ) -> usize {
@@ -158,8 +164,8 @@ impl Hub {
         let mut slow: Vec<Uuid> = Vec::new();
         {
             let mut inner = self.inner();
-            for (selection, group) in inner.groups.iter_mut() {
-                if !wants(selection) {
+            for (subscription, group) in inner.groups.iter_mut() {
+                if !wants(subscription) {
                     continue;
                 }
                 group.members.retain(|_, member| {
@@ -200,34 +206,36 @@ impl Hub {
     /// `window` in random order, so their clients reconnect to other pods gradually rather
     /// than all at once. Each stream ends after flushing what is already queued for it.
     pub async fn close_all_spread(&self, window: Duration) {
-        let mut members: Vec<(Selection, u64)> = {
+        let mut members: Vec<(Subscription, u64)> = {
             let mut inner = self.inner();
             inner.closing = true;
             inner
                 .groups
                 .iter()
-                .flat_map(|(selection, group)| group.members.keys().map(|key| (selection.clone(), *key)))
+                .flat_map(|(subscription, group)| {
+                    group.members.keys().map(|key| (subscription.clone(), *key))
+                })
                 .collect()
         };
         shuffle(&mut members);
         let count = members.len();
         let start = tokio::time::Instant::now();
-        for (i, (selection, key)) in members.into_iter().enumerate() {
+        for (i, (subscription, key)) in members.into_iter().enumerate() {
             let at = start + window.mul_f64(i as f64 / count as f64);
             tokio::time::sleep_until(at).await;
             // Dropping the sender ends the stream once its queue is drained.
-            self.remove(&selection, key);
+            self.remove(&subscription, key);
         }
     }
 
-    fn remove(&self, selection: &Selection, key: u64) -> bool {
+    fn remove(&self, subscription: &Subscription, key: u64) -> bool {
         let mut inner = self.inner();
-        let Some(group) = inner.groups.get_mut(selection) else {
+        let Some(group) = inner.groups.get_mut(subscription) else {
             return false;
         };
         let removed = group.members.remove(&key).is_some();
         if group.members.is_empty() {
-            inner.groups.remove(selection);
+            inner.groups.remove(subscription);
         }
         removed
     }
@@ -243,7 +251,7 @@ fn shuffle<T>(items: &mut [T]) {
 /// Unregisters its stream when dropped, whatever ended it, and logs the stream's close.
 pub struct MemberGuard {
     hub: Arc<Hub>,
-    selection: Selection,
+    subscription: Subscription,
     key: u64,
     connection_id: Uuid,
     opened_at: Instant,
@@ -263,7 +271,7 @@ impl MemberGuard {
 
 impl Drop for MemberGuard {
     fn drop(&mut self) {
-        self.hub.remove(&self.selection, self.key);
+        self.hub.remove(&self.subscription, self.key);
         self.hub.open.fetch_sub(1, Ordering::AcqRel);
         self.hub.metrics.connections.dec();
         let duration = self.opened_at.elapsed();
@@ -280,6 +288,7 @@ impl Drop for MemberGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::channels::Selection;
     use crate::relay::glob::Pattern;
 
     fn hub(queue: usize, max: usize) -> Arc<Hub> {
@@ -293,11 +302,17 @@ mod tests {
     #[tokio::test]
     async fn a_frame_reaches_every_matching_stream_as_the_same_bytes() {
         let hub = hub(8, 10);
-        let mut a = hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).unwrap();
-        let mut b = hub.register(selection(&["x.*"]), Uuid::new_v4(), CancellationToken::new()).unwrap();
-        let mut c = hub.register(selection(&["y.*"]), Uuid::new_v4(), CancellationToken::new()).unwrap();
+        let mut a = hub
+            .register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new())
+            .unwrap();
+        let mut b = hub
+            .register(Subscription::anonymous(selection(&["x.*"])), Uuid::new_v4(), CancellationToken::new())
+            .unwrap();
+        let mut c = hub
+            .register(Subscription::anonymous(selection(&["y.*"])), Uuid::new_v4(), CancellationToken::new())
+            .unwrap();
         let frame = QueuedFrame { id: None, bytes: Bytes::from_static(b"event: x.1\ndata: hi\n\n") };
-        assert_eq!(hub.publish(b"x.1", &frame, None), 2);
+        assert_eq!(hub.publish(b"x.1", false, &frame, None), 2);
         let got_a = a.rx.recv().await.unwrap();
         let got_b = b.rx.recv().await.unwrap();
         assert_eq!(got_a.bytes.as_ptr(), frame.bytes.as_ptr(), "shared, not copied");
@@ -309,10 +324,13 @@ mod tests {
     async fn a_full_queue_cuts_only_that_client() {
         let hub = hub(2, 10);
         let slow_cut = CancellationToken::new();
-        let slow = hub.register(Selection::All, Uuid::new_v4(), slow_cut.clone()).unwrap();
-        let mut fast = hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).unwrap();
+        let slow =
+            hub.register(Subscription::anonymous(Selection::All), Uuid::new_v4(), slow_cut.clone()).unwrap();
+        let mut fast = hub
+            .register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new())
+            .unwrap();
         for i in 0..5 {
-            hub.publish(b"ch", &QueuedFrame { id: None, bytes: Bytes::from(format!("{i}")) }, None);
+            hub.publish(b"ch", false, &QueuedFrame { id: None, bytes: Bytes::from(format!("{i}")) }, None);
             assert_eq!(fast.rx.recv().await.unwrap().bytes, Bytes::from(format!("{i}")));
         }
         assert!(slow_cut.is_cancelled());
@@ -325,10 +343,14 @@ mod tests {
     async fn the_excluded_connection_is_skipped_and_everyone_else_served() {
         let hub = hub(4, 10);
         let excluded = Uuid::new_v4();
-        let mut origin = hub.register(Selection::All, excluded, CancellationToken::new()).unwrap();
-        let mut other = hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).unwrap();
+        let mut origin = hub
+            .register(Subscription::anonymous(Selection::All), excluded, CancellationToken::new())
+            .unwrap();
+        let mut other = hub
+            .register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new())
+            .unwrap();
         let frame = QueuedFrame { id: None, bytes: Bytes::from_static(b"x") };
-        assert_eq!(hub.publish(b"ch", &frame, Some(excluded)), 1);
+        assert_eq!(hub.publish(b"ch", false, &frame, Some(excluded)), 1);
         assert!(other.rx.try_recv().is_ok());
         assert!(origin.rx.try_recv().is_err());
     }
@@ -336,20 +358,32 @@ mod tests {
     #[tokio::test]
     async fn registrations_beyond_the_limit_are_refused_and_slots_come_back() {
         let hub = hub(2, 1);
-        let first = hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).unwrap();
+        let first = hub
+            .register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new())
+            .unwrap();
         assert!(matches!(
-            hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()),
+            hub.register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new()),
             Err(RegisterError::Full(1))
         ));
         drop(first);
-        assert!(hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).is_ok());
+        assert!(
+            hub.register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new())
+                .is_ok()
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_ends_streams_spread_over_the_window() {
         let hub = hub(4, 10);
         let mut streams: Vec<_> = (0..4)
-            .map(|_| hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()).unwrap())
+            .map(|_| {
+                hub.register(
+                    Subscription::anonymous(Selection::All),
+                    Uuid::new_v4(),
+                    CancellationToken::new(),
+                )
+                .unwrap()
+            })
             .collect();
         let start = tokio::time::Instant::now();
         let closer = {
@@ -365,7 +399,7 @@ mod tests {
         ended_at.sort();
         assert_eq!(ended_at.last().unwrap().as_secs(), 3, "last stream closes near the window's end");
         assert!(matches!(
-            hub.register(Selection::All, Uuid::new_v4(), CancellationToken::new()),
+            hub.register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new()),
             Err(RegisterError::Closing)
         ));
     }

@@ -35,6 +35,11 @@ pub enum RefusedReason {
     TooManyChannels,
     BadRequest,
     ShuttingDown,
+    Unauthorized,
+    Forbidden,
+    Unavailable,
+    PerIpLimit,
+    UriTooLong,
 }
 
 impl RefusedReason {
@@ -44,6 +49,11 @@ impl RefusedReason {
             Self::TooManyChannels => "too_many_channels",
             Self::BadRequest => "bad_request",
             Self::ShuttingDown => "shutting_down",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::Unavailable => "unavailable",
+            Self::PerIpLimit => "per_ip_limit",
+            Self::UriTooLong => "uri_too_long",
         }
     }
 }
@@ -153,7 +163,17 @@ impl RelayMetrics {
         registry.register(Box::new(delivery_latency.clone())).unwrap();
 
         // Pre-create the fixed label values so dashboards see zeros rather than gaps.
-        for reason in ["max_connections", "too_many_channels", "bad_request", "shutting_down"] {
+        for reason in [
+            "max_connections",
+            "too_many_channels",
+            "bad_request",
+            "shutting_down",
+            "unauthorized",
+            "forbidden",
+            "unavailable",
+            "per_ip_limit",
+            "uri_too_long",
+        ] {
             connections_refused.with_label_values(&[reason]);
         }
         for reason in ["too_large", "invalid_utf8", "invalid_channel", "line_break_in_field", "bad_envelope"]

@@ -5,6 +5,7 @@
 //! drains: readiness off, a delay for load balancers, stop accepting, end streams spread over
 //! a window, and cut whatever is left at the end of the grace period.
 
+pub mod auth;
 pub mod channels;
 pub mod commands;
 pub mod glob;
@@ -31,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::auth::TokenVerifier;
 use self::channels::ChannelRules;
 use self::commands::SharedConnection;
 use self::health::Health;
@@ -75,10 +77,11 @@ impl Relay {
             metrics: metrics.clone(),
             max_message_bytes,
         });
+        let auth = Arc::new(TokenVerifier::new(&settings.auth, Arc::clone(&commands))?);
         let subscriber = Subscriber::new(
             client,
             settings.redis.clone(),
-            rules,
+            Arc::clone(&rules),
             &settings.pod_id,
             max_message_bytes,
             Arc::clone(&hub),
@@ -92,6 +95,8 @@ impl Relay {
             health,
             metrics,
             replay,
+            auth,
+            rules,
             retry_ms: settings.sse.retry_ms,
             keepalive: settings.sse.keepalive(),
             max_channels_per_request: usize::try_from(settings.limits.max_channels_per_request)

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::channels::{ChannelRules, Format, Selection};
+use super::channels::{Access, ChannelRules, Format, Subscription};
 use super::hub::QueuedFrame;
 use super::log::{LogReader, PAGE_SIZE, ResumePoint, StreamId};
 use super::message::decode;
@@ -42,14 +42,18 @@ pub struct Replay {
 impl Replay {
     /// Starts reading the backlog after `after` for `selection`; the receiver ends when the
     /// backlog is sent. Dropping the receiver stops the task.
-    pub fn start(self: &Arc<Self>, selection: Selection, after: StreamId) -> mpsc::Receiver<ReplayItem> {
+    pub fn start(
+        self: &Arc<Self>,
+        subscription: Subscription,
+        after: StreamId,
+    ) -> mpsc::Receiver<ReplayItem> {
         let (tx, rx) = mpsc::channel(REPLAY_BUFFER);
         let replay = Arc::clone(self);
-        tokio::spawn(async move { replay.run(selection, after, tx).await });
+        tokio::spawn(async move { replay.run(subscription, after, tx).await });
         rx
     }
 
-    async fn run(&self, selection: Selection, after: StreamId, tx: mpsc::Sender<ReplayItem>) {
+    async fn run(&self, subscription: Subscription, after: StreamId, tx: mpsc::Sender<ReplayItem>) {
         if !self.log.enabled() {
             self.reset(&tx, "replay is disabled on this relay").await;
             return;
@@ -98,7 +102,10 @@ impl Replay {
             for entry in page {
                 cursor = entry.id;
                 let Some(rule) = self.rules.rule_for(&entry.channel) else { continue };
-                if rule.format != Format::Envelope || !selection.matches(&entry.channel) {
+                // The same rule as live delivery: asked for, and readable with this token.
+                if rule.format != Format::Envelope
+                    || !subscription.wants(&entry.channel, rule.access == Access::Token)
+                {
                     continue;
                 }
                 match decode(

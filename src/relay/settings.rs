@@ -69,11 +69,37 @@ fn default_access() -> Access {
     Access::Public
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
-    /// HS256 secret for token channels.
+    /// HS256 secret for token channels (at least 32 characters).
     pub jwt_secret: String,
+    /// PEM public key (RSA → RS256, EC P-256 → ES256) for token channels.
+    pub jwt_public_key_file: String,
+    /// Required `aud` claim; empty: not checked.
+    pub audience: String,
+    /// Required `iss` claim; empty: not checked.
+    pub issuer: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Cookie a token may be read from (same-site deployments).
+    pub cookie_name: String,
+    /// Redis key prefix for claimed one-time tickets.
+    pub ticket_prefix: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            jwt_public_key_file: String::new(),
+            audience: String::new(),
+            issuer: String::new(),
+            leeway_secs: 5,
+            cookie_name: "sse_relay_token".into(),
+            ticket_prefix: "sse:ticket:".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -227,13 +253,29 @@ impl Validate for RelaySettings {
         if self.channels.is_empty() {
             return Err(ConfigError::new("channels", "at least one [[channels]] rule is required"));
         }
-        for (i, rule) in self.channel_rules()?.iter().enumerate() {
-            if rule.access == Access::Token {
-                return Err(ConfigError::new(
-                    format!("channels[{i}].access"),
-                    "\"token\" is not supported by this version; use \"public\"",
-                ));
-            }
+        let rules = self.channel_rules()?;
+        if let Some(i) = rules.iter().position(|rule| rule.access == Access::Token)
+            && self.auth.jwt_secret.is_empty()
+            && self.auth.jwt_public_key_file.is_empty()
+        {
+            return Err(ConfigError::new(
+                format!("channels[{i}].access"),
+                "\"token\" channels need auth.jwt_secret or auth.jwt_public_key_file",
+            ));
+        }
+        if !self.auth.jwt_public_key_file.is_empty() {
+            super::auth::load_public_key(&self.auth.jwt_public_key_file)?;
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
+            return Err(ConfigError::new("auth.jwt_secret", "must be at least 32 characters"));
+        }
+        if self.auth.leeway_secs > 300 {
+            return Err(ConfigError::new("auth.leeway_secs", "must be at most 300"));
+        }
+        let cookie_ok = !self.auth.cookie_name.is_empty()
+            && self.auth.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !cookie_ok {
+            return Err(ConfigError::new("auth.cookie_name", "must be letters, digits, '_' or '-'"));
         }
         crate::config::validate_origins("cors.allowed_origins", &self.cors.allowed_origins)?;
         require_positive("limits.max_connections", self.limits.max_connections)?;

@@ -106,6 +106,11 @@ pub fn preamble(retry_ms: u64, connection_id: &str) -> Bytes {
     frame.freeze()
 }
 
+/// `relay.expired`: the stream's token expired; the client should reconnect with a fresh one.
+pub fn expired_frame() -> Bytes {
+    Bytes::from_static(b"event: relay.expired\ndata: {\"reason\":\"token expired\"}\n\n")
+}
+
 /// `relay.reset`: the client missed events that can no longer be replayed and should refetch
 /// its state.
 pub fn reset_frame(reason: &str) -> Bytes {

@@ -19,7 +19,7 @@ use tokio::time::{Instant, Sleep};
 use super::hub::{MemberGuard, QueuedFrame, Registration};
 use super::log::StreamId;
 use super::replay::ReplayItem;
-use super::sse::PING;
+use super::sse::{PING, expired_frame};
 
 pub struct SseBody {
     preamble: Option<Bytes>,
@@ -33,6 +33,9 @@ pub struct SseBody {
     keepalive_every: Duration,
     keepalive: Pin<Box<Sleep>>,
     last_sent: Instant,
+    /// When the stream's token expires: then `relay.expired` is sent and the stream ends.
+    expiry: Option<Pin<Box<Sleep>>>,
+    expired: bool,
 }
 
 impl SseBody {
@@ -52,7 +55,18 @@ impl SseBody {
             keepalive_every,
             keepalive: Box::pin(tokio::time::sleep_until(now + keepalive_every)),
             last_sent: now,
+            expiry: None,
+            expired: false,
         }
+    }
+
+    /// Ends the stream at `expires_at` (unix seconds), the expiry of its token.
+    pub fn expiring_at(mut self, expires_at: Option<i64>) -> Self {
+        if let Some(expires_at) = expires_at {
+            let left = (expires_at - chrono::Utc::now().timestamp()).max(0) as u64;
+            self.expiry = Some(Box::pin(tokio::time::sleep(Duration::from_secs(left))));
+        }
+        self
     }
 }
 
@@ -65,6 +79,16 @@ impl Body for SseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(None);
+        }
+        if let Some(expiry) = this.expiry.as_mut()
+            && expiry.as_mut().poll(cx).is_ready()
+        {
+            // Tell the client why, so that it fetches a fresh token before reconnecting.
+            this.expired = true;
+            return Poll::Ready(Some(Ok(Frame::data(expired_frame()))));
+        }
         if let Some(preamble) = this.preamble.take() {
             this.last_sent = Instant::now();
             return Poll::Ready(Some(Ok(Frame::data(preamble))));

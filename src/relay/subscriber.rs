@@ -19,7 +19,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::channels::{ChannelRules, Format, PROBE_CHANNEL_PREFIX};
+use super::channels::{Access, ChannelRules, Format, PROBE_CHANNEL_PREFIX};
 use super::health::Health;
 use super::hub::{Hub, QueuedFrame};
 use super::log::{LogError, LogReader, PAGE_SIZE, ResumePoint, StreamId};
@@ -254,11 +254,8 @@ impl Subscriber {
                     *last_seen = Some(id);
                 }
                 self.metrics.observe_latency(decoded.published_micros);
-                self.hub.publish(
-                    &channel,
-                    &QueuedFrame { id: decoded.id, bytes: decoded.frame },
-                    decoded.exclude,
-                );
+                let frame = QueuedFrame { id: decoded.id, bytes: decoded.frame };
+                self.hub.publish(&channel, rule.access == Access::Token, &frame, decoded.exclude);
             }
             Err(reason) => self.drop_message(&channel, reason),
         }
@@ -309,6 +306,7 @@ impl Subscriber {
                     Ok(decoded) => {
                         self.hub.publish(
                             &entry.channel,
+                            rule.access == Access::Token,
                             &QueuedFrame { id: decoded.id, bytes: decoded.frame },
                             decoded.exclude,
                         );
