@@ -42,7 +42,9 @@ pub struct AppState {
     pub metrics: ForecastMetrics,
     pub relay_jwt_secret: String,
     pub relay_token_ttl_secs: u64,
+    pub relay_ticket_ttl_secs: u64,
     pub relay_public_url: String,
+    pub relay_cookie_name: String,
     pub draining: std::sync::atomic::AtomicBool,
 }
 
@@ -64,6 +66,7 @@ pub fn router(
         .route("/api/admin/apikeys", post(create_api_key))
         .route("/api/admin/apikeys/{id}", delete(revoke_api_key))
         .route("/api/relay-token", post(create_relay_token))
+        .route("/api/relay-ticket", post(create_relay_ticket))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -621,7 +624,50 @@ async fn create_relay_token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RelayToken>, ApiError> {
-    let principal = authorize(&state, &headers, SCOPE_ADMIN).await?;
+    let (token, _) = mint_for_request(&state, &headers, body, state.relay_token_ttl_secs, false).await?;
+    Ok(Json(token))
+}
+
+/// Mints a one-time relay ticket (admin): accepted by the relay once, within
+/// `auth.relay_ticket_ttl_secs`, so no long-lived token sits in URLs or logs. With `?cookie=true`
+/// it is set as an HttpOnly cookie for the relay instead (same-site deployments).
+#[utoipa::path(post, path = "/api/relay-ticket", tag = "admin", request_body(content = Option<RelayTokenRequest>),
+    params(("cookie" = Option<bool>, Query, description = "set the ticket as an HttpOnly cookie")),
+    responses((status = 200, body = RelayToken), (status = 400, body = Problem), (status = 401, body = Problem),
+               (status = 403, body = Problem), (status = 501, body = Problem)),
+    security(("api_key" = [])))]
+async fn create_relay_ticket(
+    State(state): State<Arc<AppState>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let as_cookie = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(key, value)| key == "cookie" && (value == "true" || value == "1"));
+    let (ticket, ttl) = mint_for_request(&state, &headers, body, state.relay_ticket_ttl_secs, true).await?;
+    if !as_cookie {
+        return Ok(Json(ticket).into_response());
+    }
+    let secure = if state.relay_public_url.starts_with("https://") { "; Secure" } else { "" };
+    let cookie = format!(
+        "{}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={ttl}{secure}",
+        state.relay_cookie_name, ticket.token
+    );
+    let mut response = Json(RelayToken { token: String::new(), ..ticket }).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+async fn mint_for_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    ttl_secs: u64,
+    once: bool,
+) -> Result<(RelayToken, u64), ApiError> {
+    let principal = authorize(state, headers, SCOPE_ADMIN).await?;
     if state.relay_jwt_secret.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -630,7 +676,7 @@ async fn create_relay_token(
     }
     let empty_body = body.as_ref().is_ok_and(|b| b.is_empty());
     let request: RelayTokenRequest =
-        if empty_body { RelayTokenRequest::default() } else { json_body(&headers, body)? };
+        if empty_body { RelayTokenRequest::default() } else { json_body(headers, body)? };
     let subscribe = request.subscribe.unwrap_or_else(|| vec!["admin.*".into(), "weatherforecast.*".into()]);
     if subscribe.is_empty() || subscribe.len() > 16 {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "subscribe must list 1 to 16 patterns"));
@@ -641,17 +687,18 @@ async fn create_relay_token(
         })?;
     }
     let (token, claims) =
-        relay_token::mint(&state.relay_jwt_secret, &principal.key_id, subscribe, state.relay_token_ttl_secs)
+        relay_token::mint(&state.relay_jwt_secret, &principal.key_id, subscribe, ttl_secs, once)
             .map_err(ApiError::internal)?;
     let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
-    Ok(Json(RelayToken {
+    let token = RelayToken {
         token,
         expires_at,
         subscribe: claims.subscribe,
         relay_url: state.relay_public_url.clone(),
-    }))
+    };
+    Ok((token, ttl_secs))
 }
 
 // ---- operations ----
@@ -684,7 +731,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 #[openapi(
     info(title = "forecast-api", description = "Weather forecasts, published as events to sse-relay."),
     paths(list_forecasts, get_forecast, create_forecast, update_forecast, delete_forecast, create_api_key,
-          revoke_api_key, create_relay_token),
+          revoke_api_key, create_relay_token, create_relay_ticket),
     components(schemas(Forecast, ForecastInput, ForecastPage, Problem, ApiKeyRequest, ApiKeyCreated,
                        RelayTokenRequest, RelayToken)),
     modifiers(&SecurityAddon)

@@ -88,7 +88,9 @@ impl ForecastApi {
             metrics,
             relay_jwt_secret: settings.auth.relay_jwt_secret.clone(),
             relay_token_ttl_secs: settings.auth.relay_token_ttl_secs,
+            relay_ticket_ttl_secs: settings.auth.relay_ticket_ttl_secs,
             relay_public_url: settings.relay.public_url.clone(),
+            relay_cookie_name: settings.relay.cookie_name.clone(),
             draining: AtomicBool::new(false),
         });
         Ok(Self { listener, settings, state, dispatcher, generated_admin_key })

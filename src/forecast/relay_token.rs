@@ -18,14 +18,18 @@ pub struct RelayClaims {
     pub aud: String,
     pub iat: i64,
     pub exp: i64,
+    /// Present on one-time tickets: the relay accepts a ticket once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
-/// Signs claims for `subject` valid for `ttl_secs` from now.
+/// Signs claims for `subject` valid for `ttl_secs` from now; `once` makes it a one-time ticket.
 pub fn mint(
     secret: &str,
     subject: &str,
     subscribe: Vec<String>,
     ttl_secs: u64,
+    once: bool,
 ) -> Result<(String, RelayClaims), jsonwebtoken::errors::Error> {
     let now = chrono::Utc::now().timestamp();
     let claims = RelayClaims {
@@ -35,6 +39,7 @@ pub fn mint(
         aud: AUDIENCE.into(),
         iat: now,
         exp: now + i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2),
+        jti: once.then(|| uuid::Uuid::new_v4().to_string()),
     };
     let token = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -52,7 +57,7 @@ mod tests {
     #[test]
     fn minted_tokens_verify_with_the_shared_secret_only() {
         let secret = "0123456789abcdef0123456789abcdef";
-        let (token, claims) = mint(secret, "key1", vec!["admin.*".into()], 60).unwrap();
+        let (token, claims) = mint(secret, "key1", vec!["admin.*".into()], 60, false).unwrap();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[AUDIENCE]);
         validation.set_issuer(&[ISSUER]);

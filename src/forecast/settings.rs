@@ -60,6 +60,8 @@ pub struct AuthSettings {
     pub relay_jwt_secret: String,
     /// Lifetime of tokens minted by `POST /api/relay-token`.
     pub relay_token_ttl_secs: u64,
+    /// Lifetime of one-time tickets minted by `POST /api/relay-ticket`.
+    pub relay_ticket_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +69,8 @@ pub struct AuthSettings {
 pub struct RelaySettings {
     /// Where browsers reach the relay.
     pub public_url: String,
+    /// Cookie the relay reads tokens from (its `auth.cookie_name`), for same-site deployments.
+    pub cookie_name: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -129,13 +133,18 @@ impl Default for RedisSettings {
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self { admin_key: String::new(), relay_jwt_secret: String::new(), relay_token_ttl_secs: 300 }
+        Self {
+            admin_key: String::new(),
+            relay_jwt_secret: String::new(),
+            relay_token_ttl_secs: 300,
+            relay_ticket_ttl_secs: 30,
+        }
     }
 }
 
 impl Default for RelaySettings {
     fn default() -> Self {
-        Self { public_url: "http://localhost:8080".into() }
+        Self { public_url: "http://localhost:8080".into(), cookie_name: "sse_relay_token".into() }
     }
 }
 
@@ -236,6 +245,12 @@ impl Validate for ForecastSettings {
             ));
         }
         require_positive("auth.relay_token_ttl_secs", self.auth.relay_token_ttl_secs)?;
+        require_positive("auth.relay_ticket_ttl_secs", self.auth.relay_ticket_ttl_secs)?;
+        let cookie_ok = !self.relay.cookie_name.is_empty()
+            && self.relay.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !cookie_ok {
+            return Err(ConfigError::new("relay.cookie_name", "must be letters, digits, '_' or '-'"));
+        }
         if !(self.relay.public_url.starts_with("http://") || self.relay.public_url.starts_with("https://")) {
             return Err(ConfigError::new("relay.public_url", "must be an http:// or https:// URL"));
         }
