@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::auth::{AuthError, TokenVerifier};
 use super::channels::{ChannelRules, Selection, Subscription};
+use super::client_ip::{PerIpLimiter, client_ip};
 use super::glob::Pattern;
 use super::health::Health;
 use super::hub::{Hub, RegisterError};
@@ -39,6 +40,9 @@ pub struct AppState {
     pub replay: Arc<Replay>,
     pub auth: Arc<TokenVerifier>,
     pub rules: Arc<ChannelRules>,
+    pub per_ip: Arc<PerIpLimiter>,
+    pub trusted_proxy_hops: usize,
+    pub max_url_bytes: usize,
     pub retry_ms: u64,
     pub keepalive: Duration,
     pub max_channels_per_request: usize,
@@ -134,6 +138,14 @@ impl IntoResponse for ApiError {
 }
 
 async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
+    let target_len = request.uri().path_and_query().map_or(0, |target| target.as_str().len());
+    if target_len > state.max_url_bytes {
+        state.metrics.refused(RefusedReason::UriTooLong);
+        return Err(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is {target_len} bytes; at most {} are accepted", state.max_url_bytes),
+        ));
+    }
     let query = request.uri().query().unwrap_or("");
     let selection = parse_selection(query, state.max_channels_per_request).map_err(|(reason, error)| {
         state.metrics.refused(reason);
@@ -144,6 +156,21 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
     let subscription = authorize(&state, request.headers(), query, selection).await?;
     let context = request.extensions().get::<ConnectionContext>().cloned();
     let cut = context.as_ref().map(|c| c.cut.clone()).unwrap_or_default();
+    let ip_slot = match context.as_ref() {
+        Some(context) => {
+            let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+            let ip = client_ip(context.peer.ip(), forwarded, state.trusted_proxy_hops);
+            state.per_ip.acquire(ip).ok_or_else(|| {
+                state.metrics.refused(RefusedReason::PerIpLimit);
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("{ip} holds the maximum number of streams"),
+                )
+                .retry_after(state.retry_after_secs)
+            })?
+        }
+        None => None,
+    };
     let connection_id = Uuid::new_v4();
     // While draining (readiness already off) streams are still accepted: an EventSource gives up
     // for good on an error status, whereas a stream that is later closed makes it reconnect,
@@ -173,7 +200,8 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
     let replay = resume_from.map(|after| state.replay.start(subscription.key.clone(), after));
     let body =
         SseBody::new(registration, preamble(retry_ms, &connection_id.to_string()), replay, state.keepalive)
-            .expiring_at(expires_at);
+            .expiring_at(expires_at)
+            .holding(ip_slot);
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")

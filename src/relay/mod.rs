@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod channels;
+pub mod client_ip;
 pub mod commands;
 pub mod glob;
 pub mod health;
@@ -25,7 +26,6 @@ pub mod subscriber;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use self::auth::TokenVerifier;
 use self::channels::ChannelRules;
+use self::client_ip::PerIpLimiter;
 use self::commands::SharedConnection;
 use self::health::Health;
 use self::http::AppState;
@@ -44,9 +45,6 @@ use self::replay::Replay;
 use self::server::ServerControl;
 use self::settings::RelaySettings;
 use self::subscriber::Subscriber;
-
-/// A request head must arrive within this time (slow-loris protection).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Relay {
     listener: TcpListener,
@@ -97,6 +95,11 @@ impl Relay {
             replay,
             auth,
             rules,
+            per_ip: PerIpLimiter::new(
+                usize::try_from(settings.limits.max_connections_per_ip).unwrap_or(usize::MAX),
+            ),
+            trusted_proxy_hops: usize::try_from(settings.limits.trusted_proxy_hops).unwrap_or(0),
+            max_url_bytes: usize::try_from(settings.limits.max_url_bytes).unwrap_or(usize::MAX),
             retry_ms: settings.sse.retry_ms,
             keepalive: settings.sse.keepalive(),
             max_channels_per_request: usize::try_from(settings.limits.max_channels_per_request)
@@ -125,7 +128,7 @@ impl Relay {
             router,
             control.clone(),
             connections.clone(),
-            HEADER_READ_TIMEOUT,
+            settings.limits.header_read_timeout(),
         ));
 
         shutdown.await;

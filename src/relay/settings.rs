@@ -117,6 +117,14 @@ pub struct LimitSettings {
     pub client_queue: u64,
     pub max_channels_per_request: u64,
     pub max_message_bytes: u64,
+    /// Streams per client IP; 0: no limit.
+    pub max_connections_per_ip: u64,
+    /// Proxies in front of the relay that append to `X-Forwarded-For`; 0: use the peer address.
+    pub trusted_proxy_hops: u64,
+    /// Longest request target (path and query) accepted.
+    pub max_url_bytes: u64,
+    /// A request head must arrive within this time (slowloris protection).
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +198,10 @@ impl Default for LimitSettings {
             client_queue: 1024,
             max_channels_per_request: 16,
             max_message_bytes: 65_536,
+            max_connections_per_ip: 0,
+            trusted_proxy_hops: 0,
+            max_url_bytes: 8_192,
+            header_read_timeout_secs: 10,
         }
     }
 }
@@ -282,6 +294,11 @@ impl Validate for RelaySettings {
         require_positive("limits.client_queue", self.limits.client_queue)?;
         require_positive("limits.max_channels_per_request", self.limits.max_channels_per_request)?;
         require_positive("limits.max_message_bytes", self.limits.max_message_bytes)?;
+        require_positive("limits.max_url_bytes", self.limits.max_url_bytes)?;
+        require_positive("limits.header_read_timeout_secs", self.limits.header_read_timeout_secs)?;
+        if self.limits.trusted_proxy_hops > 16 {
+            return Err(ConfigError::new("limits.trusted_proxy_hops", "must be at most 16"));
+        }
         require_positive("sse.keepalive_secs", self.sse.keepalive_secs)?;
         require_positive("sse.retry_ms", self.sse.retry_ms)?;
         require_positive("shutdown.grace_period_ms", self.shutdown.grace_period_ms)?;
@@ -313,6 +330,12 @@ impl RedisSettings {
     }
     pub fn probe_timeout(&self) -> Duration {
         Duration::from_millis(self.probe_timeout_ms)
+    }
+}
+
+impl LimitSettings {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
     }
 }
 

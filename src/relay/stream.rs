@@ -16,6 +16,7 @@ use http_body::{Body, Frame};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
+use super::client_ip::IpSlot;
 use super::hub::{MemberGuard, QueuedFrame, Registration};
 use super::log::StreamId;
 use super::replay::ReplayItem;
@@ -36,6 +37,8 @@ pub struct SseBody {
     /// When the stream's token expires: then `relay.expired` is sent and the stream ends.
     expiry: Option<Pin<Box<Sleep>>>,
     expired: bool,
+    /// The client IP's stream slot, returned when the stream ends.
+    _ip_slot: Option<IpSlot>,
 }
 
 impl SseBody {
@@ -57,7 +60,14 @@ impl SseBody {
             last_sent: now,
             expiry: None,
             expired: false,
+            _ip_slot: None,
         }
+    }
+
+    /// Keeps the client IP's slot for the life of the stream.
+    pub fn holding(mut self, slot: Option<IpSlot>) -> Self {
+        self._ip_slot = slot;
+        self
     }
 
     /// Ends the stream at `expires_at` (unix seconds), the expiry of its token.
