@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod authorization;
 mod configuration;
 mod delivery;
 mod end_to_end;

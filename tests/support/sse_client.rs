@@ -35,6 +35,11 @@ impl SseClient {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
+        Self::send(request).await
+    }
+
+    /// Sends a prepared request (extra headers, cookies…) and checks that it is a stream.
+    pub async fn send(request: reqwest::RequestBuilder) -> Self {
         let response = request.send().await.expect("GET /events");
         assert_eq!(response.status(), 200, "stream refused: {:?}", response.text().await);
         Self { response, buffer: Vec::new(), events: VecDeque::new() }

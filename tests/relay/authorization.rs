@@ -1,0 +1,293 @@
+//! Private channels: only token holders read `admin.*`, live or replayed; bad tokens are refused.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::log_publisher::LogPublisher;
+use crate::support::redis_server::RedisServer;
+use crate::support::relay_process::RelayBuilder;
+use crate::support::service_process::ServiceProcess;
+use crate::support::sse_client::SseClient;
+
+const WAIT: Duration = Duration::from_secs(10);
+const SECRET: &str = "relay-test-secret-0123456789abcdef-xyz";
+
+const CHANNELS: &str = r#"
+[[channels]]
+pattern = "weatherforecast.*"
+format = "envelope"
+access = "public"
+
+[[channels]]
+pattern = "admin.*"
+format = "envelope"
+access = "token"
+"#;
+
+fn start_relay(redis: &RedisServer) -> ServiceProcess {
+    RelayBuilder::new(redis.url())
+        .channels(CHANNELS)
+        .env("AUTH__JWT_SECRET", SECRET)
+        .env("AUTH__AUDIENCE", "sse-relay")
+        .env("AUTH__ISSUER", "forecast-api")
+        .env("AUTH__LEEWAY_SECS", 0)
+        .start()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn sign(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn admin_token(ttl: i64) -> String {
+    sign(
+        json!({ "sub": "t", "subscribe": ["admin.*"], "aud": "sse-relay", "iss": "forecast-api", "exp": now() + ttl }),
+        SECRET,
+    )
+}
+
+async fn open(relay: &ServiceProcess, query: &str, token: Option<&str>) -> SseClient {
+    let mut request = reqwest::Client::new().get(relay.url(&format!("/events{query}")));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let mut stream = SseClient::send(request).await;
+    assert_eq!(stream.next_event(WAIT).await.event.as_deref(), Some("relay.connected"));
+    stream
+}
+
+/// Channels of the events a stream receives until the `end` marker.
+async fn channels_until_end(stream: &mut SseClient) -> Vec<String> {
+    let mut channels = Vec::new();
+    loop {
+        let event = stream.next_event(WAIT).await;
+        if event.data.as_deref() == Some("\"end\"") {
+            return channels;
+        }
+        channels.push(event.event.unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_clients_never_receive_admin_events_live_or_replayed_while_a_token_holder_does() {
+    let redis = RedisServer::start();
+    let relay = start_relay(&redis);
+    relay.wait_ready().await;
+    let token = admin_token(600);
+
+    let mut anonymous_all = open(&relay, "", None).await;
+    let mut anonymous_star = open(&relay, "?channel=*", None).await;
+    let mut holder = open(&relay, "?channel=*", Some(&token)).await;
+    let refused = relay.get("/events?channel=admin.*").await;
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+
+    let mut publisher = LogPublisher::connect(&redis.url()).await;
+    let before = publisher.publish("weatherforecast.created", "0", None).await.unwrap();
+    publisher.publish("admin.apikey.created", r#"{"id":"k1"}"#, None).await.unwrap();
+    publisher.publish("weatherforecast.updated", "1", None).await.unwrap();
+    publisher.publish("admin.user.registered", r#"{"id":"u1"}"#, None).await.unwrap();
+    publisher.publish("weatherforecast.deleted", r#""end""#, None).await.unwrap();
+
+    let public = ["weatherforecast.created", "weatherforecast.updated"];
+    assert_eq!(channels_until_end(&mut anonymous_all).await, public);
+    assert_eq!(channels_until_end(&mut anonymous_star).await, public);
+    assert_eq!(
+        channels_until_end(&mut holder).await,
+        [
+            "weatherforecast.created",
+            "admin.apikey.created",
+            "weatherforecast.updated",
+            "admin.user.registered"
+        ]
+    );
+
+    // Replayed from the log: the same rule.
+    let (mut anonymous_resume, _) = relay.resume_stream("?channel=*", Some(&before)).await;
+    assert_eq!(channels_until_end(&mut anonymous_resume).await, ["weatherforecast.updated"]);
+    let mut request = reqwest::Client::new().get(relay.url("/events")).bearer_auth(&token);
+    request = request.header("last-event-id", &before);
+    let mut holder_resume = SseClient::send(request).await;
+    holder_resume.next_event(WAIT).await;
+    assert_eq!(
+        channels_until_end(&mut holder_resume).await,
+        ["admin.apikey.created", "weatherforecast.updated", "admin.user.registered"]
+    );
+}
+
+#[tokio::test]
+async fn expired_forged_misaddressed_and_unsigned_tokens_are_refused_with_401() {
+    let redis = RedisServer::start();
+    let relay = start_relay(&redis);
+    let base =
+        json!({ "subscribe": ["admin.*"], "aud": "sse-relay", "iss": "forecast-api", "exp": now() + 600 });
+    let with = |key: &str, value: Value| {
+        let mut claims = base.clone();
+        claims[key] = value;
+        claims
+    };
+    let mut without_exp = base.clone();
+    without_exp.as_object_mut().unwrap().remove("exp");
+    let unsigned = {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!("{}.{}.", engine.encode(br#"{"alg":"none","typ":"JWT"}"#), engine.encode(base.to_string()))
+    };
+    let cases = [
+        ("expired", sign(with("exp", json!(now() - 60)), SECRET)),
+        ("not yet valid", sign(with("nbf", json!(now() + 600)), SECRET)),
+        ("forged", sign(base.clone(), "another-secret-0123456789abcdef-xyz")),
+        ("wrong audience", sign(with("aud", json!("someone-else")), SECRET)),
+        ("wrong issuer", sign(with("iss", json!("mallory")), SECRET)),
+        ("no expiry", sign(without_exp, SECRET)),
+        ("alg none", unsigned),
+        ("garbage", "not.a.token".to_owned()),
+        ("bad grant", sign(with("subscribe", json!(["admin.["])), SECRET)),
+    ];
+    for (name, token) in cases {
+        let response = reqwest::Client::new()
+            .get(relay.url("/events?channel=admin.*"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{name}");
+        let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(challenge.contains("invalid_token"), "{name}: {challenge}");
+        let body = response.text().await.unwrap();
+        assert!(!body.contains(&token), "the token is never echoed");
+    }
+    // A valid token whose grants do not cover what is asked: 403.
+    let weather_only = sign(with("subscribe", json!(["weatherforecast.*"])), SECRET);
+    let response = reqwest::Client::new()
+        .get(relay.url("/events?channel=admin.*"))
+        .bearer_auth(&weather_only)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let logs = relay.logs().join("\n");
+    assert!(!logs.contains(&weather_only), "tokens never reach the logs");
+}
+
+#[tokio::test]
+async fn a_token_in_a_cookie_or_in_the_query_works_and_a_ticket_works_once() {
+    let redis = RedisServer::start();
+    let relay = start_relay(&redis);
+    relay.wait_ready().await;
+    let token = admin_token(600);
+    let mut by_cookie = SseClient::send(
+        reqwest::Client::new()
+            .get(relay.url("/events?channel=admin.*"))
+            .header("cookie", format!("theme=dark; sse_relay_token={token}")),
+    )
+    .await;
+    let mut by_query =
+        SseClient::connect(&relay.url(&format!("/events?channel=admin.*&access_token={token}"))).await;
+    let mut publisher = LogPublisher::connect(&redis.url()).await;
+    publisher.publish("admin.apikey.revoked", r#"{"id":"k1"}"#, None).await.unwrap();
+    for stream in [&mut by_cookie, &mut by_query] {
+        stream.next_event(WAIT).await;
+        assert_eq!(stream.next_event(WAIT).await.event.as_deref(), Some("admin.apikey.revoked"));
+    }
+
+    let ticket = sign(
+        json!({ "subscribe": ["admin.*"], "aud": "sse-relay", "iss": "forecast-api", "exp": now() + 30, "jti": "ticket-1" }),
+        SECRET,
+    );
+    let url = relay.url(&format!("/events?channel=admin.*&access_token={ticket}"));
+    let first = reqwest::get(&url).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let second = reqwest::get(&url).await.unwrap();
+    assert_eq!(second.status(), 401);
+    assert!(second.text().await.unwrap().contains("already used"));
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_token_expires() {
+    let redis = RedisServer::start();
+    let relay = start_relay(&redis);
+    relay.wait_ready().await;
+    let mut stream = open(&relay, "?channel=admin.*", Some(&admin_token(2))).await;
+    let events = stream.expect_end(WAIT).await;
+    let last = events.last().expect("a notice before the end");
+    assert_eq!(last.event.as_deref(), Some("relay.expired"));
+}
+
+#[tokio::test]
+async fn a_payload_that_looks_like_sse_fields_arrives_as_one_event_with_that_text() {
+    let redis = RedisServer::start();
+    let relay = RelayBuilder::new(redis.url()).start();
+    relay.wait_ready().await;
+    let mut stream = relay.open_stream("").await;
+    let hostile = "\n\nevent: admin.apikey.created\ndata: x\r\nid: 99-0\r\r: comment";
+    redis.publish("weatherforecast.created", hostile);
+    redis.publish("weatherforecast.created", "next");
+    let event = stream.next_event(WAIT).await;
+    assert_eq!(event.event.as_deref(), Some("weatherforecast.created"));
+    assert_eq!(event.id, None);
+    assert_eq!(
+        event.data.as_deref(),
+        Some("\n\nevent: admin.apikey.created\ndata: x\nid: 99-0\n\n: comment")
+    );
+    assert_eq!(
+        stream.next_event(WAIT).await.data.as_deref(),
+        Some("next"),
+        "nothing else arrived in between"
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_ip_limit_get_429_and_forwarded_for_is_trusted_only_when_configured() {
+    let redis = RedisServer::start();
+    let relay = RelayBuilder::new(redis.url())
+        .env("LIMITS__MAX_CONNECTIONS_PER_IP", 2)
+        .env("LIMITS__TRUSTED_PROXY_HOPS", 1)
+        .start();
+    relay.wait_ready().await;
+    let from = |ip: &str| {
+        reqwest::Client::new().get(relay.url("/events")).header("x-forwarded-for", format!("6.6.6.6, {ip}"))
+    };
+    let _a1 = SseClient::send(from("1.1.1.1")).await;
+    let _a2 = SseClient::send(from("1.1.1.1")).await;
+    let refused = from("1.1.1.1").send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let _b = SseClient::send(from("2.2.2.2")).await;
+    assert_eq!(relay.metric("sse_relay_connections_refused_total{reason=\"per_ip_limit\"}").await, 1.0);
+
+    let long = format!("/events?channel={}", "a".repeat(9000));
+    let response = relay.get(&long).await;
+    assert_eq!(response.status(), 414);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn a_request_head_that_trickles_in_is_cut_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = RedisServer::start();
+    let relay = RelayBuilder::new(redis.url()).env("LIMITS__HEADER_READ_TIMEOUT_SECS", 1).start();
+    let mut socket = tokio::net::TcpStream::connect(relay.addr()).await.unwrap();
+    socket.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // Never finish the head: the relay must close the connection by itself.
+    let mut buffer = [0u8; 1024];
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the slow client was cut");
+}
