@@ -91,3 +91,58 @@ async fn an_admin_can_mint_a_short_lived_relay_token() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_configured_origins_may_call_the_api_from_a_browser() {
+    let redis = RedisServer::start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let process = ForecastBuilder::new(&db, redis.url())
+        .env("CORS__ALLOWED_ORIGINS", "https://app.example.com")
+        .start();
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, process.url("/api/weatherforecast"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type, x-api-key, x-relay-connection-id")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert!(allowed.status().is_success());
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(allowed.headers()["access-control-allow-credentials"], "true");
+    let refused = preflight("https://evil.example.net").await.unwrap();
+    assert!(!refused.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_ticket_is_one_time_and_can_be_set_as_an_http_only_cookie() {
+    let redis = RedisServer::start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let process = ForecastBuilder::new(&db, redis.url()).start();
+    let api = Api::new(&process);
+
+    let ticket: Value = api.post("/api/relay-ticket", ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["sse-relay"]);
+    let claims = jsonwebtoken::decode::<Value>(
+        ticket["token"].as_str().unwrap(),
+        &jsonwebtoken::DecodingKey::from_secret(RELAY_JWT_SECRET.as_bytes()),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    assert!(claims["jti"].is_string(), "a ticket carries a jti");
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 30);
+
+    let response = api.post("/api/relay-ticket?cookie=true", ADMIN_KEY).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("sse_relay_token=ey"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Max-Age=30"),
+        "{cookie}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token"], "", "the ticket is only in the HttpOnly cookie");
+}

@@ -60,3 +60,54 @@ async fn a_client_that_was_away_gets_the_api_changes_in_order_on_resume() {
     );
     assert!(relay.metric("sse_relay_replayed_events_total").await >= 3.0);
 }
+
+/// forecast-api's relay tokens and tickets open the relay's token channels (same secret).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_tickets_from_forecast_api_open_admin_channels_on_the_relay() {
+    use crate::support::forecast_process::RELAY_JWT_SECRET;
+    use crate::support::sse_client::SseClient;
+
+    let redis = RedisServer::start();
+    let relay = RelayBuilder::new(redis.url())
+        .channels(
+            "[[channels]]\npattern = \"weatherforecast.*\"\nformat = \"envelope\"\n\n\
+             [[channels]]\npattern = \"admin.*\"\nformat = \"envelope\"\naccess = \"token\"\n",
+        )
+        .env("AUTH__JWT_SECRET", RELAY_JWT_SECRET)
+        .env("AUTH__AUDIENCE", "sse-relay")
+        .env("AUTH__ISSUER", "forecast-api")
+        .start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api_process = ForecastBuilder::new(&db, redis.url()).start();
+    let api = Api::new(&api_process);
+    relay.wait_ready().await;
+
+    let token: Value = api.post("/api/relay-token", ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let mut by_token =
+        SseClient::send(reqwest::Client::new().get(relay.url("/events?channel=admin.*")).bearer_auth(&token))
+            .await;
+    let ticket: Value = api.post("/api/relay-ticket", ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    let ticket_url =
+        relay.url(&format!("/events?channel=admin.*&access_token={}", ticket["token"].as_str().unwrap()));
+    let mut by_ticket = SseClient::connect(&ticket_url).await;
+    assert_eq!(reqwest::get(&ticket_url).await.unwrap().status(), 401, "a ticket opens one stream only");
+    assert_eq!(relay.get("/events?channel=admin.*").await.status(), 401, "no token, no admin events");
+
+    let key: Value = api
+        .post("/api/admin/apikeys", ADMIN_KEY)
+        .json(&json!({ "name": "watched", "scopes": ["forecasts:write"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for stream in [&mut by_token, &mut by_ticket] {
+        stream.next_event(WAIT).await;
+        let event = stream.next_event(WAIT).await;
+        assert_eq!(event.event.as_deref(), Some("admin.apikey.created"));
+        let data: Value = serde_json::from_str(event.data.as_deref().unwrap()).unwrap();
+        assert_eq!(data["id"], key["id"]);
+    }
+}

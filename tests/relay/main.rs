@@ -5,6 +5,7 @@ mod support;
 
 mod authorization;
 mod configuration;
+mod cors;
 mod delivery;
 mod end_to_end;
 mod glob_matches_redis;
