@@ -16,3 +16,4 @@ mod probe;
 mod resume;
 mod shutdown;
 mod slow_clients;
+mod sse_encoding;

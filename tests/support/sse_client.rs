@@ -102,8 +102,34 @@ impl SseClient {
         }
     }
 
-    /// Splits complete blocks off the buffer. Lines end with CR, LF or CRLF.
     fn parse(&mut self) {
+        let mut parser = SseParser { buffer: std::mem::take(&mut self.buffer) };
+        self.events.extend(parser.events());
+        self.buffer = parser.buffer;
+    }
+}
+
+/// An EventSource-style parser, written from the specification and independent of the relay's
+/// encoder: feed it bytes, take the dispatched blocks.
+#[derive(Default)]
+pub struct SseParser {
+    buffer: Vec<u8>,
+}
+
+impl SseParser {
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buffer.extend_from_slice(bytes);
+        self.events()
+    }
+
+    /// Bytes received but not yet part of a complete block.
+    pub fn pending(&self) -> &[u8] {
+        &self.buffer
+    }
+
+    /// Splits complete blocks off the buffer. Lines end with CR, LF or CRLF.
+    fn events(&mut self) -> Vec<SseEvent> {
+        let mut out = Vec::new();
         loop {
             let text = &self.buffer;
             let mut lines = Vec::new();
@@ -134,7 +160,7 @@ impl SseClient {
                 }
                 i += 1;
             }
-            let Some(end) = block_end else { return };
+            let Some(end) = block_end else { return out };
             self.buffer.drain(..end);
             let mut event = SseEvent::default();
             let mut data_lines: Vec<String> = Vec::new();
@@ -156,7 +182,7 @@ impl SseClient {
                 }
             }
             event.data = (!data_lines.is_empty()).then(|| data_lines.join("\n"));
-            self.events.push_back(event);
+            out.push(event);
         }
     }
 }
