@@ -12,6 +12,7 @@ pub mod redis_server;
 pub mod relay_process;
 pub mod service_process;
 pub mod sse_client;
+pub mod sse_parser;
 
 use std::future::Future;
 use std::time::Duration;
