@@ -1,5 +1,7 @@
 # sse-relay — the commands a developer (and CI) runs.
-.PHONY: run test lint build
+.PHONY: run test lint build fuzz
+
+FUZZ_SECONDS ?= 60
 
 # Builds and starts the system locally: Redis (installed if missing), the relay and forecast-api.
 run:
@@ -11,6 +13,11 @@ run:
 test:
 	scripts/ensure-deps.sh redis postgres
 	cargo test --locked
+	scripts/fuzz.sh --smoke 10
+
+# Each fuzz target for FUZZ_SECONDS, release build with AddressSanitizer.
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 lint:
 	cargo fmt --check
