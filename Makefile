@@ -9,9 +9,10 @@ run:
 	cargo build --release --locked
 	scripts/run-local.sh
 
-# Every test: unit tests and black-box tests against real Redis, SQLite and PostgreSQL.
+# Every test: unit and property tests, black-box tests against real Redis, SQLite and PostgreSQL,
+# schema-driven API testing (schemathesis), and a brief run of each fuzz target.
 test:
-	scripts/ensure-deps.sh redis postgres
+	scripts/ensure-deps.sh redis postgres schemathesis
 	cargo test --locked
 	scripts/fuzz.sh --smoke 10
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the system programs the project needs when they are missing.
-# Usage: scripts/ensure-deps.sh [redis] [postgres]
+# Usage: scripts/ensure-deps.sh [redis] [postgres] [schemathesis]
 set -eu
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -37,6 +37,16 @@ for component in "$@"; do
             # Tests run their own server from the Debian binaries (initdb, pg_ctl).
             if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
                 apt_install postgresql
+            fi
+            ;;
+        schemathesis)
+            # API schema testing (PyPI), in a virtual environment of the project's own.
+            venv="$(dirname "$0")/../.tools/venv"
+            if [ ! -x "$venv/bin/schemathesis" ]; then
+                if ! have python3; then apt_install python3 python3-venv; fi
+                python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
+                echo "installing schemathesis into .tools/venv" >&2
+                "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==4.32.5"
             fi
             ;;
         *)

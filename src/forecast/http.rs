@@ -52,6 +52,7 @@ const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id")
 const X_RELAY_CONNECTION_ID: HeaderName = HeaderName::from_static("x-relay-connection-id");
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const MAX_PAGE_SIZE: i64 = 100;
+const MAX_PAGE: i64 = 1_000_000_000;
 const DEFAULT_PAGE_SIZE: i64 = 20;
 
 pub fn router(
@@ -323,7 +324,8 @@ fn json_body<T: for<'de> Deserialize<'de>>(
     })
 }
 
-/// `If-Match: "3"` (or `W/"3"`, or `*`) → the expected version; `None` when absent or `*`.
+/// `If-Match: "3"` (or `W/"3"`, a bare `3`, or `*`) → the expected version; `None` when absent
+/// or `*`.
 fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
     let text = value.to_str().unwrap_or("").trim();
@@ -331,17 +333,11 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         return Ok(None);
     }
     let tag = text.strip_prefix("W/").unwrap_or(text);
-    tag.strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .and_then(|t| t.parse::<i64>().ok())
-        .filter(|v| *v >= 0)
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("If-Match must be one ETag like \"3\", got {text:?}"),
-            )
-        })
+    let digits = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(tag);
+    let valid = (1..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+    digits.parse::<i64>().ok().filter(|_| valid).map(Some).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("If-Match must be one ETag like \"3\", got {text:?}"))
+    })
 }
 
 fn with_etag(mut response: Response, forecast: &Forecast) -> Response {
@@ -366,9 +362,9 @@ pub struct ForecastPage {
 
 /// Lists forecasts by date, a page at a time.
 #[utoipa::path(get, path = "/api/weatherforecast", tag = "forecasts",
-    params(("page" = Option<i64>, Query, description = "1-based page number (default 1)"),
-           ("pageSize" = Option<i64>, Query, description = "items per page, 1-100 (default 20)")),
-    responses((status = 200, body = ForecastPage), (status = 400, body = Problem)))]
+    params(("page" = Option<i64>, Query, nullable = false, minimum = 1, maximum = 1000000000, description = "1-based page number (default 1)"),
+           ("pageSize" = Option<i64>, Query, nullable = false, minimum = 1, maximum = 100, description = "items per page (default 20)")),
+    responses((status = 200, body = ForecastPage), (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn list_forecasts(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -379,10 +375,10 @@ async fn list_forecasts(
         let parsed = value.parse::<i64>();
         match key.as_ref() {
             "page" => {
-                page = parsed.ok().filter(|p| *p >= 1).ok_or_else(|| {
+                page = parsed.ok().filter(|p| (1..=MAX_PAGE).contains(p)).ok_or_else(|| {
                     ApiError::new(
                         StatusCode::BAD_REQUEST,
-                        format!("page must be an integer of at least 1, got {value:?}"),
+                        format!("page must be an integer from 1 to {MAX_PAGE}, got {value:?}"),
                     )
                 })?
             }
@@ -413,7 +409,7 @@ async fn list_forecasts(
 /// One forecast; its `ETag` is the version to send back in `If-Match`.
 #[utoipa::path(get, path = "/api/weatherforecast/{id}", tag = "forecasts",
     params(("id" = String, Path)),
-    responses((status = 200, body = Forecast), (status = 404, body = Problem)))]
+    responses((status = 200, body = Forecast), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_forecast(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -424,9 +420,8 @@ async fn get_forecast(
 
 /// Creates a forecast (needs `forecasts:write`) and publishes `weatherforecast.created`.
 #[utoipa::path(post, path = "/api/weatherforecast", tag = "forecasts", request_body = ForecastInput,
-    params(("X-Relay-Connection-Id" = Option<String>, Header, description = "relay connection not to echo the event to")),
-    responses((status = 201, body = Forecast), (status = 400, body = Problem), (status = 401, body = Problem),
-               (status = 403, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem)),
+    params(("X-Relay-Connection-Id" = Option<String>, Header, nullable = false, description = "relay connection not to echo the event to")),
+    responses((status = 201, body = Forecast), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 async fn create_forecast(
     State(state): State<Arc<AppState>>,
@@ -448,9 +443,9 @@ async fn create_forecast(
 
 /// Replaces a forecast (needs `forecasts:write`); with `If-Match`, only if unchanged (else 412).
 #[utoipa::path(put, path = "/api/weatherforecast/{id}", tag = "forecasts", request_body = ForecastInput,
-    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
-    responses((status = 200, body = Forecast), (status = 400, body = Problem), (status = 401, body = Problem),
-               (status = 403, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem)),
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "ETag from a previous read"),
+           ("X-Relay-Connection-Id" = Option<String>, Header, nullable = false)),
+    responses((status = 200, body = Forecast), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 412, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 async fn update_forecast(
     State(state): State<Arc<AppState>>,
@@ -474,9 +469,9 @@ async fn update_forecast(
 
 /// Deletes a forecast (needs `forecasts:write`); with `If-Match`, only if unchanged (else 412).
 #[utoipa::path(delete, path = "/api/weatherforecast/{id}", tag = "forecasts",
-    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem),
-               (status = 404, body = Problem), (status = 412, body = Problem)),
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#),
+           ("X-Relay-Connection-Id" = Option<String>, Header, nullable = false)),
+    responses((status = 204), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 412, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 async fn delete_forecast(
     State(state): State<Arc<AppState>>,
@@ -498,10 +493,33 @@ async fn delete_forecast(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiKeyRequest {
-    #[schema(example = "ci pipeline")]
+    #[schema(
+        example = "ci pipeline",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
-    #[schema(example = json!(["forecasts:write"]))]
-    pub scopes: Vec<String>,
+    #[schema(example = json!(["forecasts:write"]), min_items = 1, inline)]
+    pub scopes: Vec<Scope>,
+}
+
+/// A permission of an API key; `admin` implies every other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, ToSchema)]
+pub enum Scope {
+    #[serde(rename = "forecasts:write")]
+    ForecastsWrite,
+    #[serde(rename = "admin")]
+    Admin,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::ForecastsWrite => SCOPE_FORECASTS_WRITE,
+            Self::Admin => SCOPE_ADMIN,
+        }
+    }
 }
 
 /// A created key; `key` is shown this once and never again.
@@ -517,8 +535,7 @@ pub struct ApiKeyCreated {
 
 /// Creates an API key (admin).
 #[utoipa::path(post, path = "/api/admin/apikeys", tag = "admin", request_body = ApiKeyRequest,
-    responses((status = 201, body = ApiKeyCreated), (status = 400, body = Problem), (status = 401, body = Problem),
-               (status = 403, body = Problem)),
+    responses((status = 201, body = ApiKeyCreated), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 async fn create_api_key(
     State(state): State<Arc<AppState>>,
@@ -530,7 +547,7 @@ async fn create_api_key(
     let request: ApiKeyRequest = json_body(&headers, body)?;
     let mut errors = Vec::new();
     let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+    if name.is_empty() || request.name.chars().count() > 100 || name.chars().any(char::is_control) {
         errors.push(FieldError {
             field: "name",
             message: "must be 1-100 characters without control characters".into(),
@@ -542,18 +559,10 @@ async fn create_api_key(
             message: format!("must list at least one of {KNOWN_SCOPES:?}"),
         });
     }
-    for scope in &request.scopes {
-        if !KNOWN_SCOPES.contains(&scope.as_str()) {
-            errors.push(FieldError {
-                field: "scopes",
-                message: format!("{scope:?} is not one of {KNOWN_SCOPES:?}"),
-            });
-        }
-    }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let mut scopes = request.scopes.clone();
+    let mut scopes: Vec<String> = request.scopes.iter().map(|scope| scope.as_str().to_owned()).collect();
     scopes.sort();
     scopes.dedup();
     let key = generate_key(name, scopes);
@@ -574,7 +583,7 @@ async fn create_api_key(
 
 /// Revokes an API key (admin).
 #[utoipa::path(delete, path = "/api/admin/apikeys/{id}", tag = "admin", params(("id" = String, Path)),
-    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 async fn revoke_api_key(
     State(state): State<Arc<AppState>>,
@@ -601,9 +610,17 @@ async fn revoke_api_key(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RelayTokenRequest {
-    /// Glob patterns the token may read (default: `admin.*` and `weatherforecast.*`).
-    pub subscribe: Option<Vec<String>>,
+    /// Glob patterns the token may read, with `*` and `?` wildcards (default: `admin.*` and
+    /// `weatherforecast.*`).
+    #[schema(min_items = 1, max_items = 16, example = json!(["admin.*"]))]
+    pub subscribe: Option<Vec<GrantPattern>>,
 }
+
+/// A channel pattern a relay token grants: letters, digits, `.`, `_`, `:`, `-` and the
+/// wildcards `*` and `?`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(value_type = String, pattern = r"^[A-Za-z0-9._:*?-]{1,256}$")]
+pub struct GrantPattern(String);
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -616,8 +633,7 @@ pub struct RelayToken {
 
 /// Mints a short-lived relay JWT (admin) for reading token-only channels.
 #[utoipa::path(post, path = "/api/relay-token", tag = "admin", request_body(content = Option<RelayTokenRequest>),
-    responses((status = 200, body = RelayToken), (status = 400, body = Problem), (status = 401, body = Problem),
-               (status = 403, body = Problem), (status = 501, body = Problem)),
+    responses((status = 200, body = RelayToken), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 501, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 async fn create_relay_token(
     State(state): State<Arc<AppState>>,
@@ -632,9 +648,8 @@ async fn create_relay_token(
 /// `auth.relay_ticket_ttl_secs`, so no long-lived token sits in URLs or logs. With `?cookie=true`
 /// it is set as an HttpOnly cookie for the relay instead (same-site deployments).
 #[utoipa::path(post, path = "/api/relay-ticket", tag = "admin", request_body(content = Option<RelayTokenRequest>),
-    params(("cookie" = Option<bool>, Query, description = "set the ticket as an HttpOnly cookie")),
-    responses((status = 200, body = RelayToken), (status = 400, body = Problem), (status = 401, body = Problem),
-               (status = 403, body = Problem), (status = 501, body = Problem)),
+    params(("cookie" = Option<bool>, Query, nullable = false, description = "set the ticket as an HttpOnly cookie")),
+    responses((status = 200, body = RelayToken), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 501, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 async fn create_relay_ticket(
     State(state): State<Arc<AppState>>,
@@ -642,8 +657,21 @@ async fn create_relay_ticket(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let as_cookie = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .any(|(key, value)| key == "cookie" && (value == "true" || value == "1"));
+    let mut as_cookie = false;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if key == "cookie" {
+            as_cookie = match value.as_ref() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("cookie must be true or false, got {other:?}"),
+                    ));
+                }
+            };
+        }
+    }
     let (ticket, ttl) = mint_for_request(&state, &headers, body, state.relay_ticket_ttl_secs, true).await?;
     if !as_cookie {
         return Ok(Json(ticket).into_response());
@@ -674,14 +702,28 @@ async fn mint_for_request(
             "relay tokens are disabled: auth.relay_jwt_secret is not set",
         ));
     }
-    let empty_body = body.as_ref().is_ok_and(|b| b.is_empty());
+    let empty_body = body.as_ref().is_ok_and(|b| b.is_empty() || b.as_ref() == b"null");
     let request: RelayTokenRequest =
         if empty_body { RelayTokenRequest::default() } else { json_body(headers, body)? };
-    let subscribe = request.subscribe.unwrap_or_else(|| vec!["admin.*".into(), "weatherforecast.*".into()]);
+    let subscribe: Vec<String> = match request.subscribe {
+        Some(patterns) => patterns.into_iter().map(|GrantPattern(p)| p).collect(),
+        None => vec!["admin.*".into(), "weatherforecast.*".into()],
+    };
     if subscribe.is_empty() || subscribe.len() > 16 {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "subscribe must list 1 to 16 patterns"));
     }
     for pattern in &subscribe {
+        let simple = !pattern.is_empty()
+            && pattern.len() <= 256
+            && pattern.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:*?-".contains(&b));
+        if !simple {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "subscribe pattern {pattern:?}: use letters, digits, '.', '_', ':', '-', '*' and '?'"
+                ),
+            ));
+        }
         Pattern::parse(pattern).map_err(|error| {
             ApiError::new(StatusCode::BAD_REQUEST, format!("subscribe pattern {pattern:?}: {error}"))
         })?;
@@ -732,8 +774,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     info(title = "forecast-api", description = "Weather forecasts, published as events to sse-relay."),
     paths(list_forecasts, get_forecast, create_forecast, update_forecast, delete_forecast, create_api_key,
           revoke_api_key, create_relay_token, create_relay_ticket),
-    components(schemas(Forecast, ForecastInput, ForecastPage, Problem, ApiKeyRequest, ApiKeyCreated,
-                       RelayTokenRequest, RelayToken)),
+    components(schemas(Forecast, ForecastInput, ForecastPage, Problem, ApiKeyRequest, ApiKeyCreated, Scope,
+                       RelayTokenRequest, RelayToken, GrantPattern)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
@@ -801,8 +843,12 @@ mod tests {
         assert_eq!(expected_version(&headers).unwrap(), Some(4));
         headers.insert(header::IF_MATCH, HeaderValue::from_static("*"));
         assert_eq!(expected_version(&headers).unwrap(), None);
-        headers.insert(header::IF_MATCH, HeaderValue::from_static("3"));
-        assert!(expected_version(&headers).is_err());
+        headers.insert(header::IF_MATCH, HeaderValue::from_static("5"));
+        assert_eq!(expected_version(&headers).unwrap(), Some(5));
+        for bad in ["\"3", "W/3\"", "\"-1\"", "\"\"", "\"1 2\""] {
+            headers.insert(header::IF_MATCH, HeaderValue::from_str(bad).unwrap());
+            assert!(expected_version(&headers).is_err(), "{bad}");
+        }
     }
 
     #[test]

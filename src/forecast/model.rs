@@ -54,13 +54,31 @@ pub fn fahrenheit(celsius: i64) -> i64 {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ForecastInput {
-    #[schema(example = "2026-11-23")]
+    #[schema(example = "2026-11-23", format = Date, pattern = r"^(19[0-9]{2}|2[01][0-9]{2}|2200)-[0-9]{2}-[0-9]{2}$")]
     pub date: String,
     #[schema(example = 25, minimum = -100, maximum = 100)]
+    #[serde(deserialize_with = "integer")]
     pub temperature_c: i64,
-    #[schema(example = "Warm", max_length = 200)]
+    #[schema(
+        example = "Warm",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     #[serde(default)]
     pub summary: Option<String>,
+}
+
+/// An integer, also when written as a number with no fraction (`25.0`), as JSON Schema reads it.
+fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_i64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!("expected an integer, found {number}"))),
+    }
 }
 
 /// One rule a field broke.

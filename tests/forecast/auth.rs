@@ -61,7 +61,16 @@ async fn mutations_need_a_key_with_the_right_scope_and_revoked_keys_stop_working
     // Bad key requests are refused with reasons.
     let response = api
         .post("/api/admin/apikeys", ADMIN_KEY)
-        .json(&json!({ "name": "", "scopes": ["root"] }))
+        .json(&json!({ "name": "ci", "scopes": ["root"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("root"), "{problem}");
+    let response = api
+        .post("/api/admin/apikeys", ADMIN_KEY)
+        .json(&json!({ "name": "  ", "scopes": [] }))
         .send()
         .await
         .unwrap();

@@ -29,4 +29,5 @@ mod handlers;
 mod operations;
 mod outage;
 mod replicas;
+mod schema;
 mod validation;
