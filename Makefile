@@ -12,7 +12,7 @@ run:
 # Every test: unit and property tests, black-box tests against real Redis, SQLite and PostgreSQL,
 # schema-driven API testing (schemathesis), and a brief run of each fuzz target.
 test:
-	scripts/ensure-deps.sh redis postgres schemathesis
+	scripts/ensure-deps.sh redis postgres openssl schemathesis
 	cargo test --locked
 	scripts/fuzz.sh --smoke 10
 

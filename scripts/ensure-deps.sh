@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the system programs the project needs when they are missing.
-# Usage: scripts/ensure-deps.sh [redis] [postgres] [schemathesis]
+# Usage: scripts/ensure-deps.sh [redis] [postgres] [openssl] [schemathesis]
 set -eu
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -32,6 +32,9 @@ for component in "$@"; do
             if ! have redis-server || ! have redis-cli; then
                 apt_install redis-server redis-tools
             fi
+            ;;
+        openssl)
+            if ! have openssl; then apt_install openssl; fi
             ;;
         postgres)
             # Tests run their own server from the Debian binaries (initdb, pg_ctl).

@@ -291,3 +291,64 @@ async fn a_request_head_that_trickles_in_is_cut_after_the_header_timeout() {
     .await;
     assert!(closed.is_ok(), "the slow client was cut");
 }
+
+/// Generates an EC P-256 key pair with openssl; returns (private PEM, public key file).
+fn ec_key_pair(dir: &std::path::Path) -> (Vec<u8>, std::path::PathBuf) {
+    let openssl = crate::support::require_program("openssl", "install it with `apt-get install openssl`");
+    let private = dir.join("private.pem");
+    let public = dir.join("public.pem");
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new(&openssl).args(args).status().expect("run openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        private.to_str().unwrap(),
+    ]);
+    run(&["pkey", "-in", private.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()]);
+    (std::fs::read(&private).unwrap(), public)
+}
+
+#[tokio::test]
+async fn es256_tokens_verify_with_the_public_key_and_algorithm_confusion_is_refused() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (private_pem, public_file) = ec_key_pair(keys.path());
+    let relay = RelayBuilder::new(redis.url())
+        .channels(CHANNELS)
+        .env("AUTH__JWT_PUBLIC_KEY_FILE", public_file.display())
+        .start();
+    relay.wait_ready().await;
+    let claims = json!({ "subscribe": ["admin.*"], "exp": now() + 600 });
+
+    let es256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_pem(&private_pem).unwrap(),
+    )
+    .unwrap();
+    let mut stream = open(&relay, "?channel=admin.*", Some(&es256)).await;
+    LogPublisher::connect(&redis.url()).await.publish("admin.user.loggedin", "1", None).await.unwrap();
+    assert_eq!(stream.next_event(WAIT).await.event.as_deref(), Some("admin.user.loggedin"));
+
+    // An HS256 token "signed" with the public key as the secret must not pass for it.
+    let public_pem = std::fs::read(&public_file).unwrap();
+    let confused = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&public_pem),
+    )
+    .unwrap();
+    let response = reqwest::Client::new()
+        .get(relay.url("/events?channel=admin.*"))
+        .bearer_auth(&confused)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
