@@ -8,6 +8,8 @@
 //!   error type that names the offending key.
 //! - [`telemetry`] — logging setup and the shutdown signal, shared by the binaries.
 //! - [`backoff`] — exponential backoff with jitter for reconnect loops.
+//! - [`server`] — the HTTP/1.1 accept loop both services run: per-connection control, header
+//!   read timeout, graceful close.
 //! - [`envelope`] — the event envelope and the Lua script that publishes it exactly once.
 //! - [`relay`] — the relay itself:
 //!   - [`relay::settings`] — its configuration sections and validation;
@@ -21,7 +23,6 @@
 //!   - [`relay::sse`] — SSE frame encoding, once per message;
 //!   - [`relay::stream`] — one client's response body (preamble, frames, keepalives);
 //!   - [`relay::http`] — routes and HTTP errors;
-//!   - [`relay::server`] — the accept loop and per-connection control;
 //!   - [`relay::health`] — readiness;
 //!   - [`relay::metrics`] — Prometheus metrics.
 //! - [`forecast`] — forecast-api, the publishing service:
@@ -42,4 +43,5 @@ pub mod config;
 pub mod envelope;
 pub mod forecast;
 pub mod relay;
+pub mod server;
 pub mod telemetry;

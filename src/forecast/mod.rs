@@ -27,6 +27,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use self::auth::KeyVerifier;
 use self::http::AppState;
@@ -35,6 +36,7 @@ use self::outbox::Dispatcher;
 use self::publisher::{AuditHandler, EventHandler, EventPublisher, MetricsHandler, OutboxNotifier};
 use self::settings::ForecastSettings;
 use self::store::Store;
+use crate::server::{self, ServerControl};
 
 /// A handler that takes longer than this is cut and counted as failed.
 const HANDLER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -119,15 +121,27 @@ impl ForecastApi {
             usize::try_from(settings.http.max_body_bytes).unwrap_or(usize::MAX),
             settings.http.request_timeout(),
         );
-        let draining_state = Arc::clone(&state);
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                draining_state.draining.store(true, Ordering::Release);
-                tracing::info!("shutdown: finishing requests in flight");
-            })
-            .await
-            .context("server failed")?;
+        let control = ServerControl::default();
+        let connections = TaskTracker::new();
+        let accept_task = tokio::spawn(server::serve(
+            listener,
+            router,
+            control.clone(),
+            connections.clone(),
+            settings.http.header_read_timeout(),
+        ));
+        shutdown.await;
+        state.draining.store(true, Ordering::Release);
+        tracing::info!("shutdown: finishing requests in flight");
+        control.stop_accepting.cancel();
+        let _ = accept_task.await;
+        control.close_gracefully.cancel();
+        connections.close();
+        let grace = settings.http.request_timeout() + Duration::from_secs(1);
+        if tokio::time::timeout(grace, connections.wait()).await.is_err() {
+            control.cut_all.cancel();
+            connections.wait().await;
+        }
         dispatcher_cancel.cancel();
         let _ = dispatcher_task.await;
         state.store.close().await;

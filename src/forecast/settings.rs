@@ -94,6 +94,8 @@ pub struct OutboxSettings {
 pub struct HttpSettings {
     pub request_timeout_ms: u64,
     pub max_body_bytes: u64,
+    /// A request head must arrive within this time (slowloris protection).
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for ForecastSettings {
@@ -156,7 +158,7 @@ impl Default for OutboxSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { request_timeout_ms: 10_000, max_body_bytes: 65_536 }
+        Self { request_timeout_ms: 10_000, max_body_bytes: 65_536, header_read_timeout_secs: 10 }
     }
 }
 
@@ -211,6 +213,9 @@ impl HttpSettings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
 }
 
 impl ForecastSettings {
@@ -261,6 +266,7 @@ impl Validate for ForecastSettings {
         require_positive("outbox.backoff_max_ms", self.outbox.backoff_max_ms)?;
         require_positive("http.request_timeout_ms", self.http.request_timeout_ms)?;
         require_positive("http.max_body_bytes", self.http.max_body_bytes)?;
+        require_positive("http.header_read_timeout_secs", self.http.header_read_timeout_secs)?;
         Ok(())
     }
 }

@@ -28,9 +28,9 @@ use super::hub::{Hub, RegisterError};
 use super::log::StreamId;
 use super::metrics::{RefusedReason, RelayMetrics};
 use super::replay::Replay;
-use super::server::ConnectionContext;
 use super::sse::preamble;
 use super::stream::SseBody;
+use crate::server::ConnectionContext;
 
 /// What the handlers share.
 pub struct AppState {

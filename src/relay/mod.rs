@@ -17,7 +17,7 @@ pub mod log;
 pub mod message;
 pub mod metrics;
 pub mod replay;
-pub mod server;
+
 pub mod settings;
 pub mod sse;
 pub mod stream;
@@ -42,9 +42,9 @@ use self::hub::Hub;
 use self::log::LogReader;
 use self::metrics::RelayMetrics;
 use self::replay::Replay;
-use self::server::ServerControl;
 use self::settings::RelaySettings;
 use self::subscriber::Subscriber;
+use crate::server::{self, ServerControl};
 
 pub struct Relay {
     listener: TcpListener,

@@ -1,4 +1,4 @@
-//! The accept loop: one task per TCP connection, serving HTTP/1.1 with hyper.
+//! The accept loop of both services: one task per TCP connection, serving HTTP/1.1 with hyper.
 //!
 //! We own the loop (rather than `axum::serve`) for three reasons: a slow SSE client must be cut
 //! at the socket, which needs a per-connection handle ([`ConnectionContext::cut`]); shutdown
