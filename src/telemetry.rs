@@ -39,3 +39,12 @@ pub async fn shutdown_signal() {
         _ = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
     }
 }
+
+/// The Prometheus text exposition of everything in `registry`.
+pub fn render_metrics(registry: &prometheus::Registry) -> String {
+    use prometheus::Encoder;
+    let mut buffer = Vec::new();
+    // Encoding into a Vec only fails on invalid metric families, which we never build.
+    prometheus::TextEncoder::new().encode(&registry.gather(), &mut buffer).unwrap_or_default();
+    String::from_utf8(buffer).unwrap_or_default()
+}

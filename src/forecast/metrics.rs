@@ -3,9 +3,7 @@
 //! Labels are bounded: route templates (never raw paths), methods, status codes, the fixed set of
 //! event channels and handler names.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::events::channels;
 
@@ -93,11 +91,9 @@ impl ForecastMetrics {
         }
     }
 
+    /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        // Encoding into a Vec only fails on invalid metric families, which we never build.
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).unwrap_or_default();
-        String::from_utf8(buffer).unwrap_or_default()
+        crate::telemetry::render_metrics(&self.registry)
     }
 }
 

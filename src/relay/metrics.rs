@@ -3,9 +3,7 @@
 //!
 //! Label values are bounded: refusal and drop reasons are fixed sets, never channel names.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct RelayMetrics {
@@ -223,10 +221,7 @@ impl RelayMetrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        // Encoding into a Vec only fails on invalid metric families, which we never build.
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).unwrap_or_default();
-        String::from_utf8(buffer).unwrap_or_default()
+        crate::telemetry::render_metrics(&self.registry)
     }
 }
 

@@ -149,23 +149,13 @@ async fn a_relay_ticket_is_one_time_and_can_be_set_as_an_http_only_cookie() {
 
 #[tokio::test]
 async fn a_request_head_that_trickles_in_is_cut_after_the_header_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let redis = RedisServer::start();
     let db = TestDb::new(DbKind::Sqlite).await;
     let process = ForecastBuilder::new(&db, redis.url()).env("HTTP__HEADER_READ_TIMEOUT_SECS", 1).start();
-    let mut socket = tokio::net::TcpStream::connect(process.addr()).await.unwrap();
-    socket.write_all(b"POST /api/weatherforecast HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-    let mut buffer = [0u8; 1024];
-    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        loop {
-            match socket.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the slow client was cut");
+    assert!(
+        crate::support::server_cuts_a_trickling_request(process.addr(), std::time::Duration::from_secs(10))
+            .await
+    );
 }
 
 #[tokio::test]

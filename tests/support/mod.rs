@@ -59,3 +59,22 @@ pub fn require_program(name: &str, install_hint: &str) -> std::path::PathBuf {
     }
     panic!("{name} is required by this test but was not found on PATH; {install_hint}");
 }
+
+/// Sends the start of a request head that never finishes; true when the server closes the
+/// connection within `timeout` (slowloris protection).
+pub async fn server_cuts_a_trickling_request(addr: std::net::SocketAddr, timeout: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    socket.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.expect("send a partial head");
+    let mut buffer = [0u8; 1024];
+    tokio::time::timeout(timeout, async {
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
