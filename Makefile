@@ -10,9 +10,10 @@ run:
 	scripts/run-local.sh
 
 # Every test: unit and property tests, black-box tests against real Redis, SQLite and PostgreSQL,
-# schema-driven API testing (schemathesis), and a brief run of each fuzz target.
+# schema-driven API testing (schemathesis), the dashboard in headless Chromium, and a brief run
+# of each fuzz target.
 test:
-	scripts/ensure-deps.sh redis postgres openssl schemathesis
+	scripts/ensure-deps.sh redis postgres openssl schemathesis browser
 	cargo test --locked
 	scripts/fuzz.sh --smoke 10
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the system programs the project needs when they are missing.
-# Usage: scripts/ensure-deps.sh [redis] [postgres] [openssl] [schemathesis]
+# Usage: scripts/ensure-deps.sh [redis] [postgres] [openssl] [schemathesis] [browser]
 set -eu
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -50,6 +50,16 @@ for component in "$@"; do
                 python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
                 echo "installing schemathesis into .tools/venv" >&2
                 "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+            fi
+            ;;
+        browser)
+            # Debian's Chromium, driven by playwright-core (npm; never its own browser download).
+            if ! have chromium; then apt_install chromium; fi
+            if ! have node || ! have npm; then apt_install nodejs npm; fi
+            browser_dir="$(dirname "$0")/../tests/browser"
+            if [ ! -d "$browser_dir/node_modules/playwright-core" ]; then
+                echo "installing playwright-core into tests/browser" >&2
+                (cd "$browser_dir" && npm ci --silent --no-audit --no-fund)
             fi
             ;;
         *)

@@ -48,6 +48,7 @@ JWT_SECRET="${FORECAST_API__AUTH__RELAY_JWT_SECRET:-$(random_hex 32)}"
 export SSE_RELAY__REDIS__URL="${SSE_RELAY__REDIS__URL:-redis://127.0.0.1:$REDIS_PORT}"
 export SSE_RELAY__LISTEN="${SSE_RELAY__LISTEN:-127.0.0.1:$RELAY_PORT}"
 export SSE_RELAY__AUTH__JWT_SECRET="${SSE_RELAY__AUTH__JWT_SECRET:-$JWT_SECRET}"
+export SSE_RELAY__CORS__ALLOWED_ORIGINS="${SSE_RELAY__CORS__ALLOWED_ORIGINS:-http://127.0.0.1:$API_PORT,http://localhost:$API_PORT}"
 export SSE_RELAY__SHUTDOWN__DRAIN_DELAY_MS="${SSE_RELAY__SHUTDOWN__DRAIN_DELAY_MS:-0}"
 export SSE_RELAY__SHUTDOWN__DRAIN_WINDOW_MS="${SSE_RELAY__SHUTDOWN__DRAIN_WINDOW_MS:-500}"
 export FORECAST_API__REDIS__URL="${FORECAST_API__REDIS__URL:-redis://127.0.0.1:$REDIS_PORT}"
@@ -64,6 +65,7 @@ api_pid=$!
 cat <<MSG
 
 sse-relay     http://127.0.0.1:$RELAY_PORT   (/events, /readyz, /metrics)
+dashboard     http://127.0.0.1:$API_PORT/   (paste the admin API key into it)
 forecast-api  http://127.0.0.1:$API_PORT   (/api/weatherforecast, /openapi.json, /readyz, /metrics)
 admin API key $ADMIN_KEY
 

@@ -35,6 +35,7 @@
 //!   - [`forecast::auth`] — API keys and scopes;
 //!   - [`forecast::relay_token`] — relay JWTs for admin dashboards;
 //!   - [`forecast::http`] — routes, errors, OpenAPI;
+//!   - [`forecast::dashboard`] — the embedded browser dashboard;
 //!   - [`forecast::metrics`] — Prometheus metrics.
 #![forbid(unsafe_code)]
 

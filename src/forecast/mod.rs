@@ -7,6 +7,7 @@
 //! outbox a last chance to empty.
 
 pub mod auth;
+pub mod dashboard;
 pub mod events;
 pub mod http;
 pub mod metrics;

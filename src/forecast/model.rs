@@ -3,7 +3,8 @@
 //! Bounds (documented in the README and the OpenAPI document):
 //! - `date`: a calendar date `YYYY-MM-DD`, years 1900–2200;
 //! - `temperatureC`: an integer from -100 to 100;
-//! - `summary`: optional; when given, 1–200 characters, no control characters.
+//! - `summary`: optional; when given, 1–200 characters, not blank, no control characters but
+//!   line breaks and tabs.
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -63,7 +64,7 @@ pub struct ForecastInput {
         example = "Warm",
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
     )]
     #[serde(default)]
     pub summary: Option<String>,
@@ -126,7 +127,7 @@ impl ForecastInput {
                     message: format!("must be at most {MAX_SUMMARY_CHARS} characters, got {chars}"),
                 });
             }
-            if summary.chars().any(char::is_control) {
+            if summary.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
                 errors.push(FieldError {
                     field: "summary",
                     message: "must not contain control characters".into(),
@@ -168,5 +169,6 @@ mod tests {
         assert!(input("1899-12-31", 0, None).validate().is_err());
         assert!(input("2026-01-01", 0, Some(&"x".repeat(201))).validate().is_err());
         assert!(input("2026-01-01", 0, Some("a\u{0}b")).validate().is_err());
+        assert!(input("2026-01-01", 0, Some("two\nlines\tand a tab")).validate().is_ok());
     }
 }

@@ -4,6 +4,7 @@
 mod support;
 
 mod authorization;
+mod browser;
 mod configuration;
 mod cors;
 mod delivery;

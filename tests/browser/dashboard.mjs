@@ -1,0 +1,109 @@
+// Browser scenarios for the dashboard, in Debian's Chromium through playwright-core.
+// Started by tests/relay/browser.rs with the services running; exits non-zero on failure.
+// Environment: API_URL, RELAY_URL, ADMIN_KEY, SHOT_DIR, SCENARIO (live | resume).
+import { chromium } from "playwright-core";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import assert from "node:assert/strict";
+
+const { API_URL, RELAY_URL, ADMIN_KEY, SHOT_DIR, SCENARIO } = process.env;
+const WAIT = 10_000;
+
+const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "sse-relay-chromium-")), {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  viewport: { width: 1100, height: 760 },
+});
+const problems = [];
+const dialogs = [];
+async function openPage() {
+  const page = await context.newPage();
+  page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("dialog", async (d) => { dialogs.push(d.message()); await d.dismiss(); });
+  await page.goto(API_URL + "/");
+  await page.waitForSelector("#status.connected", { timeout: WAIT });
+  return page;
+}
+async function post(body) {
+  const response = await fetch(API_URL + "/api/weatherforecast", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-Api-Key": ADMIN_KEY },
+    body: JSON.stringify(body),
+  });
+  const text = await response.text();
+  assert.equal(response.status, 201, text);
+  return JSON.parse(text);
+}
+async function relayConnections() {
+  const text = await (await fetch(RELAY_URL + "/metrics")).text();
+  return Number(text.match(/^sse_relay_connections (\d+)/m)[1]);
+}
+const row = (page, id) => page.locator(`tr[data-id="${id}"]`);
+const shot = (page, name) => page.screenshot({ path: join(SHOT_DIR, `${name}.png`), fullPage: true });
+
+try {
+  if (SCENARIO === "live") {
+    const page1 = await openPage();
+    const page2 = await openPage();
+
+    // 1. Created in page 1: appears in page 2 with a toast; page 1 shows it without an echo.
+    await page1.fill("#api-key", ADMIN_KEY);
+    await page1.click("#key-form button");
+    await page1.fill("#date", "2026-11-23");
+    await page1.fill("#temperature", "25");
+    await page1.fill("#summary", "Warm");
+    const started = Date.now();
+    await page1.click("#save");
+    await page2.locator("#forecasts tbody tr", { hasText: "Warm" }).waitFor({ timeout: WAIT });
+    await page2.locator(".toast", { hasText: "Forecast created: 25 °C, Warm" }).waitFor({ timeout: WAIT });
+    console.log(`page 2 showed the new forecast after ${Date.now() - started} ms`);
+    await page1.locator("#forecasts tbody tr", { hasText: "Warm" }).waitFor({ timeout: WAIT });
+    assert.equal(await page1.locator(".toast", { hasText: "Forecast created" }).count(), 0, "no echo toast in page 1");
+    await shot(page2, "two-pages-page2");
+
+    // 2. A plain HTTP POST appears in an open page.
+    const postedAt = Date.now();
+    const posted = await post({ date: "2026-11-24", temperatureC: 12, summary: "Breezy" });
+    await row(page2, posted.id).waitFor({ timeout: WAIT });
+    console.log(`a POST to the API showed in page 2 after ${Date.now() - postedAt} ms`);
+    await page1.locator(".toast", { hasText: "Forecast created: 12 °C, Breezy" }).waitFor({ timeout: WAIT });
+
+    // 4. Hostile text is shown literally, nothing runs, no admin event reaches an anonymous page.
+    const hostile = '<img src=x onerror=alert(1)>\n\nevent: admin.apikey.created\ndata: x';
+    const created = await post({ date: "2026-11-25", temperatureC: 1, summary: hostile });
+    await row(page2, created.id).waitFor({ timeout: WAIT });
+    const cell = row(page2, created.id).locator("td").nth(3);
+    assert.equal(await cell.textContent(), hostile, "summary shown literally");
+    assert.equal(await page2.locator("#forecasts img").count(), 0, "no element was injected");
+    assert.equal(await page2.locator("#admin-card").isHidden(), true, "anonymous page has no admin feed");
+    await shot(page2, "hostile-summary");
+
+    // Tabs share one relay connection (page 1 also holds its admin feed's own stream).
+    await page1.locator("#admin-card").waitFor({ state: "visible", timeout: WAIT });
+    const more = [];
+    for (let i = 0; i < 6; i++) more.push(await openPage());
+    const tabs = 2 + more.length;
+    const connections = await relayConnections();
+    console.log(`${tabs} tabs, relay connections: ${connections}`);
+    assert.equal(connections, 2, "one shared stream for all tabs, plus page 1's admin stream");
+    const last = more[more.length - 1];
+    const late = await post({ date: "2026-11-26", temperatureC: 30, summary: "Hot" });
+    await row(last, late.id).waitFor({ timeout: WAIT });
+    await shot(page1, "dashboard");
+  } else {
+    throw new Error(`unknown scenario ${SCENARIO}`);
+  }
+  assert.deepEqual(dialogs, [], "no dialog opened (nothing executed)");
+  assert.deepEqual(problems, [], "no console errors");
+  console.log("ok");
+} catch (error) {
+  console.error(error.stack || String(error));
+  for (const p of context.pages()) await shot(p, `failure-${context.pages().indexOf(p)}`).catch(() => {});
+  process.exitCode = 1;
+} finally {
+  await context.close();
+}

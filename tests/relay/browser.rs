@@ -1,0 +1,67 @@
+//! The dashboard in a real headless Chromium (Debian's, driven by playwright-core from
+//! tests/browser/dashboard.mjs), against the real relay and forecast-api.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::support::forecast_process::{ADMIN_KEY, DbKind, ForecastBuilder, RELAY_JWT_SECRET, TestDb};
+use crate::support::redis_server::{RedisServer, free_port};
+use crate::support::relay_process::RelayBuilder;
+
+fn run_scenario(scenario: &str, api_url: &str, relay_url: &str) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let node = crate::support::require_program("node", "install Node.js (`apt-get install nodejs npm`)");
+    crate::support::require_program(
+        "chromium",
+        "run `scripts/ensure-deps.sh browser` (apt-get install chromium)",
+    );
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `scripts/ensure-deps.sh browser` (npm ci in tests/browser)"
+    );
+    let shots = root.join("target/browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    let output = Command::new(node)
+        .arg(root.join("tests/browser/dashboard.mjs"))
+        .env("SCENARIO", scenario)
+        .env("API_URL", api_url)
+        .env("RELAY_URL", relay_url)
+        .env("ADMIN_KEY", ADMIN_KEY)
+        .env("SHOT_DIR", &shots)
+        .output()
+        .expect("run node");
+    let report =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "browser scenario {scenario} failed (screenshots in {}):\n{report}",
+        shots.display()
+    );
+    println!("{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_stays_live_across_pages_shares_one_connection_and_shows_hostile_text_literally() {
+    let redis = RedisServer::start();
+    let api_port = free_port();
+    let api_origin = format!("http://127.0.0.1:{api_port}");
+    let relay = RelayBuilder::new(redis.url())
+        .channels(
+            "[[channels]]\npattern = \"weatherforecast.*\"\nformat = \"envelope\"\n\n\
+             [[channels]]\npattern = \"admin.*\"\nformat = \"envelope\"\naccess = \"token\"\n",
+        )
+        .env("AUTH__JWT_SECRET", RELAY_JWT_SECRET)
+        .env("AUTH__AUDIENCE", "sse-relay")
+        .env("AUTH__ISSUER", "forecast-api")
+        .env("CORS__ALLOWED_ORIGINS", &api_origin)
+        .start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api = ForecastBuilder::new(&db, redis.url())
+        .env("LISTEN", format!("127.0.0.1:{api_port}"))
+        .env("RELAY__PUBLIC_URL", relay.url(""))
+        .start();
+    relay.wait_ready().await;
+    api.wait_ready().await;
+    let (api_url, relay_url) = (api.url(""), relay.url(""));
+    tokio::task::spawn_blocking(move || run_scenario("live", &api_url, &relay_url)).await.unwrap();
+}
