@@ -94,6 +94,26 @@ try {
     const late = await post({ date: "2026-11-26", temperatureC: 30, summary: "Hot" });
     await row(last, late.id).waitFor({ timeout: WAIT });
     await shot(page1, "dashboard");
+  } else if (SCENARIO === "resume") {
+    // 3. The relay restarts while the page is open; what is created meanwhile arrives after the
+    //    page reconnects (Last-Event-ID), each once. The test harness restarts the relay when it
+    //    reads "restart-relay" and answers on stdin with the ids it created meanwhile.
+    const page = await openPage();
+    const before = await post({ date: "2026-12-01", temperatureC: 5, summary: "Before" });
+    await row(page, before.id).waitFor({ timeout: WAIT });
+    console.log("restart-relay");
+    const ids = await new Promise((resolve) => {
+      process.stdin.once("data", (chunk) => { process.stdin.pause(); resolve(JSON.parse(chunk.toString())); });
+    });
+    await page.waitForSelector("#status.reconnecting, #status.connected", { timeout: WAIT });
+    for (const id of ids) await row(page, id).waitFor({ timeout: 30_000 });
+    await page.waitForSelector("#status.connected, #status.resynced", { timeout: WAIT });
+    for (const id of ids) {
+      const summary = await row(page, id).locator("td").nth(3).textContent();
+      assert.equal(await page.locator(".toast", { hasText: summary }).count(), 1, `one toast for ${summary}`);
+    }
+    assert.equal(await page.locator("#forecasts tbody tr").count(), ids.length + 1, "every forecast once");
+    await shot(page, "after-relay-restart");
   } else {
     throw new Error(`unknown scenario ${SCENARIO}`);
   }

@@ -1,8 +1,9 @@
 //! The dashboard in a real headless Chromium (Debian's, driven by playwright-core from
 //! tests/browser/dashboard.mjs), against the real relay and forecast-api.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use crate::support::forecast_process::{ADMIN_KEY, DbKind, ForecastBuilder, RELAY_JWT_SECRET, TestDb};
 use crate::support::redis_server::{RedisServer, free_port};
@@ -64,4 +65,88 @@ async fn the_dashboard_stays_live_across_pages_shares_one_connection_and_shows_h
     api.wait_ready().await;
     let (api_url, relay_url) = (api.url(""), relay.url(""));
     tokio::task::spawn_blocking(move || run_scenario("live", &api_url, &relay_url)).await.unwrap();
+}
+
+/// The relay is killed and started again on the same port while a page is open; forecasts
+/// created meanwhile reach the page once it reconnects, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_catches_up_after_the_relay_restarts() {
+    let redis = RedisServer::start();
+    let api_port = free_port();
+    let relay_port = free_port();
+    let start_relay = || {
+        RelayBuilder::new(redis.url())
+            .channels("[[channels]]\npattern = \"weatherforecast.*\"\nformat = \"envelope\"\n")
+            .env("LISTEN", format!("127.0.0.1:{relay_port}"))
+            .env("CORS__ALLOWED_ORIGINS", format!("http://127.0.0.1:{api_port}"))
+            .env("SSE__RETRY_MS", 500)
+            .start()
+    };
+    let relay = start_relay();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api = ForecastBuilder::new(&db, redis.url())
+        .env("LISTEN", format!("127.0.0.1:{api_port}"))
+        .env("RELAY__PUBLIC_URL", relay.url(""))
+        .start();
+    relay.wait_ready().await;
+    api.wait_ready().await;
+    let api_client = crate::support::forecast_process::Api::new(&api);
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let node = crate::support::require_program("node", "install Node.js (`apt-get install nodejs npm`)");
+    let shots = root.join("target/browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut child = Command::new(node)
+        .arg(root.join("tests/browser/dashboard.mjs"))
+        .env("SCENARIO", "resume")
+        .env("API_URL", api.url(""))
+        .env("RELAY_URL", relay.url(""))
+        .env("ADMIN_KEY", ADMIN_KEY)
+        .env("SHOT_DIR", &shots)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let asked = tokio::task::block_in_place(|| {
+        while stdout.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.trim() == "restart-relay" {
+                return true;
+            }
+            line.clear();
+        }
+        false
+    });
+    assert!(asked, "the page did not get ready: {line}");
+
+    drop(relay);
+    let mut ids = Vec::new();
+    for (i, summary) in
+        ["Created while the relay was away", "Second meanwhile", "Third meanwhile"].iter().enumerate()
+    {
+        ids.push(
+            api_client.create(&format!("2026-12-0{}", i + 2), 10 + i as i64, summary).await["id"].clone(),
+        );
+    }
+    api.wait_metric("forecast_api_events_published_total{channel=\"weatherforecast.created\"}", |n| n == 4.0)
+        .await;
+    let relay = start_relay();
+    relay.wait_ready().await;
+    let mut stdin = child.stdin.take().unwrap();
+    // One write, so that the script reads the whole list at once.
+    stdin.write_all(format!("{}\n", serde_json::Value::from(ids)).as_bytes()).unwrap();
+    drop(stdin);
+
+    let output =
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("node exits")).await.unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
+    assert!(
+        output.status.success(),
+        "browser scenario resume failed:\n{rest}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(relay.metric("sse_relay_replayed_events_total").await >= 3.0, "the page resumed from the log");
 }
