@@ -68,9 +68,20 @@ async fn the_dashboard_stays_live_across_pages_shares_one_connection_and_shows_h
 }
 
 /// The relay is killed and started again on the same port while a page is open; forecasts
-/// created meanwhile reach the page once it reconnects, each once.
+/// created meanwhile reach the page once it reconnects, each once (replayed from the log).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_catches_up_after_the_relay_restarts() {
+    relay_restart_scenario(false).await;
+}
+
+/// As above, but the log no longer reaches back to the page's last event: the page gets
+/// `relay.reset`, refetches the list and says "resynced".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_resynchronises_when_the_log_no_longer_reaches_back() {
+    relay_restart_scenario(true).await;
+}
+
+async fn relay_restart_scenario(trim_log: bool) {
     let redis = RedisServer::start();
     let api_port = free_port();
     let relay_port = free_port();
@@ -99,6 +110,7 @@ async fn a_page_catches_up_after_the_relay_restarts() {
     let mut child = Command::new(node)
         .arg(root.join("tests/browser/dashboard.mjs"))
         .env("SCENARIO", "resume")
+        .env("EXPECT_RESET", if trim_log { "1" } else { "0" })
         .env("API_URL", api.url(""))
         .env("RELAY_URL", relay.url(""))
         .env("ADMIN_KEY", ADMIN_KEY)
@@ -132,6 +144,10 @@ async fn a_page_catches_up_after_the_relay_restarts() {
     }
     api.wait_metric("forecast_api_events_published_total{channel=\"weatherforecast.created\"}", |n| n == 4.0)
         .await;
+    if trim_log {
+        let _: i64 =
+            redis::cmd("XTRIM").arg("sse:log").arg("MAXLEN").arg(1).query(&mut redis.connection()).unwrap();
+    }
     let relay = start_relay();
     relay.wait_ready().await;
     let mut stdin = child.stdin.take().unwrap();
@@ -148,5 +164,12 @@ async fn a_page_catches_up_after_the_relay_restarts() {
         "browser scenario resume failed:\n{rest}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(relay.metric("sse_relay_replayed_events_total").await >= 3.0, "the page resumed from the log");
+    if trim_log {
+        assert_eq!(relay.metric("sse_relay_resets_total").await, 1.0, "the page was told to reset");
+    } else {
+        assert!(
+            relay.metric("sse_relay_replayed_events_total").await >= 3.0,
+            "the page resumed from the log"
+        );
+    }
 }
