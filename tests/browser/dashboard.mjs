@@ -60,6 +60,8 @@ try {
     await page1.fill("#summary", "Warm");
     const started = Date.now();
     await page1.click("#save");
+    await page1.locator("#forecasts tbody tr", { hasText: "Warm" }).waitFor({ timeout: WAIT });
+    console.log(`page 1 had its answer after ${Date.now() - started} ms`);
     await page2.locator("#forecasts tbody tr", { hasText: "Warm" }).waitFor({ timeout: WAIT });
     await page2.locator(".toast", { hasText: "Forecast created: 25 °C, Warm" }).waitFor({ timeout: WAIT });
     console.log(`page 2 showed the new forecast after ${Date.now() - started} ms`);
