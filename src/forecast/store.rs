@@ -107,10 +107,6 @@ impl Store {
         Ok(Self { pool, kind })
     }
 
-    pub fn kind(&self) -> DatabaseKind {
-        self.kind
-    }
-
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }

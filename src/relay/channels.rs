@@ -62,6 +62,12 @@ impl ChannelRules {
         self.rules.iter().find(|rule| rule.pattern.matches(channel))
     }
 
+    /// The rule of a logged event's channel, if it is an envelope rule: only envelope events
+    /// carry the ids that replay and gap fill order and deduplicate by.
+    pub fn logged_rule_for(&self, channel: &[u8]) -> Option<&ChannelRule> {
+        self.rule_for(channel).filter(|rule| rule.format == Format::Envelope)
+    }
+
     /// Whether a stream asking for `requested` can receive anything: some public rule overlaps
     /// it, or some token rule that a grant covers does.
     pub fn readable(&self, requested: &Pattern, grants: Option<&[Pattern]>) -> bool {

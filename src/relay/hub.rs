@@ -259,10 +259,6 @@ pub struct MemberGuard {
 }
 
 impl MemberGuard {
-    pub fn connection_id(&self) -> Uuid {
-        self.connection_id
-    }
-
     /// Counts one frame written to this stream (for the close log line).
     pub fn frame_sent(&mut self) {
         self.delivered += 1;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::channels::Format;
-use super::log::StreamId;
+use super::log::{LogEntry, StreamId};
 use super::sse::encode_event;
 use crate::envelope::IncomingEnvelope;
 
@@ -62,6 +62,11 @@ pub fn decode(
             })
         }
     }
+}
+
+/// A log entry as a frame: the log stores the envelope without its `id`, which is the entry's.
+pub fn decode_logged(entry: &LogEntry, max_bytes: usize) -> Result<Decoded, &'static str> {
+    decode(Format::Envelope, &entry.channel, &entry.message, Some(entry.id), max_bytes)
 }
 
 #[cfg(test)]

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::channels::{Access, ChannelRules, Format, Subscription};
+use super::channels::{Access, ChannelRules, Subscription};
 use super::hub::QueuedFrame;
 use super::log::{LogReader, PAGE_SIZE, ResumePoint, StreamId};
-use super::message::decode;
+use super::message::decode_logged;
 use super::metrics::RelayMetrics;
 use super::sse::reset_frame;
 use crate::backoff::Backoff;
@@ -101,20 +101,12 @@ impl Replay {
             let complete = page.len() < PAGE_SIZE;
             for entry in page {
                 cursor = entry.id;
-                let Some(rule) = self.rules.rule_for(&entry.channel) else { continue };
+                let Some(rule) = self.rules.logged_rule_for(&entry.channel) else { continue };
                 // The same rule as live delivery: asked for, and readable with this token.
-                if rule.format != Format::Envelope
-                    || !subscription.wants(&entry.channel, rule.access == Access::Token)
-                {
+                if !subscription.wants(&entry.channel, rule.access == Access::Token) {
                     continue;
                 }
-                match decode(
-                    rule.format,
-                    &entry.channel,
-                    &entry.message,
-                    Some(entry.id),
-                    self.max_message_bytes,
-                ) {
+                match decode_logged(&entry, self.max_message_bytes) {
                     Ok(decoded) => {
                         let frame = QueuedFrame { id: decoded.id, bytes: decoded.frame };
                         if tx.send(ReplayItem::Frame(frame)).await.is_err() {

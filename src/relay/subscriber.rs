@@ -19,11 +19,11 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::channels::{Access, ChannelRules, Format, PROBE_CHANNEL_PREFIX};
+use super::channels::{Access, ChannelRules, PROBE_CHANNEL_PREFIX};
 use super::health::Health;
 use super::hub::{Hub, QueuedFrame};
 use super::log::{LogError, LogReader, PAGE_SIZE, ResumePoint, StreamId};
-use super::message::decode;
+use super::message::{decode, decode_logged};
 use super::metrics::RelayMetrics;
 use super::settings::RedisSettings;
 use super::sse::reset_frame;
@@ -291,18 +291,8 @@ impl Subscriber {
             for entry in page {
                 cursor = entry.id;
                 *last_seen = Some(entry.id);
-                // Only envelope events carry ids that live delivery can deduplicate against.
-                let Some(rule) = self.rules.rule_for(&entry.channel).filter(|r| r.format == Format::Envelope)
-                else {
-                    continue;
-                };
-                match decode(
-                    rule.format,
-                    &entry.channel,
-                    &entry.message,
-                    Some(entry.id),
-                    self.max_message_bytes,
-                ) {
+                let Some(rule) = self.rules.logged_rule_for(&entry.channel) else { continue };
+                match decode_logged(&entry, self.max_message_bytes) {
                     Ok(decoded) => {
                         self.hub.publish(
                             &entry.channel,

@@ -5,11 +5,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::support::forecast_process::{ADMIN_KEY, DbKind, ForecastBuilder, RELAY_JWT_SECRET, TestDb};
+use crate::support::forecast_process::{ADMIN_KEY, DbKind, ForecastBuilder, TestDb};
 use crate::support::redis_server::{RedisServer, free_port};
 use crate::support::relay_process::RelayBuilder;
 
-fn run_scenario(scenario: &str, api_url: &str, relay_url: &str) {
+/// `node tests/browser/dashboard.mjs` for `scenario`, after checking that its tools are there.
+fn scenario_command(scenario: &str, api_url: &str, relay_url: &str) -> Command {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let node = crate::support::require_program("node", "install Node.js (`apt-get install nodejs npm`)");
     crate::support::require_program(
@@ -20,23 +21,31 @@ fn run_scenario(scenario: &str, api_url: &str, relay_url: &str) {
         root.join("tests/browser/node_modules/playwright-core").is_dir(),
         "playwright-core is missing: run `scripts/ensure-deps.sh browser` (npm ci in tests/browser)"
     );
-    let shots = root.join("target/browser");
+    let shots = screenshots();
     std::fs::create_dir_all(&shots).unwrap();
-    let output = Command::new(node)
+    let mut command = Command::new(node);
+    command
         .arg(root.join("tests/browser/dashboard.mjs"))
         .env("SCENARIO", scenario)
         .env("API_URL", api_url)
         .env("RELAY_URL", relay_url)
         .env("ADMIN_KEY", ADMIN_KEY)
-        .env("SHOT_DIR", &shots)
-        .output()
-        .expect("run node");
+        .env("SHOT_DIR", &shots);
+    command
+}
+
+fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser")
+}
+
+fn run_scenario(scenario: &str, api_url: &str, relay_url: &str) {
+    let output = scenario_command(scenario, api_url, relay_url).output().expect("run node");
     let report =
         format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(
         output.status.success(),
         "browser scenario {scenario} failed (screenshots in {}):\n{report}",
-        shots.display()
+        screenshots().display()
     );
     println!("{report}");
 }
@@ -47,13 +56,7 @@ async fn the_dashboard_stays_live_across_pages_shares_one_connection_and_shows_h
     let api_port = free_port();
     let api_origin = format!("http://127.0.0.1:{api_port}");
     let relay = RelayBuilder::new(redis.url())
-        .channels(
-            "[[channels]]\npattern = \"weatherforecast.*\"\nformat = \"envelope\"\n\n\
-             [[channels]]\npattern = \"admin.*\"\nformat = \"envelope\"\naccess = \"token\"\n",
-        )
-        .env("AUTH__JWT_SECRET", RELAY_JWT_SECRET)
-        .env("AUTH__AUDIENCE", "sse-relay")
-        .env("AUTH__ISSUER", "forecast-api")
+        .accepting_forecast_api_tokens()
         .env("CORS__ALLOWED_ORIGINS", &api_origin)
         .start();
     let db = TestDb::new(DbKind::Sqlite).await;
@@ -103,18 +106,8 @@ async fn relay_restart_scenario(trim_log: bool) {
     api.wait_ready().await;
     let api_client = crate::support::forecast_process::Api::new(&api);
 
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let node = crate::support::require_program("node", "install Node.js (`apt-get install nodejs npm`)");
-    let shots = root.join("target/browser");
-    std::fs::create_dir_all(&shots).unwrap();
-    let mut child = Command::new(node)
-        .arg(root.join("tests/browser/dashboard.mjs"))
-        .env("SCENARIO", "resume")
+    let mut child = scenario_command("resume", &api.url(""), &relay.url(""))
         .env("EXPECT_RESET", if trim_log { "1" } else { "0" })
-        .env("API_URL", api.url(""))
-        .env("RELAY_URL", relay.url(""))
-        .env("ADMIN_KEY", ADMIN_KEY)
-        .env("SHOT_DIR", &shots)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -64,19 +64,10 @@ async fn a_client_that_was_away_gets_the_api_changes_in_order_on_resume() {
 /// forecast-api's relay tokens and tickets open the relay's token channels (same secret).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_tickets_from_forecast_api_open_admin_channels_on_the_relay() {
-    use crate::support::forecast_process::RELAY_JWT_SECRET;
     use crate::support::sse_client::SseClient;
 
     let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url())
-        .channels(
-            "[[channels]]\npattern = \"weatherforecast.*\"\nformat = \"envelope\"\n\n\
-             [[channels]]\npattern = \"admin.*\"\nformat = \"envelope\"\naccess = \"token\"\n",
-        )
-        .env("AUTH__JWT_SECRET", RELAY_JWT_SECRET)
-        .env("AUTH__AUDIENCE", "sse-relay")
-        .env("AUTH__ISSUER", "forecast-api")
-        .start();
+    let relay = RelayBuilder::new(redis.url()).accepting_forecast_api_tokens().start();
     let db = TestDb::new(DbKind::Sqlite).await;
     let api_process = ForecastBuilder::new(&db, redis.url()).start();
     let api = Api::new(&api_process);

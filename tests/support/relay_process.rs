@@ -50,6 +50,18 @@ impl RelayBuilder {
         self
     }
 
+    /// Forecast events public, admin events for holders of forecast-api's tokens (the test
+    /// secret, audience and issuer).
+    pub fn accepting_forecast_api_tokens(self) -> Self {
+        self.channels(
+            "[[channels]]\npattern = \"weatherforecast.*\"\nformat = \"envelope\"\n\n\
+             [[channels]]\npattern = \"admin.*\"\nformat = \"envelope\"\naccess = \"token\"\n",
+        )
+        .env("AUTH__JWT_SECRET", super::forecast_process::RELAY_JWT_SECRET)
+        .env("AUTH__AUDIENCE", "sse-relay")
+        .env("AUTH__ISSUER", "forecast-api")
+    }
+
     /// Sets a key through its environment variable, e.g. `env("LIMITS__MAX_CONNECTIONS", "2")`.
     pub fn env(mut self, key: &str, value: impl ToString) -> Self {
         self.env.push((format!("SSE_RELAY__{key}"), value.to_string()));
