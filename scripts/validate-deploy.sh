@@ -1,0 +1,79 @@
+#!/bin/sh
+# Validates everything under deploy/ and helm/ without a cluster:
+# - helm lint --strict; helm template with the default values, the production example and the
+#   accepted test values; every file in tests/deploy/rejected-values must fail to render with the
+#   message on its "# expect:" line;
+# - every rendered manifest (chart and kustomize base) against the Kubernetes JSON schemas in
+#   strict mode, for each version in KUBE_VERSIONS;
+# - hadolint on the Dockerfile; docker-compose.yml parses and names files that exist.
+# Tools come from scripts/ensure-deps.sh deploy-tools (into .tools/).
+set -eu
+cd "$(dirname "$0")/.."
+KUBE_VERSIONS="${KUBE_VERSIONS:-1.30.0 1.35.0}"
+tools="$PWD/.tools"
+export PATH="$tools/bin:$tools/venv/bin:$PATH"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+export HELM_CACHE_HOME="$work/helm/cache" HELM_CONFIG_HOME="$work/helm/config" HELM_DATA_HOME="$work/helm/data"
+chart=helm/sse-relay
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+
+helm lint --strict "$chart" >"$work/lint.log" 2>&1 || { cat "$work/lint.log" >&2; fail "helm lint --strict"; }
+
+render() { # name values-file|"" → $work/rendered/<name>.yaml
+    mkdir -p "$work/rendered"
+    if [ -n "$2" ]; then set -- "$1" -f "$2"; else set -- "$1"; fi
+    name="$1"; shift
+    helm template "$name" "$chart" --namespace sse-relay "$@" >"$work/rendered/$name.yaml"
+}
+render default "" || fail "helm template with the default values"
+render production "$chart/examples/production.yaml" || fail "helm template with examples/production.yaml"
+for values in tests/deploy/accepted-values/*.yaml; do
+    render "$(basename "$values" .yaml)" "$values" || fail "helm template with $values"
+done
+kubectl kustomize deploy/k8s/base >"$work/rendered/kustomize-base.yaml" || fail "kubectl kustomize deploy/k8s/base"
+
+for values in tests/deploy/rejected-values/*.yaml; do
+    expect="$(sed -n 's/^# expect: //p' "$values" | head -1)"
+    [ -n "$expect" ] || { fail "$values has no '# expect:' line"; continue; }
+    if helm template rejected "$chart" -f "$values" >/dev/null 2>"$work/rejected.log"; then
+        fail "$values was accepted; it must be rejected with: $expect"
+    elif ! grep -qF -- "$expect" "$work/rejected.log"; then
+        fail "$values was rejected, but not with '$expect':"; cat "$work/rejected.log" >&2
+    fi
+done
+
+# Kinds from CRDs (ServiceMonitor, HTTPRoute) have no bundled schema: they are listed, not failed.
+for manifest in "$work"/rendered/*.yaml; do
+    for version in $KUBE_VERSIONS; do
+        if ! kubernetes-validate --strict --quiet -k "$version" "$manifest" >"$work/validate.log" 2>&1; then
+            cat "$work/validate.log" >&2
+            fail "$(basename "$manifest") against Kubernetes $version"
+        fi
+        grep "Couldn't find schema" "$work/validate.log" | sed 's/.*for kind \([^ ]*\).*/\1/' | sort -u \
+            | sed "s|^|  no schema bundled for |; s|\$| ($(basename "$manifest"), $version)|"
+    done
+done
+
+hadolint deploy/Dockerfile || fail "hadolint deploy/Dockerfile"
+
+"$tools/venv/bin/python" - <<'PY' || fail "deploy/docker-compose.yml"
+import os, sys, yaml
+compose = yaml.safe_load(open("deploy/docker-compose.yml"))
+missing = [c["file"] for c in compose.get("configs", {}).values()
+           if "file" in c and not os.path.exists(os.path.join("deploy", c["file"]))]
+services = set(compose["services"])
+for want in ("redis", "postgres", "relay-1", "relay-2", "forecast-api-1", "forecast-api-2", "balancer"):
+    if want not in services:
+        missing.append("service " + want)
+if missing:
+    sys.exit("missing: " + ", ".join(missing))
+PY
+
+count=$(cat "$work"/rendered/*.yaml | grep -c '^kind:')
+if [ "$failures" -ne 0 ]; then
+    echo "deploy validation: $failures failure(s)" >&2
+    exit 1
+fi
+echo "deploy validation: $(ls "$work"/rendered | wc -l) renderings, $count objects valid for Kubernetes $KUBE_VERSIONS; $(ls tests/deploy/rejected-values | wc -l) bad values files rejected; Dockerfile clean"
