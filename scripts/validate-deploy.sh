@@ -71,6 +71,25 @@ if missing:
     sys.exit("missing: " + ", ".join(missing))
 PY
 
+# The chart README documents every value.
+"$tools/venv/bin/python" - <<'PY' || fail "helm/sse-relay/README.md does not document every value"
+import sys, yaml
+values = yaml.safe_load(open("helm/sse-relay/values.yaml"))
+readme = open("helm/sse-relay/README.md").read()
+opaque = {"resources", "annotations", "behavior", "podSecurityContext", "securityContext",
+          "ingressNamespaceSelector", "metricsNamespaceSelector", "labels", "commonLabels"}
+def leaves(node, prefix=""):
+    for key, value in node.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value and key not in opaque:
+            yield from leaves(value, path)
+        else:
+            yield path
+missing = [key for key in leaves(values) if f"`{key}`" not in readme]
+if missing:
+    sys.exit("undocumented values: " + ", ".join(missing))
+PY
+
 count=$(cat "$work"/rendered/*.yaml | grep -c '^kind:')
 if [ "$failures" -ne 0 ]; then
     echo "deploy validation: $failures failure(s)" >&2

@@ -3,9 +3,11 @@
 //! when its handle is dropped, and every wait is bounded.
 #![allow(dead_code)]
 
+pub mod event_source;
 pub mod event_tap;
 pub mod forecast_process;
 pub mod log_publisher;
+pub mod nginx;
 pub mod postgres;
 pub mod proxy;
 pub mod redis_server;
