@@ -1,5 +1,5 @@
 # sse-relay — the commands a developer (and CI) runs.
-.PHONY: run test lint build fuzz validate-deploy
+.PHONY: run test lint build fuzz validate-deploy bench
 
 FUZZ_SECONDS ?= 60
 
@@ -14,10 +14,18 @@ run:
 # topology behind nginx, the deployment files (Helm chart, kustomize, Dockerfile) and a brief run
 # of each fuzz target.
 test:
-	scripts/ensure-deps.sh redis postgres openssl schemathesis browser nginx deploy-tools
+	scripts/ensure-deps.sh redis postgres openssl schemathesis browser nginx nchan bench deploy-tools
 	scripts/validate-deploy.sh
 	cargo test --locked
 	scripts/fuzz.sh --smoke 10
+
+# The benchmarks (docs/performance.md): the relay, nginx+nchan and the floor server side by side,
+# servers pinned to core 0 and load to core 1; a table, and every figure in BENCH_OUT.
+BENCH_OUT ?= target/bench/results.json
+bench:
+	scripts/ensure-deps.sh redis nchan bench
+	cargo build --release --locked --bin sse-relay --bin sse-floor --bin sse-bench
+	target/release/sse-bench suite --out $(BENCH_OUT)
 
 # Each fuzz target for FUZZ_SECONDS, release build with AddressSanitizer.
 fuzz:

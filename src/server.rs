@@ -16,6 +16,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
+/// Pending connections the kernel queues before `accept`. `TcpListener::bind` asks for 128,
+/// which a reconnect storm overflows: dropped SYNs are retried by clients only after a second.
+/// The kernel caps it at `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket with a backlog sized for reconnect storms.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Per-connection facts handed to handlers through request extensions.
 #[derive(Clone)]
 pub struct ConnectionContext {

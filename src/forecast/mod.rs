@@ -83,7 +83,7 @@ impl ForecastApi {
             notify,
         )
         .context("invalid Redis URL")?;
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let state = Arc::new(AppState {
             keys: KeyVerifier::new(store.clone(), &settings.auth.admin_key),
             store,

@@ -87,7 +87,7 @@ impl Relay {
             metrics.clone(),
             log,
         );
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let state = Arc::new(AppState {
             hub,
             health,

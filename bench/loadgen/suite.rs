@@ -1,0 +1,471 @@
+//! The benchmark suite: every scenario against the relay and the two references (nchan, the
+//! floor) in one run, servers pinned to one core and load (clients, publisher, Redis) to the
+//! other; a table on standard output and every figure in a JSON file.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::histogram::quantile;
+use crate::publish::{self, PublishArgs};
+use crate::servers::{self, Process};
+
+#[derive(clap::Args)]
+pub struct SuiteArgs {
+    /// A few hundred connections for a few seconds: checks that the harness works.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Servers to measure, of relay, nchan, floor.
+    #[arg(long, value_delimiter = ',', default_value = "relay,nchan,floor")]
+    pub servers: Vec<String>,
+    #[arg(long, default_value = "target/bench/results.json")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub server_core: usize,
+    #[arg(long, default_value_t = 1)]
+    pub load_core: usize,
+    /// Streams per load-generator process (a process here holds at most 20,000 files).
+    #[arg(long, default_value_t = 8_000)]
+    pub per_worker: usize,
+}
+
+/// Sizes of every scenario.
+struct Plan {
+    idle_low: usize,
+    idle_high: usize,
+    fanout_clients: usize,
+    fanout_rate: u64,
+    fanout_secs: u64,
+    overload_rate: u64,
+    overload_secs: u64,
+    latency_clients: usize,
+    latency_rate: u64,
+    latency_secs: u64,
+    storm_clients: usize,
+    storm_missed: u64,
+    settle: Duration,
+}
+
+impl Plan {
+    fn new(smoke: bool) -> Self {
+        if smoke {
+            return Self {
+                idle_low: 100,
+                idle_high: 300,
+                fanout_clients: 100,
+                fanout_rate: 100,
+                fanout_secs: 1,
+                overload_rate: 500,
+                overload_secs: 1,
+                latency_clients: 50,
+                latency_rate: 50,
+                latency_secs: 1,
+                storm_clients: 100,
+                storm_missed: 5,
+                settle: Duration::from_millis(300),
+            };
+        }
+        Self {
+            idle_low: 5_000,
+            idle_high: 15_000,
+            fanout_clients: 1_000,
+            fanout_rate: 100,
+            fanout_secs: 10,
+            overload_rate: 1_000,
+            overload_secs: 5,
+            latency_clients: 100,
+            latency_rate: 50,
+            latency_secs: 10,
+            storm_clients: 5_000,
+            storm_missed: 10,
+            settle: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Load-generator processes holding `count` streams together, driven line by line.
+struct Clients {
+    workers: Vec<(Child, ChildStdin, BufReader<ChildStdout>)>,
+}
+
+impl Clients {
+    fn open(
+        args: &SuiteArgs,
+        target: std::net::SocketAddr,
+        path: &str,
+        count: usize,
+        first: usize,
+    ) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut workers = Vec::new();
+        let mut offset = 0;
+        while offset < count {
+            let n = args.per_worker.min(count - offset);
+            let mut child = Command::new("taskset")
+                .arg("-c")
+                .arg(args.load_core.to_string())
+                .arg(&exe)
+                .args(["clients", "--target", &target.to_string(), "--path", path])
+                .args(["--count", &n.to_string(), "--first", &(first + offset).to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("start a load-generator process")?;
+            let stdin = child.stdin.take().context("stdin")?;
+            let stdout = BufReader::new(child.stdout.take().context("stdout")?);
+            workers.push((child, stdin, stdout));
+            offset += n;
+        }
+        Ok(Self { workers })
+    }
+
+    /// Sends `command` to every worker; their answers.
+    fn ask(&mut self, command: &str) -> anyhow::Result<Vec<Value>> {
+        for (_, stdin, _) in &mut self.workers {
+            writeln!(stdin, "{command}")?;
+            stdin.flush()?;
+        }
+        let mut answers = Vec::new();
+        for (_, _, stdout) in &mut self.workers {
+            let mut line = String::new();
+            stdout.read_line(&mut line)?;
+            answers.push(serde_json::from_str(&line).with_context(|| format!("worker answered {line:?}"))?);
+        }
+        Ok(answers)
+    }
+
+    /// The sum of a numeric field over the workers' answers.
+    fn sum(answers: &[Value], field: &str) -> u64 {
+        answers.iter().map(|a| a[field].as_u64().unwrap_or(0)).sum()
+    }
+
+    fn status(&mut self, field: &str) -> anyhow::Result<u64> {
+        Ok(Self::sum(&self.ask("status")?, field))
+    }
+
+    fn wait_for(&mut self, field: &str, at_least: u64, timeout: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        loop {
+            let value = self.status(field)?;
+            if value >= at_least {
+                return Ok(started.elapsed());
+            }
+            anyhow::ensure!(
+                started.elapsed() < timeout,
+                "{field} reached {value} of {at_least} in {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until `events` stop growing for `quiet` (or reach `all`); when the last one arrived.
+    fn wait_quiet(&mut self, all: u64, quiet: Duration) -> anyhow::Result<Instant> {
+        let mut last = (self.status("events")?, Instant::now());
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let events = self.status("events")?;
+            if events != last.0 {
+                last = (events, Instant::now());
+            }
+            if events >= all || last.1.elapsed() >= quiet {
+                return Ok(last.1);
+            }
+        }
+    }
+
+    fn report(&mut self, expected: u64) -> anyhow::Result<Value> {
+        let answers = self.ask(&format!("report {expected}"))?;
+        let mut merged = json!({});
+        for field in [
+            "open",
+            "closed",
+            "failed",
+            "events",
+            "complete",
+            "disconnected",
+            "disconnected_missing",
+            "open_but_short",
+            "silently_missing",
+            "excess",
+            "out_of_order",
+        ] {
+            merged[field] = json!(Self::sum(&answers, field));
+        }
+        let mut buckets: Vec<u64> = Vec::new();
+        for answer in &answers {
+            let counts: Vec<u64> =
+                serde_json::from_value(answer["latency_buckets"].clone()).unwrap_or_default();
+            buckets.resize(buckets.len().max(counts.len()), 0);
+            for (total, count) in buckets.iter_mut().zip(counts) {
+                *total += count;
+            }
+        }
+        merged["latency_p50_ms"] = json!(quantile(&buckets, 0.5) as f64 / 1000.0);
+        merged["latency_p99_ms"] = json!(quantile(&buckets, 0.99) as f64 / 1000.0);
+        merged["latency_max_ms"] = json!(
+            answers.iter().map(|a| a["latency_max_us"].as_u64().unwrap_or(0)).max().unwrap_or(0) as f64
+                / 1000.0
+        );
+        Ok(merged)
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        for (child, stdin, _) in &mut self.workers {
+            let _ = writeln!(stdin, "quit");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+struct Target<'a> {
+    name: &'static str,
+    server: &'a Process,
+    /// Stream path for a channel.
+    path: fn(&str) -> String,
+    publish_via: PublishVia,
+}
+
+/// Where the publisher sends a server's events: Redis, or nchan's HTTP publisher location.
+enum PublishVia {
+    Redis(String),
+    Nchan(std::net::SocketAddr),
+}
+
+fn publish(
+    target: &Target,
+    channel: &str,
+    envelope: bool,
+    rate: u64,
+    count: u64,
+    first_seq: u64,
+) -> anyhow::Result<publish::Published> {
+    let to = match &target.publish_via {
+        PublishVia::Redis(url) => url.clone(),
+        PublishVia::Nchan(addr) => format!("http://{addr}/pub?channel={channel}"),
+    };
+    let args = PublishArgs { to, channel: channel.to_owned(), envelope, rate, count, size: 100, first_seq };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(publish::run(&args))
+}
+
+pub fn run(args: SuiteArgs) -> anyhow::Result<()> {
+    let plan = Plan::new(args.smoke);
+    let exe_dir = std::env::current_exe()?.parent().context("binary directory")?.to_path_buf();
+    let machine = machine_facts();
+    // The suite itself publishes and polls: keep it off the server's core.
+    pin_self(args.load_core);
+    let redis = servers::redis(args.load_core)?;
+    let redis_url = format!("redis://{}", redis.addr);
+    let mut results = json!({ "machine": machine, "smoke": args.smoke, "servers": {} });
+    for name in &args.servers {
+        let server = match name.as_str() {
+            "relay" => servers::relay(args.server_core, &exe_dir.join("sse-relay"), &redis_url)?,
+            "floor" => servers::floor(args.server_core, &exe_dir.join("sse-floor"), &redis_url)?,
+            "nchan" => servers::nchan(args.server_core)?,
+            other => anyhow::bail!("unknown server {other:?} (relay, nchan, floor)"),
+        };
+        let target = Target {
+            name: server.name,
+            server: &server,
+            path: match name.as_str() {
+                "relay" => |channel| format!("/events?channel={channel}"),
+                "floor" => |_| "/events".to_owned(),
+                _ => |channel| format!("/sub?channel={channel}"),
+            },
+            publish_via: if name == "nchan" {
+                PublishVia::Nchan(server.addr)
+            } else {
+                PublishVia::Redis(redis_url.clone())
+            },
+        };
+        eprintln!("== {name}");
+        let figures = measure(&args, &plan, &target).with_context(|| format!("measuring {name}"))?;
+        eprintln!("{}", serde_json::to_string_pretty(&figures)?);
+        results["servers"][name.as_str()] = figures;
+    }
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
+    print!("{}", crate::table::render(&results));
+    println!("figures: {}", args.out.display());
+    Ok(())
+}
+
+fn pin_self(core: usize) {
+    let _ = Command::new("taskset")
+        .args(["-p", "-c", &core.to_string(), &std::process::id().to_string()])
+        .output();
+}
+
+fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Value> {
+    let addr = target.server.addr;
+    let mut figures = json!({});
+    let connect_timeout = Duration::from_secs(120);
+
+    // Idle: memory per connection as the RSS slope between two counts, and accepts per second.
+    {
+        let path = (target.path)("bench.idle");
+        let mut low = Clients::open(args, addr, &path, plan.idle_low, 0)?;
+        let took = low.wait_for("open", plan.idle_low as u64, connect_timeout)?;
+        let accept_ms = Clients::sum(&low.ask("status")?, "all_open_after_ms").max(took.as_millis() as u64);
+        std::thread::sleep(plan.settle);
+        let rss_low = target.server.rss_bytes();
+        let mut high = Clients::open(args, addr, &path, plan.idle_high - plan.idle_low, plan.idle_low)?;
+        high.wait_for("open", (plan.idle_high - plan.idle_low) as u64, connect_timeout)?;
+        std::thread::sleep(plan.settle);
+        let rss_high = target.server.rss_bytes();
+        let open = low.status("open")? + high.status("open")?;
+        figures["idle"] = json!({
+            "connections_low": plan.idle_low,
+            "connections_high": plan.idle_high,
+            "open_at_high": open,
+            "rss_low_bytes": rss_low,
+            "rss_high_bytes": rss_high,
+            "bytes_per_connection": (rss_high.saturating_sub(rss_low)) as f64 / (plan.idle_high - plan.idle_low) as f64,
+            "accepts_per_sec": plan.idle_low as f64 / (accept_ms.max(1) as f64 / 1000.0),
+        });
+    }
+    std::thread::sleep(plan.settle);
+
+    // Fan-out (and the latency at that load), then overload.
+    figures["fanout"] =
+        fanout(args, plan, target, "bench.fanout", plan.fanout_clients, plan.fanout_rate, plan.fanout_secs)?;
+    std::thread::sleep(plan.settle);
+    figures["overload"] = fanout(
+        args,
+        plan,
+        target,
+        "bench.overload",
+        plan.fanout_clients,
+        plan.overload_rate,
+        plan.overload_secs,
+    )?;
+    std::thread::sleep(plan.settle);
+    figures["latency_light"] = fanout(
+        args,
+        plan,
+        target,
+        "bench.latency",
+        plan.latency_clients,
+        plan.latency_rate,
+        plan.latency_secs,
+    )?;
+    std::thread::sleep(plan.settle);
+    figures["storm"] = storm(args, plan, target)?;
+    Ok(figures)
+}
+
+fn fanout(
+    args: &SuiteArgs,
+    plan: &Plan,
+    target: &Target,
+    channel: &str,
+    clients: usize,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<Value> {
+    let mut streams = Clients::open(args, target.server.addr, &(target.path)(channel), clients, 0)?;
+    streams.wait_for("open", clients as u64, Duration::from_secs(60))?;
+    std::thread::sleep(plan.settle / 2);
+    streams.ask("reset")?;
+    let count = rate * secs;
+    let cpu_before = target.server.cpu_secs();
+    let started = Instant::now();
+    let published = publish(target, channel, false, rate, count, 0)?;
+    let last_event = streams.wait_quiet(count * clients as u64, Duration::from_secs(2))?;
+    let cpu = target.server.cpu_secs() - cpu_before;
+    let mut report = streams.report(count)?;
+    let deliveries = report["events"].as_u64().unwrap_or(0);
+    let elapsed =
+        last_event.saturating_duration_since(started).as_secs_f64().max(published.elapsed.as_secs_f64());
+    report["clients"] = json!(clients);
+    report["rate_requested"] = json!(rate);
+    report["published"] = json!(published.count);
+    report["publish_secs"] = json!(published.elapsed.as_secs_f64());
+    report["rate_achieved"] = json!(published.count as f64 / published.elapsed.as_secs_f64());
+    report["deliveries"] = json!(deliveries);
+    report["deliveries_per_sec"] = json!(deliveries as f64 / elapsed);
+    report["cpu_secs"] = json!(cpu);
+    report["cpu_secs_per_million"] = json!(if deliveries > 0 { cpu / deliveries as f64 * 1e6 } else { 0.0 });
+    Ok(report)
+}
+
+/// Every client drops its stream at once and comes back with `Last-Event-ID`, having missed a
+/// few events: how long until all are open again, and until all have the missed events.
+fn storm(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Value> {
+    // The relay replays envelope channels only; the others replay what they buffer, or nothing.
+    let (channel, envelope) =
+        if target.name == "sse-relay" { ("benchlog.storm", true) } else { ("bench.storm", false) };
+    let clients = plan.storm_clients as u64;
+    let mut streams =
+        Clients::open(args, target.server.addr, &(target.path)(channel), plan.storm_clients, 0)?;
+    streams.wait_for("open", clients, Duration::from_secs(120))?;
+    std::thread::sleep(plan.settle / 2);
+    publish(target, channel, envelope, 100, 1, 0)?;
+    streams.wait_for("events", clients, Duration::from_secs(30))?;
+    streams.ask("drop")?;
+    let drop_started = Instant::now();
+    while streams.status("open")? > 0 {
+        anyhow::ensure!(drop_started.elapsed() < Duration::from_secs(30), "streams did not close");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    publish(target, channel, envelope, 1000, plan.storm_missed, 1)?;
+    streams.ask("reset")?;
+    let started = Instant::now();
+    streams.ask("storm")?;
+    let all_open = streams.wait_for("open", clients, Duration::from_secs(120))?;
+    let replays = target.name != "floor";
+    let caught_up = if replays {
+        streams
+            .wait_for("events", clients * plan.storm_missed, Duration::from_secs(60))
+            .ok()
+            .map(|_| started.elapsed())
+    } else {
+        None
+    };
+    let report = streams.report(plan.storm_missed)?;
+    Ok(json!({
+        "clients": clients,
+        "missed_while_away": plan.storm_missed,
+        "all_open_ms": all_open.as_millis() as u64,
+        "all_caught_up_ms": caught_up.map(|d| d.as_millis() as u64),
+        "replays": replays,
+        "complete": report["complete"],
+        "failed": report["failed"],
+    }))
+}
+
+fn machine_facts() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let version = |program: &str, flag: &str| {
+        Command::new(program)
+            .arg(flag)
+            .output()
+            .map(|o| {
+                let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+                String::from_utf8_lossy(&text).lines().next().unwrap_or("").to_owned()
+            })
+            .unwrap_or_default()
+    };
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kernel": kernel,
+        "redis": version("redis-server", "--version"),
+        "nginx": version("nginx", "-v"),
+        "relay": env!("CARGO_PKG_VERSION"),
+    })
+}

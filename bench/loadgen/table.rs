@@ -1,0 +1,80 @@
+//! The results as a table: one row per figure, one column per server, and the relay's ratios
+//! to each reference measured in the same run.
+
+use serde_json::Value;
+
+/// (label, scenario, field, lower is better)
+const ROWS: &[(&str, &str, &str, bool)] = &[
+    ("idle: bytes per connection (RSS slope)", "idle", "bytes_per_connection", true),
+    ("idle: connections accepted per second", "idle", "accepts_per_sec", false),
+    ("fan-out: deliveries per second", "fanout", "deliveries_per_sec", false),
+    ("fan-out: CPU seconds per million deliveries", "fanout", "cpu_secs_per_million", true),
+    ("fan-out: events missing", "fanout", "silently_missing", true),
+    ("fan-out: latency p50 (ms)", "fanout", "latency_p50_ms", true),
+    ("fan-out: latency p99 (ms)", "fanout", "latency_p99_ms", true),
+    ("fan-out: latency max (ms)", "fanout", "latency_max_ms", true),
+    ("overload: deliveries per second", "overload", "deliveries_per_sec", false),
+    ("overload: publisher rate achieved (msg/s)", "overload", "rate_achieved", false),
+    ("overload: clients complete", "overload", "complete", false),
+    ("overload: clients disconnected (counted)", "overload", "disconnected", true),
+    ("overload: events missing on open streams", "overload", "silently_missing", true),
+    ("overload: CPU seconds per million deliveries", "overload", "cpu_secs_per_million", true),
+    ("light: latency p50 (ms)", "latency_light", "latency_p50_ms", true),
+    ("light: latency p99 (ms)", "latency_light", "latency_p99_ms", true),
+    ("light: latency max (ms)", "latency_light", "latency_max_ms", true),
+    ("storm: all reconnected (ms)", "storm", "all_open_ms", true),
+    ("storm: all caught up with Last-Event-ID (ms)", "storm", "all_caught_up_ms", true),
+];
+
+pub fn render(results: &Value) -> String {
+    let servers = ["relay", "nchan", "floor"];
+    let present: Vec<&str> =
+        servers.iter().copied().filter(|s| results["servers"].get(*s).is_some()).collect();
+    let mut out = String::new();
+    let facts = &results["machine"];
+    out.push_str(&format!(
+        "machine: {} ({} cores), kernel {}; {}; {}\n",
+        facts["cpu"].as_str().unwrap_or("?"),
+        facts["cores"],
+        facts["kernel"].as_str().unwrap_or("?"),
+        facts["redis"].as_str().unwrap_or("?"),
+        facts["nginx"].as_str().unwrap_or("?")
+    ));
+    let heading = format!(
+        "| {:<46} |{}{}{}",
+        "figure",
+        present.iter().map(|s| format!(" {s:>10} |")).collect::<String>(),
+        if present.contains(&"nchan") && present.contains(&"relay") { " relay/nchan |" } else { "" },
+        if present.contains(&"floor") && present.contains(&"relay") { " relay/floor |" } else { "" },
+    );
+    out.push_str(&heading);
+    out.push('\n');
+    out.push_str(&heading.chars().map(|c| if c == '|' { '|' } else { '-' }).collect::<String>());
+    out.push('\n');
+    for (label, scenario, field, _) in ROWS {
+        let value = |server: &str| results["servers"][server][scenario][field].as_f64();
+        let mut line = format!("| {label:<46} |");
+        for server in &present {
+            line.push_str(&format!(
+                " {:>10} |",
+                value(server).map(format_number).unwrap_or_else(|| "—".into())
+            ));
+        }
+        for reference in ["nchan", "floor"] {
+            if present.contains(&reference) && present.contains(&"relay") {
+                let ratio = match (value("relay"), value(reference)) {
+                    (Some(a), Some(b)) if b != 0.0 => format!("{:.2}×", a / b),
+                    _ => "—".into(),
+                };
+                line.push_str(&format!(" {ratio:>11} |"));
+            }
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn format_number(value: f64) -> String {
+    if value.abs() >= 100.0 { format!("{value:.0}") } else { format!("{value:.2}") }
+}

@@ -1,0 +1,34 @@
+//! A smoke run of the benchmark harness (a few hundred streams, a few seconds per scenario),
+//! so that `make bench` does not rot. It checks what the harness reports, never how fast.
+
+use std::process::Command;
+
+#[test]
+fn the_benchmark_suite_runs_every_scenario_against_every_server() {
+    let dir = tempfile::tempdir().expect("output dir");
+    let out = dir.path().join("results.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_sse-bench"))
+        .args(["suite", "--smoke", "--servers", "relay,nchan,floor", "--out"])
+        .arg(&out)
+        .output()
+        .expect(
+            "run sse-bench (needs redis-server, taskset and nchan: scripts/ensure-deps.sh redis nchan bench)",
+        );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "suite failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    println!("{stdout}");
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    for server in ["relay", "nchan", "floor"] {
+        let figures = &results["servers"][server];
+        for scenario in ["idle", "fanout", "overload", "latency_light", "storm"] {
+            assert!(figures[scenario].is_object(), "{server} has no {scenario} figures: {figures}");
+        }
+        assert_eq!(figures["idle"]["open_at_high"], 300, "{server}: every idle stream open");
+        assert!(figures["fanout"]["deliveries"].as_u64().unwrap() > 0, "{server}: events delivered");
+    }
+    let relay = &results["servers"]["relay"];
+    assert_eq!(relay["fanout"]["silently_missing"], 0, "the relay loses nothing at a light load");
+    assert_eq!(relay["fanout"]["out_of_order"], 0);
+    assert_eq!(relay["storm"]["complete"], 100, "every resumed stream got the events it missed");
+    assert!(stdout.contains("relay/floor"), "the table has the ratios:\n{stdout}");
+}
