@@ -31,6 +31,9 @@ pub struct SuiteArgs {
     /// Streams per load-generator process (a process here holds at most 20,000 files).
     #[arg(long, default_value_t = 8_000)]
     pub per_worker: usize,
+    /// Runs per server, each against a fresh server; every figure is the median of the runs.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
 }
 
 /// Sizes of every scenario.
@@ -263,32 +266,37 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<()> {
     pin_self(args.load_core);
     let redis = servers::redis(args.load_core)?;
     let redis_url = format!("redis://{}", redis.addr);
-    let mut results = json!({ "machine": machine, "smoke": args.smoke, "servers": {} });
+    let mut results = json!({ "machine": machine, "smoke": args.smoke, "servers": {}, "runs": {} });
     for name in &args.servers {
-        let server = match name.as_str() {
-            "relay" => servers::relay(args.server_core, &exe_dir.join("sse-relay"), &redis_url)?,
-            "floor" => servers::floor(args.server_core, &exe_dir.join("sse-floor"), &redis_url)?,
-            "nchan" => servers::nchan(args.server_core)?,
-            other => anyhow::bail!("unknown server {other:?} (relay, nchan, floor)"),
-        };
-        let target = Target {
-            name: server.name,
-            server: &server,
-            path: match name.as_str() {
-                "relay" => |channel| format!("/events?channel={channel}"),
-                "floor" => |_| "/events".to_owned(),
-                _ => |channel| format!("/sub?channel={channel}"),
-            },
-            publish_via: if name == "nchan" {
-                PublishVia::Nchan(server.addr)
-            } else {
-                PublishVia::Redis(redis_url.clone())
-            },
-        };
-        eprintln!("== {name}");
-        let figures = measure(&args, &plan, &target).with_context(|| format!("measuring {name}"))?;
-        eprintln!("{}", serde_json::to_string_pretty(&figures)?);
-        results["servers"][name.as_str()] = figures;
+        let mut runs = Vec::new();
+        for run in 1..=args.runs.max(1) {
+            let server = match name.as_str() {
+                "relay" => servers::relay(args.server_core, &exe_dir.join("sse-relay"), &redis_url)?,
+                "floor" => servers::floor(args.server_core, &exe_dir.join("sse-floor"), &redis_url)?,
+                "nchan" => servers::nchan(args.server_core)?,
+                other => anyhow::bail!("unknown server {other:?} (relay, nchan, floor)"),
+            };
+            let target = Target {
+                name: server.name,
+                server: &server,
+                path: match name.as_str() {
+                    "relay" => |channel| format!("/events?channel={channel}"),
+                    "floor" => |_| "/events".to_owned(),
+                    _ => |channel| format!("/sub?channel={channel}"),
+                },
+                publish_via: if name == "nchan" {
+                    PublishVia::Nchan(server.addr)
+                } else {
+                    PublishVia::Redis(redis_url.clone())
+                },
+            };
+            eprintln!("== {name}, run {run} of {}", args.runs.max(1));
+            let figures = measure(&args, &plan, &target).with_context(|| format!("measuring {name}"))?;
+            eprintln!("{}", serde_json::to_string(&figures)?);
+            runs.push(figures);
+        }
+        results["servers"][name.as_str()] = median(&runs);
+        results["runs"][name.as_str()] = Value::Array(runs);
     }
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -297,6 +305,32 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<()> {
     print!("{}", crate::table::render(&results));
     println!("figures: {}", args.out.display());
     Ok(())
+}
+
+/// The figures of several runs, each number the median of its values (objects field by field;
+/// anything else from the first run).
+fn median(runs: &[Value]) -> Value {
+    match &runs[0] {
+        Value::Object(first) => Value::Object(
+            first
+                .keys()
+                .map(|key| {
+                    (key.clone(), median(&runs.iter().map(|run| run[key].clone()).collect::<Vec<_>>()))
+                })
+                .collect(),
+        ),
+        Value::Number(_) => {
+            let mut integers: Vec<u64> = runs.iter().filter_map(Value::as_u64).collect();
+            if integers.len() == runs.len() {
+                integers.sort_unstable();
+                return json!(integers[integers.len() / 2]);
+            }
+            let mut values: Vec<f64> = runs.iter().filter_map(Value::as_f64).collect();
+            values.sort_by(f64::total_cmp);
+            json!(values[values.len() / 2])
+        }
+        other => other.clone(),
+    }
 }
 
 fn pin_self(core: usize) {

@@ -8,7 +8,7 @@ fn the_benchmark_suite_runs_every_scenario_against_every_server() {
     let dir = tempfile::tempdir().expect("output dir");
     let out = dir.path().join("results.json");
     let output = Command::new(env!("CARGO_BIN_EXE_sse-bench"))
-        .args(["suite", "--smoke", "--servers", "relay,nchan,floor", "--out"])
+        .args(["suite", "--smoke", "--runs", "1", "--servers", "relay,nchan,floor", "--out"])
         .arg(&out)
         .output()
         .expect(
