@@ -369,30 +369,16 @@ fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Val
     }
     std::thread::sleep(plan.settle);
 
-    // Fan-out (and the latency at that load), then overload.
-    figures["fanout"] =
-        fanout(args, plan, target, "bench.fanout", plan.fanout_clients, plan.fanout_rate, plan.fanout_secs)?;
-    std::thread::sleep(plan.settle);
-    figures["overload"] = fanout(
-        args,
-        plan,
-        target,
-        "bench.overload",
-        plan.fanout_clients,
-        plan.overload_rate,
-        plan.overload_secs,
-    )?;
-    std::thread::sleep(plan.settle);
-    figures["latency_light"] = fanout(
-        args,
-        plan,
-        target,
-        "bench.latency",
-        plan.latency_clients,
-        plan.latency_rate,
-        plan.latency_secs,
-    )?;
-    std::thread::sleep(plan.settle);
+    // Fan-out (and the latency at that load), then overload, then latency at a light load.
+    let loads = [
+        ("fanout", plan.fanout_clients, plan.fanout_rate, plan.fanout_secs),
+        ("overload", plan.fanout_clients, plan.overload_rate, plan.overload_secs),
+        ("latency_light", plan.latency_clients, plan.latency_rate, plan.latency_secs),
+    ];
+    for (scenario, clients, rate, secs) in loads {
+        figures[scenario] = fanout(args, plan, target, &format!("bench.{scenario}"), clients, rate, secs)?;
+        std::thread::sleep(plan.settle);
+    }
     figures["storm"] = storm(args, plan, target)?;
     Ok(figures)
 }
