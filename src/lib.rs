@@ -10,6 +10,7 @@
 //! - [`backoff`] — exponential backoff with jitter for reconnect loops.
 //! - [`server`] — the HTTP/1.1 accept loop both services run: per-connection control, header
 //!   read timeout, graceful close.
+//! - [`direct_stream`] — the relay's event streams written to their sockets without hyper.
 //! - [`envelope`] — the event envelope and the Lua script that publishes it exactly once.
 //! - [`relay`] — the relay itself:
 //!   - [`relay::settings`] — its configuration sections and validation;
@@ -41,6 +42,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod direct_stream;
 pub mod envelope;
 pub mod forecast;
 pub mod relay;

@@ -1,4 +1,5 @@
-//! The accept loop of both services: one task per TCP connection, serving HTTP/1.1 with hyper.
+//! The accept loop of both services: one task per TCP connection, serving HTTP/1.1 with hyper,
+//! except the relay's event streams, which [`direct_stream`] writes to their sockets itself.
 //!
 //! We own the loop (rather than `axum::serve`) for three reasons: a slow SSE client must be cut
 //! at the socket, which needs a per-connection handle ([`ConnectionContext::cut`]); shutdown
@@ -15,6 +16,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
+
+use crate::direct_stream;
 
 /// Pending connections the kernel queues before `accept`. `TcpListener::bind` asks for 128,
 /// which a reconnect storm overflows: dropped SYNs are retried by clients only after a second.
@@ -55,6 +58,7 @@ pub async fn serve(
     control: ServerControl,
     tracker: TaskTracker,
     header_read_timeout: Duration,
+    direct_stream_path: Option<&'static str>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -78,25 +82,57 @@ pub async fn serve(
         tracker.spawn(async move {
             let cut = control.cut_all.child_token();
             let context = ConnectionContext { peer, cut: cut.clone() };
-            let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                request.extensions_mut().insert(context.clone());
-                router.clone().call(request)
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                _ = cut.cancelled() => return,
-                _ = control.close_gracefully.cancelled() => connection.as_mut().graceful_shutdown(),
+            let mut stream = stream;
+            let mut prefix = bytes::Bytes::new();
+            if let Some(path) = direct_stream_path {
+                // The head must arrive in time, as hyper would insist (slowloris).
+                let Ok(Ok(head)) =
+                    tokio::time::timeout(header_read_timeout, direct_stream::read_head(&mut stream)).await
+                else {
+                    return;
+                };
+                if let Some(mut request) = direct_stream::stream_request(&head, path) {
+                    // Nothing of the head may outlive this point: the stream may last for hours.
+                    drop(head);
+                    request.extensions_mut().insert(context);
+                    direct_stream::serve(stream, request, router, cut).await;
+                    return;
+                }
+                prefix = head;
             }
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = cut.cancelled() => {}
-            }
+            // Boxed, so that a direct stream's task is not sized for a hyper connection.
+            Box::pin(serve_with_hyper(stream, prefix, router, context, control, header_read_timeout)).await;
         });
     }
     tracing::info!("stopped accepting connections");
+}
+
+async fn serve_with_hyper(
+    stream: tokio::net::TcpStream,
+    prefix: bytes::Bytes,
+    router: Router,
+    context: ConnectionContext,
+    control: ServerControl,
+    header_read_timeout: Duration,
+) {
+    let cut = context.cut.clone();
+    let stream = direct_stream::Rewind::new(stream, prefix);
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(context.clone());
+        router.clone().call(request)
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = cut.cancelled() => return,
+        _ = control.close_gracefully.cancelled() => connection.as_mut().graceful_shutdown(),
+    }
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = cut.cancelled() => {}
+    }
 }

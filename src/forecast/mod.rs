@@ -130,6 +130,7 @@ impl ForecastApi {
             control.clone(),
             connections.clone(),
             settings.http.header_read_timeout(),
+            None,
         ));
         shutdown.await;
         state.draining.store(true, Ordering::Release);

@@ -20,12 +20,31 @@ use super::channels::Subscription;
 use super::log::StreamId;
 use super::metrics::RelayMetrics;
 
-/// One queued event: the shared encoded bytes, and its log id (so that a stream resuming from
-/// the log can skip what its replay already sent).
+/// One queued event, shared by every stream it is queued for. A queue slot is one pointer, so
+/// that the queue of an idle stream costs little memory.
 #[derive(Debug, Clone)]
-pub struct QueuedFrame {
+pub struct QueuedFrame(Arc<EncodedFrame>);
+
+/// The encoded bytes of an event, and its log id (so that a stream resuming from the log can
+/// skip what its replay already sent).
+#[derive(Debug)]
+pub struct EncodedFrame {
     pub id: Option<StreamId>,
     pub bytes: Bytes,
+}
+
+impl QueuedFrame {
+    pub fn new(id: Option<StreamId>, bytes: Bytes) -> Self {
+        Self(Arc::new(EncodedFrame { id, bytes }))
+    }
+}
+
+impl std::ops::Deref for QueuedFrame {
+    type Target = EncodedFrame;
+
+    fn deref(&self) -> &EncodedFrame {
+        &self.0
+    }
 }
 
 pub struct Hub {
@@ -307,7 +326,7 @@ mod tests {
         let mut c = hub
             .register(Subscription::anonymous(selection(&["y.*"])), Uuid::new_v4(), CancellationToken::new())
             .unwrap();
-        let frame = QueuedFrame { id: None, bytes: Bytes::from_static(b"event: x.1\ndata: hi\n\n") };
+        let frame = QueuedFrame::new(None, Bytes::from_static(b"event: x.1\ndata: hi\n\n"));
         assert_eq!(hub.publish(b"x.1", false, &frame, None), 2);
         let got_a = a.rx.recv().await.unwrap();
         let got_b = b.rx.recv().await.unwrap();
@@ -326,7 +345,7 @@ mod tests {
             .register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new())
             .unwrap();
         for i in 0..5 {
-            hub.publish(b"ch", false, &QueuedFrame { id: None, bytes: Bytes::from(format!("{i}")) }, None);
+            hub.publish(b"ch", false, &QueuedFrame::new(None, Bytes::from(format!("{i}"))), None);
             assert_eq!(fast.rx.recv().await.unwrap().bytes, Bytes::from(format!("{i}")));
         }
         assert!(slow_cut.is_cancelled());
@@ -345,7 +364,7 @@ mod tests {
         let mut other = hub
             .register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new())
             .unwrap();
-        let frame = QueuedFrame { id: None, bytes: Bytes::from_static(b"x") };
+        let frame = QueuedFrame::new(None, Bytes::from_static(b"x"));
         assert_eq!(hub.publish(b"ch", false, &frame, Some(excluded)), 1);
         assert!(other.rx.try_recv().is_ok());
         assert!(origin.rx.try_recv().is_err());

@@ -129,6 +129,7 @@ impl Relay {
             control.clone(),
             connections.clone(),
             settings.limits.header_read_timeout(),
+            Some("/events"),
         ));
 
         shutdown.await;

@@ -108,7 +108,7 @@ impl Replay {
                 }
                 match decode_logged(&entry, self.max_message_bytes) {
                     Ok(decoded) => {
-                        let frame = QueuedFrame { id: decoded.id, bytes: decoded.frame };
+                        let frame = QueuedFrame::new(decoded.id, decoded.frame);
                         if tx.send(ReplayItem::Frame(frame)).await.is_err() {
                             return;
                         }
@@ -124,7 +124,7 @@ impl Replay {
     }
 
     async fn reset(&self, tx: &mpsc::Sender<ReplayItem>, reason: &str) {
-        let frame = QueuedFrame { id: None, bytes: reset_frame(reason) };
+        let frame = QueuedFrame::new(None, reset_frame(reason));
         if tx.send(ReplayItem::Frame(frame)).await.is_ok() {
             self.metrics.resets.inc();
         }

@@ -110,7 +110,7 @@ impl Body for SseBody {
                     if frame.id.is_some() {
                         this.replayed_through = frame.id;
                     }
-                    return Poll::Ready(Some(Ok(this.sent(frame.bytes))));
+                    return Poll::Ready(Some(Ok(this.sent(frame.bytes.clone()))));
                 }
                 // Backlog sent: go live.
                 Poll::Ready(None) => this.replay = None,
@@ -123,7 +123,7 @@ impl Body for SseBody {
                     if frame.id.is_some() && frame.id <= this.replayed_through {
                         continue;
                     }
-                    return Poll::Ready(Some(Ok(this.sent(frame.bytes))));
+                    return Poll::Ready(Some(Ok(this.sent(frame.bytes.clone()))));
                 }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return this.poll_keepalive(cx),

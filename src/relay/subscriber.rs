@@ -254,7 +254,7 @@ impl Subscriber {
                     *last_seen = Some(id);
                 }
                 self.metrics.observe_latency(decoded.published_micros);
-                let frame = QueuedFrame { id: decoded.id, bytes: decoded.frame };
+                let frame = QueuedFrame::new(decoded.id, decoded.frame);
                 self.hub.publish(&channel, rule.access == Access::Token, &frame, decoded.exclude);
             }
             Err(reason) => self.drop_message(&channel, reason),
@@ -275,10 +275,10 @@ impl Subscriber {
         if check_retention
             && self.log.resume_point(cursor).await.map_err(SessionError::GapFill)? == ResumePoint::Lost
         {
-            let reached = self.hub.broadcast(&QueuedFrame {
-                id: None,
-                bytes: reset_frame("the relay missed events that are no longer in the log"),
-            });
+            let reached = self.hub.broadcast(&QueuedFrame::new(
+                None,
+                reset_frame("the relay missed events that are no longer in the log"),
+            ));
             self.metrics.resets.inc_by(reached as u64);
             tracing::warn!(last_seen = %cursor, "gap too old for the log: streams told to reset");
             *last_seen = self.log.last_id().await.map_err(SessionError::GapFill)?;
@@ -297,7 +297,7 @@ impl Subscriber {
                         self.hub.publish(
                             &entry.channel,
                             rule.access == Access::Token,
-                            &QueuedFrame { id: decoded.id, bytes: decoded.frame },
+                            &QueuedFrame::new(decoded.id, decoded.frame),
                             decoded.exclude,
                         );
                         filled += 1;
