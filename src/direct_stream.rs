@@ -28,7 +28,8 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 /// Frames gathered into one write at most (one `writev`).
 const MAX_FRAMES_PER_WRITE: usize = 64;
-/// Non-stream answers of the stream path (errors) are small; a larger body is cut here.
+/// Non-stream answers of the stream path are refusals with a short problem body; one larger
+/// than this (none is) would be sent empty rather than held in memory.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// Reads until the end of the request head, or `MAX_HEAD_BYTES`, or the end of the connection.
