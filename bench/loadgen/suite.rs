@@ -349,7 +349,14 @@ fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Val
         let path = (target.path)("bench.idle");
         let mut low = Clients::open(args, addr, &path, plan.idle_low, 0)?;
         let took = low.wait_for("open", plan.idle_low as u64, connect_timeout)?;
-        let accept_ms = Clients::sum(&low.ask("status")?, "all_open_after_ms").max(took.as_millis() as u64);
+        // Workers open their streams in parallel: the slowest one says when all were open.
+        let slowest_worker_ms = low
+            .ask("status")?
+            .iter()
+            .map(|a| a["all_open_after_ms"].as_u64().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        let accept_ms = slowest_worker_ms.max(took.as_millis() as u64);
         std::thread::sleep(plan.settle);
         let rss_low = target.server.rss_bytes();
         let mut high = Clients::open(args, addr, &path, plan.idle_high - plan.idle_low, plan.idle_low)?;
