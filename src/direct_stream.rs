@@ -12,6 +12,7 @@
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -23,11 +24,11 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::server::ConnectionContext;
+
 /// A request head larger than this goes to hyper, which refuses it properly.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
-/// Frames gathered into one write at most (one `writev`).
-const MAX_FRAMES_PER_WRITE: usize = 64;
 /// Non-stream answers of the stream path are refusals with a short problem body; one larger
 /// than this (none is) would be sent empty rather than held in memory.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -66,16 +67,52 @@ pub fn stream_request(head: &[u8], path: &str) -> Option<Request<Body>> {
     request.body(Body::empty()).ok()
 }
 
-/// Answers `request` with `router` and writes the answer to `socket`; returns when the stream
-/// ends, the client goes away, or `cut` fires.
-pub async fn serve(mut socket: TcpStream, request: Request<Body>, router: Router, cut: CancellationToken) {
-    let Ok(response) = router.oneshot(request).await;
-    let (parts, mut body) = response.into_parts();
+/// How [`open`] left the connection.
+pub enum Opened {
+    /// An event stream, its head not written yet: [`EventStream::run`] writes it.
+    Stream(EventStream),
+    /// Answered (a refusal), or the connection ended.
+    Done,
+    /// Not a stream request: hyper serves the connection, after the bytes read so far.
+    Other(TcpStream, Bytes),
+}
+
+/// Reads the request head (within `header_read_timeout`, as hyper would insist: slowloris) and,
+/// for a stream request, answers it with `router`. Awaited boxed: what reading and routing need
+/// is let go of before a stream starts, so that a stream's task holds only what it streams with.
+pub async fn open(
+    mut socket: TcpStream,
+    path: &str,
+    router: &Router,
+    context: ConnectionContext,
+    header_read_timeout: Duration,
+) -> Opened {
+    let Ok(Ok(head)) = tokio::time::timeout(header_read_timeout, read_head(&mut socket)).await else {
+        return Opened::Done;
+    };
+    let Some(mut request) = stream_request(&head, path) else {
+        return Opened::Other(socket, head);
+    };
+    drop(head);
+    let cut = context.cut.clone();
+    request.extensions_mut().insert(context);
+    let Ok(response) = router.clone().oneshot(request).await;
+    let (parts, body) = response.into_parts();
     let streaming = parts.status == StatusCode::OK
         && parts
             .headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let mut head = response_head(&parts);
+    if !streaming {
+        answer_whole(socket, head, body, &cut).await;
+        return Opened::Done;
+    }
+    head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    Opened::Stream(EventStream { socket, unsent: head, body, carry: None })
+}
+
+fn response_head(parts: &http::response::Parts) -> Vec<u8> {
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(format!("HTTP/1.1 {}\r\n", parts.status).as_bytes());
     for (name, value) in &parts.headers {
@@ -87,84 +124,196 @@ pub async fn serve(mut socket: TcpStream, request: Request<Body>, router: Router
     head.extend_from_slice(
         format!("date: {}\r\n", chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT")).as_bytes(),
     );
-    drop(parts);
-    if !streaming {
-        let answer = axum::body::to_bytes(body, MAX_ANSWER_BYTES).await.unwrap_or_default();
-        head.extend_from_slice(
-            format!("content-length: {}\r\nconnection: close\r\n\r\n", answer.len()).as_bytes(),
-        );
-        let mut slices = [IoSlice::new(&head), IoSlice::new(&answer)];
-        let _ = write_all(&mut socket, &mut slices, &cut).await;
-        let _ = socket.shutdown().await;
-        return;
-    }
-    head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
-    if write_all(&mut socket, &mut [IoSlice::new(&head)], &cut).await.is_err() {
-        return;
-    }
-    drop(head);
-    let mut frames: Vec<Bytes> = Vec::new();
-    loop {
-        let ended = tokio::select! {
-            biased;
-            ended = next_frames(&mut body, &mut frames) => ended,
-            () = client_gone(&socket) => return,
-        };
-        if !frames.is_empty() {
-            let size = frames.iter().map(Bytes::len).sum::<usize>();
-            let chunk_head = format!("{size:x}\r\n");
-            let mut slices = Vec::with_capacity(frames.len() + 2);
-            slices.push(IoSlice::new(chunk_head.as_bytes()));
-            slices.extend(frames.iter().map(|frame| IoSlice::new(frame)));
-            slices.push(IoSlice::new(b"\r\n"));
-            if write_all(&mut socket, &mut slices, &cut).await.is_err() {
-                return;
-            }
-            frames.clear();
-        }
-        if ended {
-            let _ = write_all(&mut socket, &mut [IoSlice::new(b"0\r\n\r\n")], &cut).await;
-            return;
-        }
-    }
+    head
 }
 
-/// Waits for at least one frame, then takes every frame ready now; true once the body ended.
-async fn next_frames(body: &mut Body, frames: &mut Vec<Bytes>) -> bool {
-    std::future::poll_fn(|cx| {
+async fn answer_whole(mut socket: TcpStream, mut head: Vec<u8>, body: Body, cut: &CancellationToken) {
+    let answer = axum::body::to_bytes(body, MAX_ANSWER_BYTES).await.unwrap_or_default();
+    head.extend_from_slice(
+        format!("content-length: {}\r\nconnection: close\r\n\r\n", answer.len()).as_bytes(),
+    );
+    let mut slices = [IoSlice::new(&head), IoSlice::new(&answer)];
+    let _ = write_all(&mut socket, &mut slices, cut).await;
+    let _ = socket.shutdown().await;
+}
+
+/// An event stream being written to its socket in chunked encoding. Frames are gathered and
+/// written from a buffer on the stack, so a waiting stream holds no buffer: only bytes the
+/// socket had no room for are kept (`unsent`), until they are written.
+pub struct EventStream {
+    socket: TcpStream,
+    unsent: Vec<u8>,
+    body: Body,
+    /// A frame taken from the body that did not fit in the chunk being gathered.
+    carry: Option<Bytes>,
+}
+
+/// What [`pump`] stopped for.
+enum Pumped {
+    /// The socket is full: `unsent` holds the rest.
+    Full,
+    /// The body ended; the last chunk is written or in `unsent`.
+    Ended,
+    /// The client closed its side, or the connection failed.
+    Gone,
+}
+
+impl EventStream {
+    /// Writes the stream until it ends, the client goes away, or `cut` fires while the socket
+    /// is full (a slow client being disconnected, or the end of the grace period).
+    pub async fn run(mut self, cut: CancellationToken) {
         loop {
-            if frames.len() >= MAX_FRAMES_PER_WRITE {
-                return Poll::Ready(false);
-            }
-            match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        frames.push(data);
-                    }
+            if !self.unsent.is_empty() {
+                // Boxed: rare (the head, or a full socket), and the task stays small.
+                if Box::pin(write_all(&mut self.socket, &mut [IoSlice::new(&self.unsent)], &cut))
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
-                // The body's error type is infallible in practice; end the stream either way.
-                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => return Poll::Ready(true),
-                Poll::Pending if frames.is_empty() => return Poll::Pending,
-                Poll::Pending => return Poll::Ready(false),
+                self.unsent = Vec::new();
+            }
+            let pumped = std::future::poll_fn(|cx| {
+                pump(cx, &self.socket, &mut self.body, &mut self.carry, &mut self.unsent)
+            })
+            .await;
+            match pumped {
+                Pumped::Full => {}
+                Pumped::Ended => {
+                    let _ =
+                        Box::pin(write_all(&mut self.socket, &mut [IoSlice::new(&self.unsent)], &cut)).await;
+                    return;
+                }
+                Pumped::Gone => return,
             }
         }
-    })
-    .await
+    }
 }
 
-/// Resolves when the client closes its side (or the connection fails). A client sends nothing
-/// after its request; bytes it does send are read and ignored.
-async fn client_gone(socket: &TcpStream) {
-    let mut sink = [0u8; 64];
+/// Bytes of frames gathered into one chunk (one `send`) at most.
+const CHUNK_BYTES: usize = 16 * 1024;
+/// Room before a chunk's data for its size line: hex digits and CRLF.
+const SIZE_LINE_ROOM: usize = 8;
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+thread_local! {
+    // The chunk being gathered, reused by every stream of the thread: filled and written within
+    // one poll, so it is never held while a stream waits.
+    static CHUNK: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(SIZE_LINE_ROOM + CHUNK_BYTES + 2 + LAST_CHUNK.len()));
+}
+
+/// Takes every frame the body has ready into one chunk and writes it, until the body has
+/// nothing more; then waits for frames, or for the client to close its side.
+fn pump(
+    cx: &mut Context<'_>,
+    socket: &TcpStream,
+    body: &mut Body,
+    carry: &mut Option<Bytes>,
+    unsent: &mut Vec<u8>,
+) -> Poll<Pumped> {
+    CHUNK.with_borrow_mut(|chunk| pump_with(cx, socket, body, carry, unsent, chunk))
+}
+
+fn pump_with(
+    cx: &mut Context<'_>,
+    socket: &TcpStream,
+    body: &mut Body,
+    carry: &mut Option<Bytes>,
+    unsent: &mut Vec<u8>,
+    chunk: &mut Vec<u8>,
+) -> Poll<Pumped> {
     loop {
-        if socket.readable().await.is_err() {
-            return;
+        chunk.clear();
+        chunk.extend_from_slice(&[0; SIZE_LINE_ROOM]);
+        let mut ended = false;
+        loop {
+            let frame = match carry.take() {
+                Some(frame) => frame,
+                None => match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => data,
+                        Err(_) => continue,
+                    },
+                    // The body's error type is infallible in practice; end the stream either way.
+                    Poll::Ready(Some(Err(_)) | None) => {
+                        ended = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                },
+            };
+            let len = chunk.len() - SIZE_LINE_ROOM;
+            if frame.len() > CHUNK_BYTES - len {
+                if len == 0 {
+                    // Larger than a whole chunk: sent on its own, from the heap.
+                    unsent.extend_from_slice(format!("{:x}\r\n", frame.len()).as_bytes());
+                    unsent.extend_from_slice(&frame);
+                    unsent.extend_from_slice(b"\r\n");
+                    return Poll::Ready(Pumped::Full);
+                }
+                *carry = Some(frame);
+                break;
+            }
+            chunk.extend_from_slice(&frame);
         }
-        match socket.try_read(&mut sink) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
+        let len = chunk.len() - SIZE_LINE_ROOM;
+        let start = if len == 0 {
+            SIZE_LINE_ROOM
+        } else {
+            chunk.extend_from_slice(b"\r\n");
+            size_line(&mut chunk[..SIZE_LINE_ROOM], len)
+        };
+        if ended {
+            chunk.extend_from_slice(LAST_CHUNK);
+        }
+        if start < chunk.len() {
+            let written = match socket.try_write(&chunk[start..]) {
+                Ok(written) => written,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(_) => return Poll::Ready(Pumped::Gone),
+            };
+            if ended {
+                unsent.extend_from_slice(&chunk[start + written..]);
+                return Poll::Ready(Pumped::Ended);
+            }
+            if start + written < chunk.len() {
+                unsent.extend_from_slice(&chunk[start + written..]);
+                return Poll::Ready(Pumped::Full);
+            }
+            // Written: more frames may be ready (or the body registers for the next ones).
+            continue;
+        }
+        // Nothing to write: the waker is registered with the body; watch the client too.
+        match socket.poll_read_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(Pumped::Gone),
+            Poll::Ready(Ok(())) => {
+                // A client sends nothing after its request; bytes it does send are ignored.
+                let mut sink = [0u8; 64];
+                match socket.try_read(&mut sink) {
+                    Ok(0) => return Poll::Ready(Pumped::Gone),
+                    Ok(_) => {}
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Poll::Ready(Pumped::Gone),
+                }
+            }
+        }
+    }
+}
+
+/// Writes `len` in hex and CRLF at the end of `room`; where the line starts.
+fn size_line(room: &mut [u8], len: usize) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut at = room.len() - 2;
+    room[at..].copy_from_slice(b"\r\n");
+    let mut rest = len;
+    loop {
+        at -= 1;
+        room[at] = HEX[rest & 15];
+        rest >>= 4;
+        if rest == 0 {
+            return at;
         }
     }
 }
@@ -249,6 +398,60 @@ impl AsyncWrite for Rewind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Decodes a chunked body: the concatenated data, and how many chunks carried it.
+    fn dechunk(mut raw: &[u8]) -> (Vec<u8>, usize) {
+        let mut data = Vec::new();
+        let mut chunks = 0;
+        loop {
+            let line_end = raw.windows(2).position(|w| w == b"\r\n").expect("a size line");
+            let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap(), 16).unwrap();
+            raw = &raw[line_end + 2..];
+            if size == 0 {
+                assert_eq!(raw, b"\r\n", "nothing after the last chunk");
+                return (data, chunks);
+            }
+            data.extend_from_slice(&raw[..size]);
+            assert_eq!(&raw[size..size + 2], b"\r\n");
+            raw = &raw[size + 2..];
+            chunks += 1;
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_ready_together_leave_in_one_chunk_and_oversized_ones_alone() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let big = Bytes::from(vec![b'x'; CHUNK_BYTES + 100]);
+        let frames: Vec<Bytes> = (0..500)
+            .map(|i| Bytes::from(format!("data: {i}\n\n")))
+            .chain([big.clone(), Bytes::from_static(b"data: end\n\n")])
+            .collect();
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        let body = Body::from_stream(futures_util::stream::iter(
+            frames.into_iter().map(Ok::<_, std::convert::Infallible>),
+        ));
+        let stream = EventStream { socket, unsent: b"HTTP/1.1 200 OK\r\n\r\n".to_vec(), body, carry: None };
+        stream.run(CancellationToken::new()).await;
+        let mut raw = Vec::new();
+        client.read_to_end(&mut raw).await.unwrap();
+        let body = raw.strip_prefix(b"HTTP/1.1 200 OK\r\n\r\n").expect("the head first");
+        let (data, chunks) = dechunk(body);
+        assert_eq!(data, expected);
+        // 500 small frames (≈ 5 KiB) fill one chunk, the oversized one its own, the last one a third.
+        assert_eq!(chunks, 3);
+    }
+
+    #[test]
+    fn size_lines_are_hex_at_the_end_of_their_room() {
+        for (len, line) in [(1, "1\r\n"), (0x2a, "2a\r\n"), (CHUNK_BYTES, "4000\r\n")] {
+            let mut room = [0u8; SIZE_LINE_ROOM];
+            let start = size_line(&mut room, len);
+            assert_eq!(&room[start..], line.as_bytes());
+        }
+    }
 
     #[test]
     fn only_complete_http_1_1_gets_of_the_stream_path_are_served_directly() {

@@ -82,24 +82,18 @@ pub async fn serve(
         tracker.spawn(async move {
             let cut = control.cut_all.child_token();
             let context = ConnectionContext { peer, cut: cut.clone() };
-            let mut stream = stream;
-            let mut prefix = bytes::Bytes::new();
-            if let Some(path) = direct_stream_path {
-                // The head must arrive in time, as hyper would insist (slowloris).
-                let Ok(Ok(head)) =
-                    tokio::time::timeout(header_read_timeout, direct_stream::read_head(&mut stream)).await
-                else {
-                    return;
-                };
-                if let Some(mut request) = direct_stream::stream_request(&head, path) {
-                    // Nothing of the head may outlive this point: the stream may last for hours.
-                    drop(head);
-                    request.extensions_mut().insert(context);
-                    direct_stream::serve(stream, request, router, cut).await;
-                    return;
+            let (stream, prefix) = match direct_stream_path {
+                None => (stream, bytes::Bytes::new()),
+                Some(path) => {
+                    let opened =
+                        direct_stream::open(stream, path, &router, context.clone(), header_read_timeout);
+                    match Box::pin(opened).await {
+                        direct_stream::Opened::Stream(events) => return events.run(cut).await,
+                        direct_stream::Opened::Done => return,
+                        direct_stream::Opened::Other(stream, prefix) => (stream, prefix),
+                    }
                 }
-                prefix = head;
-            }
+            };
             // Boxed, so that a direct stream's task is not sized for a hyper connection.
             Box::pin(serve_with_hyper(stream, prefix, router, context, control, header_read_timeout)).await;
         });

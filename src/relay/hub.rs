@@ -6,13 +6,13 @@
 //! it is removed and its connection is cut at once (it resumes elsewhere), so one slow reader
 //! never delays the others nor makes the relay hold an unbounded backlog for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -47,8 +47,114 @@ impl std::ops::Deref for QueuedFrame {
     }
 }
 
+/// A stream's queue: filled by the hub, drained by the stream's task. Lighter than a channel
+/// on both counts that matter here: an idle stream holds no buffer at all, and frames queued
+/// while the task has not run yet wake it once.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    frames: VecDeque<QueuedFrame>,
+    /// The hub let the stream go (shutdown, or cut as slow): it ends after the queued frames.
+    ended: bool,
+    /// The stream is gone: nothing more is queued.
+    receiver_gone: bool,
+    waker: Option<Waker>,
+}
+
+/// A drained queue that grew beyond this many slots gives its buffer back, so that a burst
+/// does not leave an idle stream holding memory.
+const KEEP_QUEUE_SLOTS: usize = 16;
+
+enum Push {
+    Queued,
+    Full,
+    Gone,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a few field updates that cannot panic halfway; a
+    // poisoned lock is still consistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Queue {
+    fn push(&self, frame: &QueuedFrame, capacity: usize) -> Push {
+        let waker = {
+            let mut state = lock(&self.state);
+            if state.receiver_gone {
+                return Push::Gone;
+            }
+            if state.frames.len() >= capacity {
+                return Push::Full;
+            }
+            state.frames.push_back(frame.clone());
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Push::Queued
+    }
+
+    fn end(&self) {
+        let waker = {
+            let mut state = lock(&self.state);
+            state.ended = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The stream's end of its queue.
+pub struct FrameReceiver(Arc<Queue>);
+
+impl FrameReceiver {
+    /// The next frame; `None` once the hub let the stream go and every queued frame was taken.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<QueuedFrame>> {
+        let mut state = lock(&self.0.state);
+        if let Some(frame) = state.frames.pop_front() {
+            if state.frames.is_empty() && state.frames.capacity() > KEEP_QUEUE_SLOTS {
+                state.frames = VecDeque::new();
+            }
+            return Poll::Ready(Some(frame));
+        }
+        if state.ended {
+            return Poll::Ready(None);
+        }
+        if !state.waker.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
+            state.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    pub async fn recv(&mut self) -> Option<QueuedFrame> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next frame if one is queued now.
+    pub fn try_recv(&mut self) -> Option<QueuedFrame> {
+        lock(&self.0.state).frames.pop_front()
+    }
+}
+
+impl Drop for FrameReceiver {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        state.receiver_gone = true;
+        state.frames = VecDeque::new();
+        state.waker = None;
+    }
+}
+
 pub struct Hub {
-    // A std Mutex: publishing holds it only for non-blocking `try_send`s, never across an await.
+    // A std Mutex: publishing holds it only to queue frames, never across an await.
     inner: Mutex<Inner>,
     metrics: RelayMetrics,
     queue_capacity: usize,
@@ -70,10 +176,17 @@ struct Group {
 }
 
 struct Member {
-    tx: mpsc::Sender<QueuedFrame>,
+    queue: Arc<Queue>,
     /// Cancels the client's TCP connection (a slow client is cut, not drained).
     cut: CancellationToken,
     connection_id: Uuid,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        // Whether removed at shutdown or cut as slow, the stream ends once its queue is drained.
+        self.queue.end();
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -86,7 +199,7 @@ pub enum RegisterError {
 
 /// A registered stream: its queue, and the guard that unregisters it when dropped.
 pub struct Registration {
-    pub rx: mpsc::Receiver<QueuedFrame>,
+    pub rx: FrameReceiver,
     pub guard: MemberGuard,
 }
 
@@ -103,9 +216,8 @@ impl Hub {
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
-        // Every mutation of `Inner` is a single map operation; a panic elsewhere cannot leave it
-        // half-updated, so a poisoned lock is still safe to use.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        // Every mutation of `Inner` is a single map operation: a poisoned lock is consistent.
+        lock(&self.inner)
     }
 
     /// Open streams right now.
@@ -125,7 +237,8 @@ impl Hub {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(RegisterError::Full(self.max_connections));
         }
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let queue = Arc::new(Queue::default());
+        let rx = FrameReceiver(Arc::clone(&queue));
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         {
             let mut inner = self.inner();
@@ -139,7 +252,7 @@ impl Hub {
                 .entry(subscription.clone())
                 .or_default()
                 .members
-                .insert(key, Member { tx, cut, connection_id });
+                .insert(key, Member { queue, cut, connection_id });
         }
         self.metrics.connections.inc();
         self.metrics.connections_accepted.inc();
@@ -191,18 +304,18 @@ impl Hub {
                     if exclude == Some(member.connection_id) {
                         return true;
                     }
-                    match member.tx.try_send(frame.clone()) {
-                        Ok(()) => {
+                    match member.queue.push(frame, self.queue_capacity) {
+                        Push::Queued => {
                             delivered += 1;
                             true
                         }
-                        Err(mpsc::error::TrySendError::Full(_)) => {
+                        Push::Full => {
                             member.cut.cancel();
                             slow.push(member.connection_id);
                             false
                         }
                         // The stream is gone; its guard is about to unregister it.
-                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                        Push::Gone => false,
                     }
                 });
             }
@@ -242,7 +355,7 @@ impl Hub {
         for (i, (subscription, key)) in members.into_iter().enumerate() {
             let at = start + window.mul_f64(i as f64 / count as f64);
             tokio::time::sleep_until(at).await;
-            // Dropping the sender ends the stream once its queue is drained.
+            // Removing the member ends the stream once its queue is drained.
             self.remove(&subscription, key);
         }
     }
@@ -332,7 +445,55 @@ mod tests {
         let got_b = b.rx.recv().await.unwrap();
         assert_eq!(got_a.bytes.as_ptr(), frame.bytes.as_ptr(), "shared, not copied");
         assert_eq!(got_b.bytes.as_ptr(), frame.bytes.as_ptr());
-        assert!(c.rx.try_recv().is_err());
+        assert!(c.rx.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn frames_queued_before_the_stream_runs_wake_it_once_and_a_drained_queue_shrinks() {
+        let hub = hub(64, 10);
+        let mut stream = hub
+            .register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new())
+            .unwrap();
+        let (waker, wakes) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(stream.rx.poll_recv(&mut cx).is_pending());
+        for i in 0..40 {
+            hub.publish(b"ch", false, &QueuedFrame::new(None, Bytes::from(format!("{i}"))), None);
+        }
+        assert_eq!(wakes.load(Ordering::SeqCst), 1, "one wake for the burst");
+        for i in 0..40 {
+            let Poll::Ready(Some(frame)) = stream.rx.poll_recv(&mut cx) else { panic!("frame {i}") };
+            assert_eq!(frame.bytes, Bytes::from(format!("{i}")));
+        }
+        assert!(stream.rx.poll_recv(&mut cx).is_pending());
+        assert_eq!(
+            stream.rx.0.state.lock().unwrap().frames.capacity(),
+            0,
+            "the burst's buffer is given back"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_let_go_by_the_hub_ends_after_its_queued_frames() {
+        let hub = hub(8, 10);
+        let subscription = Subscription::anonymous(Selection::All);
+        let mut stream =
+            hub.register(subscription.clone(), Uuid::new_v4(), CancellationToken::new()).unwrap();
+        hub.publish(b"ch", false, &QueuedFrame::new(None, Bytes::from_static(b"last")), None);
+        assert!(hub.remove(&subscription, stream.guard.key));
+        assert_eq!(stream.rx.recv().await.unwrap().bytes, Bytes::from_static(b"last"));
+        assert!(stream.rx.recv().await.is_none());
+    }
+
+    fn counting_waker() -> (Waker, Arc<AtomicUsize>) {
+        struct Counter(Arc<AtomicUsize>);
+        impl std::task::Wake for Counter {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(AtomicUsize::new(0));
+        (Waker::from(Arc::new(Counter(Arc::clone(&wakes)))), wakes)
     }
 
     #[tokio::test]
@@ -366,8 +527,8 @@ mod tests {
             .unwrap();
         let frame = QueuedFrame::new(None, Bytes::from_static(b"x"));
         assert_eq!(hub.publish(b"ch", false, &frame, Some(excluded)), 1);
-        assert!(other.rx.try_recv().is_ok());
-        assert!(origin.rx.try_recv().is_err());
+        assert!(other.rx.try_recv().is_some());
+        assert!(origin.rx.try_recv().is_none());
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //! then live frames, with `: ping` keepalives whenever the stream has been quiet for the
 //! keepalive interval. Live frames whose id the backlog already sent are skipped.
 //!
-//! The body ends when the hub drops its queue's sender (shutdown, or the client was cut as
+//! The body ends when the hub lets the stream go (shutdown, or the client was cut as
 //! slow); dropping the body, for whatever reason, unregisters the stream.
 
 use std::convert::Infallible;
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use super::client_ip::IpSlot;
-use super::hub::{MemberGuard, QueuedFrame, Registration};
+use super::hub::{FrameReceiver, MemberGuard, Registration};
 use super::log::StreamId;
 use super::replay::ReplayItem;
 use super::sse::{PING, expired_frame};
@@ -29,7 +29,7 @@ pub struct SseBody {
     /// The newest id the client has (its resume point, then the backlog): live frames up to it
     /// are duplicates.
     replayed_through: Option<StreamId>,
-    rx: mpsc::Receiver<QueuedFrame>,
+    rx: FrameReceiver,
     guard: MemberGuard,
     keepalive_every: Duration,
     keepalive: Pin<Box<Sleep>>,
