@@ -44,7 +44,6 @@ pub struct AppState {
     pub trusted_proxy_hops: usize,
     pub max_url_bytes: usize,
     pub retry_ms: u64,
-    pub keepalive: Duration,
     pub max_channels_per_request: usize,
     /// Suggested delay for clients refused because the pod is full or draining.
     pub retry_after_secs: u64,
@@ -198,10 +197,9 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
     let retry_ms = state.retry_ms + rand::random_range(0..=state.retry_ms / 2);
     // Registered for live events first, then the backlog: nothing published in between is lost.
     let replay = resume_from.map(|after| state.replay.start(subscription.key.clone(), after));
-    let body =
-        SseBody::new(registration, preamble(retry_ms, &connection_id.to_string()), replay, state.keepalive)
-            .expiring_at(expires_at)
-            .holding(ip_slot);
+    let body = SseBody::new(registration, preamble(retry_ms, &connection_id.to_string()), replay)
+        .expiring_at(expires_at)
+        .holding(ip_slot);
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")

@@ -50,19 +50,27 @@ impl std::ops::Deref for QueuedFrame {
 /// A stream's queue: filled by the hub, drained by the stream's task. Lighter than a channel
 /// on both counts that matter here: an idle stream holds no buffer at all, and frames queued
 /// while the task has not run yet wake it once.
-#[derive(Default)]
 struct Queue {
     state: Mutex<QueueState>,
 }
 
-#[derive(Default)]
 struct QueueState {
     frames: VecDeque<QueuedFrame>,
     /// The hub let the stream go (shutdown, or cut as slow): it ends after the queued frames.
     ended: bool,
     /// The stream is gone: nothing more is queued.
     receiver_gone: bool,
+    /// Something was queued (or a keepalive asked for) since the last keepalive sweep.
+    active: bool,
+    /// A keepalive is to be sent.
+    ping: bool,
     waker: Option<Waker>,
+}
+
+impl QueueState {
+    fn take_waker(&mut self) -> Option<Waker> {
+        self.waker.take()
+    }
 }
 
 /// A drained queue that grew beyond this many slots gives its buffer back, so that a burst
@@ -82,6 +90,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Queue {
+    fn new() -> Self {
+        // The stream's preamble is about to be sent: it counts as activity.
+        let state = QueueState {
+            frames: VecDeque::new(),
+            ended: false,
+            receiver_gone: false,
+            active: true,
+            ping: false,
+            waker: None,
+        };
+        Self { state: Mutex::new(state) }
+    }
+
     fn push(&self, frame: &QueuedFrame, capacity: usize) -> Push {
         let waker = {
             let mut state = lock(&self.state);
@@ -92,7 +113,8 @@ impl Queue {
                 return Push::Full;
             }
             state.frames.push_back(frame.clone());
-            state.waker.take()
+            state.active = true;
+            state.take_waker()
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -104,7 +126,24 @@ impl Queue {
         let waker = {
             let mut state = lock(&self.state);
             state.ended = true;
-            state.waker.take()
+            state.take_waker()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Asks for a keepalive if nothing was queued since the previous sweep.
+    fn sweep(&self) {
+        let waker = {
+            let mut state = lock(&self.state);
+            if std::mem::replace(&mut state.active, false) {
+                return;
+            }
+            // The keepalive is activity too: a quiet stream gets one every other sweep.
+            state.ping = true;
+            state.active = true;
+            state.take_waker()
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -112,35 +151,66 @@ impl Queue {
     }
 }
 
+/// What a stream sends next.
+pub enum Next {
+    Frame(QueuedFrame),
+    /// The stream has been quiet for the keepalive interval.
+    Ping,
+}
+
 /// The stream's end of its queue.
 pub struct FrameReceiver(Arc<Queue>);
 
 impl FrameReceiver {
-    /// The next frame; `None` once the hub let the stream go and every queued frame was taken.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<QueuedFrame>> {
+    /// The next frame, else a keepalive when one is due; `None` once the hub let the stream go
+    /// and every queued frame was taken.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Next>> {
         let mut state = lock(&self.0.state);
         if let Some(frame) = state.frames.pop_front() {
             if state.frames.is_empty() && state.frames.capacity() > KEEP_QUEUE_SLOTS {
                 state.frames = VecDeque::new();
             }
-            return Poll::Ready(Some(frame));
+            return Poll::Ready(Some(Next::Frame(frame)));
         }
         if state.ended {
             return Poll::Ready(None);
         }
-        if !state.waker.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
-            state.waker = Some(cx.waker().clone());
+        if std::mem::take(&mut state.ping) {
+            return Poll::Ready(Some(Next::Ping));
         }
+        register(&mut state, cx);
         Poll::Pending
     }
 
+    /// Ready when a keepalive is due (frames stay queued): for a stream that is not live yet.
+    pub fn poll_ping(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = lock(&self.0.state);
+        if std::mem::take(&mut state.ping) {
+            return Poll::Ready(());
+        }
+        register(&mut state, cx);
+        Poll::Pending
+    }
+
+    /// The next frame (keepalives skipped).
     pub async fn recv(&mut self) -> Option<QueuedFrame> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+        loop {
+            match std::future::poll_fn(|cx| self.poll_next(cx)).await? {
+                Next::Frame(frame) => return Some(frame),
+                Next::Ping => continue,
+            }
+        }
     }
 
     /// The next frame if one is queued now.
     pub fn try_recv(&mut self) -> Option<QueuedFrame> {
         lock(&self.0.state).frames.pop_front()
+    }
+}
+
+fn register(state: &mut QueueState, cx: &mut Context<'_>) {
+    if !state.waker.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
+        state.waker = Some(cx.waker().clone());
     }
 }
 
@@ -237,7 +307,7 @@ impl Hub {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(RegisterError::Full(self.max_connections));
         }
-        let queue = Arc::new(Queue::default());
+        let queue = Arc::new(Queue::new());
         let rx = FrameReceiver(Arc::clone(&queue));
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         {
@@ -332,6 +402,24 @@ impl Hub {
             }
         }
         delivered
+    }
+
+    /// Keeps quiet streams alive: every half `interval`, a stream that had nothing queued since
+    /// the previous sweep is sent a `: ping`, so none stays silent for longer than `interval`.
+    /// One sweep for all streams costs far less than a timer per stream polled at every event.
+    pub async fn keep_alive(&self, interval: Duration) {
+        let mut sweeps = tokio::time::interval(interval / 2);
+        sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        sweeps.tick().await;
+        loop {
+            sweeps.tick().await;
+            let inner = self.inner();
+            for group in inner.groups.values() {
+                for member in group.members.values() {
+                    member.queue.sweep();
+                }
+            }
+        }
     }
 
     /// Shutdown: refuses new streams, then ends the open ones one by one, evenly spread over
@@ -456,16 +544,18 @@ mod tests {
             .unwrap();
         let (waker, wakes) = counting_waker();
         let mut cx = Context::from_waker(&waker);
-        assert!(stream.rx.poll_recv(&mut cx).is_pending());
+        assert!(stream.rx.poll_next(&mut cx).is_pending());
         for i in 0..40 {
             hub.publish(b"ch", false, &QueuedFrame::new(None, Bytes::from(format!("{i}"))), None);
         }
         assert_eq!(wakes.load(Ordering::SeqCst), 1, "one wake for the burst");
         for i in 0..40 {
-            let Poll::Ready(Some(frame)) = stream.rx.poll_recv(&mut cx) else { panic!("frame {i}") };
+            let Poll::Ready(Some(Next::Frame(frame))) = stream.rx.poll_next(&mut cx) else {
+                panic!("frame {i}")
+            };
             assert_eq!(frame.bytes, Bytes::from(format!("{i}")));
         }
-        assert!(stream.rx.poll_recv(&mut cx).is_pending());
+        assert!(stream.rx.poll_next(&mut cx).is_pending());
         assert_eq!(
             stream.rx.0.state.lock().unwrap().frames.capacity(),
             0,
@@ -483,6 +573,63 @@ mod tests {
         assert!(hub.remove(&subscription, stream.guard.key));
         assert_eq!(stream.rx.recv().await.unwrap().bytes, Bytes::from_static(b"last"));
         assert!(stream.rx.recv().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_streams_quiet_for_a_whole_interval_get_a_keepalive() {
+        let hub = hub(8, 10);
+        let mut quiet = hub
+            .register(
+                Subscription::anonymous(selection(&["quiet"])),
+                Uuid::new_v4(),
+                CancellationToken::new(),
+            )
+            .unwrap();
+        let mut busy = hub
+            .register(Subscription::anonymous(selection(&["busy"])), Uuid::new_v4(), CancellationToken::new())
+            .unwrap();
+        let sweeper = {
+            let hub = Arc::clone(&hub);
+            tokio::spawn(async move { hub.keep_alive(Duration::from_secs(10)).await })
+        };
+        let (waker, _) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut pings = (Vec::new(), Vec::new());
+        let start = tokio::time::Instant::now();
+        for _ in 0..35 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            hub.publish(b"busy", false, &QueuedFrame::new(None, Bytes::from_static(b"e")), None);
+            for (stream, seen) in [(&mut quiet, &mut pings.0), (&mut busy, &mut pings.1)] {
+                while let Poll::Ready(Some(next)) = stream.rx.poll_next(&mut cx) {
+                    if matches!(next, Next::Ping) {
+                        seen.push(start.elapsed().as_secs());
+                    }
+                }
+            }
+        }
+        sweeper.abort();
+        // Seen within the second after it was asked for.
+        let first = pings.0.first().copied().unwrap_or_default();
+        assert!((10..=11).contains(&first), "the first keepalive after one interval: {:?}", pings.0);
+        assert_eq!(pings.0, [first, first + 10, first + 20], "the quiet stream: one keepalive per interval");
+        assert!(pings.1.is_empty(), "the busy stream needs none: {:?}", pings.1);
+    }
+
+    #[test]
+    fn a_stream_still_replaying_takes_keepalives_and_leaves_its_frames_queued() {
+        let queue = Queue::new();
+        let mut rx = FrameReceiver(Arc::new(queue));
+        let (waker, wakes) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(rx.poll_ping(&mut cx).is_pending());
+        rx.0.push(&QueuedFrame::new(None, Bytes::from_static(b"live")), 8);
+        rx.0.sweep();
+        assert!(rx.poll_ping(&mut cx).is_pending(), "a frame was queued since the last sweep");
+        rx.0.sweep();
+        assert!(wakes.load(Ordering::SeqCst) >= 2);
+        assert!(rx.poll_ping(&mut cx).is_ready());
+        assert!(matches!(rx.poll_next(&mut cx), Poll::Ready(Some(Next::Frame(_)))));
+        assert!(rx.poll_next(&mut cx).is_pending());
     }
 
     fn counting_waker() -> (Waker, Arc<AtomicUsize>) {

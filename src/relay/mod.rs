@@ -101,7 +101,6 @@ impl Relay {
             trusted_proxy_hops: usize::try_from(settings.limits.trusted_proxy_hops).unwrap_or(0),
             max_url_bytes: usize::try_from(settings.limits.max_url_bytes).unwrap_or(usize::MAX),
             retry_ms: settings.sse.retry_ms,
-            keepalive: settings.sse.keepalive(),
             max_channels_per_request: usize::try_from(settings.limits.max_channels_per_request)
                 .unwrap_or(usize::MAX),
             retry_after_secs: settings.sse.retry_ms.div_ceil(1000).max(1),
@@ -119,6 +118,11 @@ impl Relay {
         let Self { listener, settings, state, subscriber } = self;
         let redis_cancel = CancellationToken::new();
         let redis_task = tokio::spawn(subscriber.run(redis_cancel.clone()));
+        let keepalive_task = {
+            let hub = Arc::clone(&state.hub);
+            let interval = settings.sse.keepalive();
+            tokio::spawn(async move { hub.keep_alive(interval).await })
+        };
 
         let control = ServerControl::default();
         let connections = TaskTracker::new();
@@ -157,6 +161,7 @@ impl Relay {
             control.cut_all.cancel();
             connections.wait().await;
         }
+        keepalive_task.abort();
         redis_cancel.cancel();
         let _ = redis_task.await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");

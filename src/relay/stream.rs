@@ -1,6 +1,6 @@
 //! One client's SSE response body: the preamble, then (when resuming) the backlog from the log,
-//! then live frames, with `: ping` keepalives whenever the stream has been quiet for the
-//! keepalive interval. Live frames whose id the backlog already sent are skipped.
+//! then live frames, with the `: ping` keepalives the hub asks for when the stream has been
+//! quiet. Live frames whose id the backlog already sent are skipped.
 //!
 //! The body ends when the hub lets the stream go (shutdown, or the client was cut as
 //! slow); dropping the body, for whatever reason, unregisters the stream.
@@ -14,10 +14,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use super::client_ip::IpSlot;
-use super::hub::{FrameReceiver, MemberGuard, Registration};
+use super::hub::{FrameReceiver, MemberGuard, Next, Registration};
 use super::log::StreamId;
 use super::replay::ReplayItem;
 use super::sse::{PING, expired_frame};
@@ -31,9 +31,6 @@ pub struct SseBody {
     replayed_through: Option<StreamId>,
     rx: FrameReceiver,
     guard: MemberGuard,
-    keepalive_every: Duration,
-    keepalive: Pin<Box<Sleep>>,
-    last_sent: Instant,
     /// When the stream's token expires: then `relay.expired` is sent and the stream ends.
     expiry: Option<Pin<Box<Sleep>>>,
     expired: bool,
@@ -46,18 +43,13 @@ impl SseBody {
         registration: Registration,
         preamble: Bytes,
         replay: Option<mpsc::Receiver<ReplayItem>>,
-        keepalive_every: Duration,
     ) -> Self {
-        let now = Instant::now();
         Self {
             preamble: Some(preamble),
             replay,
             replayed_through: None,
             rx: registration.rx,
             guard: registration.guard,
-            keepalive_every,
-            keepalive: Box::pin(tokio::time::sleep_until(now + keepalive_every)),
-            last_sent: now,
             expiry: None,
             expired: false,
             _ip_slot: None,
@@ -100,7 +92,6 @@ impl Body for SseBody {
             return Poll::Ready(Some(Ok(Frame::data(expired_frame()))));
         }
         if let Some(preamble) = this.preamble.take() {
-            this.last_sent = Instant::now();
             return Poll::Ready(Some(Ok(Frame::data(preamble))));
         }
         while let Some(replay) = this.replay.as_mut() {
@@ -114,49 +105,33 @@ impl Body for SseBody {
                 }
                 // Backlog sent: go live.
                 Poll::Ready(None) => this.replay = None,
-                Poll::Pending => return this.poll_keepalive(cx),
+                // The log is slow to answer (or Redis is away): keep the stream alive meanwhile.
+                Poll::Pending => return this.rx.poll_ping(cx).map(|()| Some(Ok(ping()))),
             }
         }
         loop {
-            match this.rx.poll_recv(cx) {
-                Poll::Ready(Some(frame)) => {
+            match this.rx.poll_next(cx) {
+                Poll::Ready(Some(Next::Frame(frame))) => {
                     if frame.id.is_some() && frame.id <= this.replayed_through {
                         continue;
                     }
                     return Poll::Ready(Some(Ok(this.sent(frame.bytes.clone()))));
                 }
+                Poll::Ready(Some(Next::Ping)) => return Poll::Ready(Some(Ok(ping()))),
                 Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return this.poll_keepalive(cx),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
 }
 
+fn ping() -> Frame<Bytes> {
+    Frame::data(Bytes::from_static(PING))
+}
+
 impl SseBody {
     fn sent(&mut self, bytes: Bytes) -> Frame<Bytes> {
-        // Remember when, instead of resetting the timer on every frame: a busy stream then
-        // costs no timer operations at all.
-        self.last_sent = Instant::now();
         self.guard.frame_sent();
         Frame::data(bytes)
-    }
-
-    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self;
-        loop {
-            if this.keepalive.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            let due = this.last_sent + this.keepalive_every;
-            let now = Instant::now();
-            if due <= now {
-                this.last_sent = now;
-                this.keepalive.as_mut().reset(now + this.keepalive_every);
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(PING)))));
-            }
-            // Something was sent since the timer was set: wait until the stream is quiet for a
-            // whole interval (polling again registers the waker for the new deadline).
-            this.keepalive.as_mut().reset(due);
-        }
     }
 }
