@@ -121,9 +121,9 @@ fn response_head(parts: &http::response::Parts) -> Vec<u8> {
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    head.extend_from_slice(
-        format!("date: {}\r\n", chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT")).as_bytes(),
-    );
+    head.extend_from_slice(b"date: ");
+    head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    head.extend_from_slice(b"\r\n");
     head
 }
 

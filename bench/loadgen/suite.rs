@@ -267,9 +267,11 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<()> {
     let redis = servers::redis(args.load_core)?;
     let redis_url = format!("redis://{}", redis.addr);
     let mut results = json!({ "machine": machine, "smoke": args.smoke, "servers": {}, "runs": {} });
-    for name in &args.servers {
-        let mut runs = Vec::new();
-        for run in 1..=args.runs.max(1) {
+    // Rounds of one run per server, rather than all runs of one server then the next: this
+    // machine's noise comes and goes, and should fall on every server alike.
+    let mut runs: Vec<Vec<Value>> = vec![Vec::new(); args.servers.len()];
+    for run in 1..=args.runs.max(1) {
+        for (name, runs) in args.servers.iter().zip(&mut runs) {
             let server = match name.as_str() {
                 "relay" => servers::relay(args.server_core, &exe_dir.join("sse-relay"), &redis_url)?,
                 "floor" => servers::floor(args.server_core, &exe_dir.join("sse-floor"), &redis_url)?,
@@ -295,6 +297,8 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<()> {
             eprintln!("{}", serde_json::to_string(&figures)?);
             runs.push(figures);
         }
+    }
+    for (name, runs) in args.servers.iter().zip(runs) {
         results["servers"][name.as_str()] = median(&runs);
         results["runs"][name.as_str()] = Value::Array(runs);
     }
