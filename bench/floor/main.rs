@@ -51,6 +51,9 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("sse-floor listening on {}", listener.local_addr()?);
     loop {
         let (mut socket, _) = listener.accept().await?;
+        // As the relay does: an event leaves when it is written, not when Nagle's algorithm
+        // has waited for the client's acknowledgement of the previous one.
+        socket.set_nodelay(true)?;
         let mut receiver = frames.subscribe();
         tokio::spawn(async move {
             let mut head = [0u8; 2048];
