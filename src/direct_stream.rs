@@ -5,7 +5,7 @@
 //! `GET` of the stream path over HTTP/1.1 the accept loop reads the request head itself; the
 //! router answers it as for any request (same handlers, same CORS and limits), and when the
 //! answer is an event stream its head and body are written here: each write takes every frame
-//! that is ready (coalescing), as one chunk, with one `writev`. Any other answer is written
+//! that is ready (coalescing), as one chunk, with one `send`. Any other answer is written
 //! whole, then the connection closes. Every other request goes to hyper, the bytes read so far
 //! replayed first ([`Rewind`]).
 
@@ -138,7 +138,7 @@ async fn answer_whole(mut socket: TcpStream, mut head: Vec<u8>, body: Body, cut:
 }
 
 /// An event stream being written to its socket in chunked encoding. Frames are gathered and
-/// written from a buffer on the stack, so a waiting stream holds no buffer: only bytes the
+/// written from a buffer of the thread's, so a waiting stream holds no buffer: only bytes the
 /// socket had no room for are kept (`unsent`), until they are written.
 pub struct EventStream {
     socket: TcpStream,

@@ -67,12 +67,6 @@ struct QueueState {
     waker: Option<Waker>,
 }
 
-impl QueueState {
-    fn take_waker(&mut self) -> Option<Waker> {
-        self.waker.take()
-    }
-}
-
 /// A drained queue that grew beyond this many slots gives its buffer back, so that a burst
 /// does not leave an idle stream holding memory.
 const KEEP_QUEUE_SLOTS: usize = 16;
@@ -114,7 +108,7 @@ impl Queue {
             }
             state.frames.push_back(frame.clone());
             state.active = true;
-            state.take_waker()
+            state.waker.take()
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -126,7 +120,7 @@ impl Queue {
         let waker = {
             let mut state = lock(&self.state);
             state.ended = true;
-            state.take_waker()
+            state.waker.take()
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -143,7 +137,7 @@ impl Queue {
             // The keepalive is activity too: a quiet stream gets one every other sweep.
             state.ping = true;
             state.active = true;
-            state.take_waker()
+            state.waker.take()
         };
         if let Some(waker) = waker {
             waker.wake();
