@@ -148,7 +148,7 @@ pub struct EventStream {
     carry: Option<Bytes>,
 }
 
-/// What [`pump`] stopped for.
+/// What [`EventStream::pump`] stopped for.
 enum Pumped {
     /// The socket is full: `unsent` holds the rest.
     Full,
@@ -173,11 +173,7 @@ impl EventStream {
                 }
                 self.unsent = Vec::new();
             }
-            let pumped = std::future::poll_fn(|cx| {
-                pump(cx, &self.socket, &mut self.body, &mut self.carry, &mut self.unsent)
-            })
-            .await;
-            match pumped {
+            match std::future::poll_fn(|cx| self.pump(cx)).await {
                 Pumped::Full => {}
                 Pumped::Ended => {
                     let _ =
@@ -203,100 +199,106 @@ thread_local! {
         std::cell::RefCell::new(Vec::with_capacity(SIZE_LINE_ROOM + CHUNK_BYTES + 2 + LAST_CHUNK.len()));
 }
 
-/// Takes every frame the body has ready into one chunk and writes it, until the body has
-/// nothing more; then waits for frames, or for the client to close its side.
-fn pump(
-    cx: &mut Context<'_>,
-    socket: &TcpStream,
-    body: &mut Body,
-    carry: &mut Option<Bytes>,
-    unsent: &mut Vec<u8>,
-) -> Poll<Pumped> {
-    CHUNK.with_borrow_mut(|chunk| pump_with(cx, socket, body, carry, unsent, chunk))
-}
+impl EventStream {
+    /// Takes every frame the body has ready into one chunk and writes it, until the body has
+    /// nothing more; then waits for frames, or for the client to close its side.
+    fn pump(&mut self, cx: &mut Context<'_>) -> Poll<Pumped> {
+        CHUNK.with_borrow_mut(|chunk| self.pump_through(cx, chunk))
+    }
 
-fn pump_with(
-    cx: &mut Context<'_>,
-    socket: &TcpStream,
-    body: &mut Body,
-    carry: &mut Option<Bytes>,
-    unsent: &mut Vec<u8>,
-    chunk: &mut Vec<u8>,
-) -> Poll<Pumped> {
-    loop {
-        chunk.clear();
-        chunk.extend_from_slice(&[0; SIZE_LINE_ROOM]);
-        let mut ended = false;
+    fn pump_through(&mut self, cx: &mut Context<'_>, chunk: &mut Vec<u8>) -> Poll<Pumped> {
         loop {
-            let frame = match carry.take() {
-                Some(frame) => frame,
-                None => match Pin::new(&mut *body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) => data,
-                        Err(_) => continue,
-                    },
-                    // The body's error type is infallible in practice; end the stream either way.
-                    Poll::Ready(Some(Err(_)) | None) => {
+            chunk.clear();
+            chunk.extend_from_slice(&[0; SIZE_LINE_ROOM]);
+            let mut ended = false;
+            loop {
+                let frame = match self.next_data(cx) {
+                    Poll::Ready(Some(frame)) => frame,
+                    Poll::Ready(None) => {
                         ended = true;
                         break;
                     }
                     Poll::Pending => break,
-                },
-            };
-            let len = chunk.len() - SIZE_LINE_ROOM;
-            if frame.len() > CHUNK_BYTES - len {
-                if len == 0 {
-                    // Larger than a whole chunk: sent on its own, from the heap.
-                    unsent.extend_from_slice(format!("{:x}\r\n", frame.len()).as_bytes());
-                    unsent.extend_from_slice(&frame);
-                    unsent.extend_from_slice(b"\r\n");
-                    return Poll::Ready(Pumped::Full);
+                };
+                let len = chunk.len() - SIZE_LINE_ROOM;
+                if frame.len() > CHUNK_BYTES - len {
+                    if len == 0 {
+                        // Larger than a whole chunk: sent on its own, from the heap.
+                        self.unsent.extend_from_slice(format!("{:x}\r\n", frame.len()).as_bytes());
+                        self.unsent.extend_from_slice(&frame);
+                        self.unsent.extend_from_slice(b"\r\n");
+                        return Poll::Ready(Pumped::Full);
+                    }
+                    self.carry = Some(frame);
+                    break;
                 }
-                *carry = Some(frame);
-                break;
+                chunk.extend_from_slice(&frame);
             }
-            chunk.extend_from_slice(&frame);
-        }
-        let len = chunk.len() - SIZE_LINE_ROOM;
-        let start = if len == 0 {
-            SIZE_LINE_ROOM
-        } else {
-            chunk.extend_from_slice(b"\r\n");
-            size_line(&mut chunk[..SIZE_LINE_ROOM], len)
-        };
-        if ended {
-            chunk.extend_from_slice(LAST_CHUNK);
-        }
-        if start < chunk.len() {
-            let written = match socket.try_write(&chunk[start..]) {
-                Ok(written) => written,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(_) => return Poll::Ready(Pumped::Gone),
+            let len = chunk.len() - SIZE_LINE_ROOM;
+            let start = if len == 0 {
+                SIZE_LINE_ROOM
+            } else {
+                chunk.extend_from_slice(b"\r\n");
+                size_line(&mut chunk[..SIZE_LINE_ROOM], len)
             };
             if ended {
-                unsent.extend_from_slice(&chunk[start + written..]);
-                return Poll::Ready(Pumped::Ended);
+                chunk.extend_from_slice(LAST_CHUNK);
             }
-            if start + written < chunk.len() {
-                unsent.extend_from_slice(&chunk[start + written..]);
-                return Poll::Ready(Pumped::Full);
+            if start < chunk.len() {
+                let written = match self.socket.try_write(&chunk[start..]) {
+                    Ok(written) => written,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(_) => return Poll::Ready(Pumped::Gone),
+                };
+                if ended || start + written < chunk.len() {
+                    self.unsent.extend_from_slice(&chunk[start + written..]);
+                    return Poll::Ready(if ended { Pumped::Ended } else { Pumped::Full });
+                }
+                // Written: more frames may be ready (or the body registers for the next ones).
+                continue;
             }
-            // Written: more frames may be ready (or the body registers for the next ones).
-            continue;
+            // Nothing to write: the waker is registered with the body; watch the client too.
+            if self.client_gone(cx).is_ready() {
+                return Poll::Ready(Pumped::Gone);
+            }
+            return Poll::Pending;
         }
-        // Nothing to write: the waker is registered with the body; watch the client too.
-        match socket.poll_read_ready(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(_)) => return Poll::Ready(Pumped::Gone),
-            Poll::Ready(Ok(())) => {
-                // A client sends nothing after its request; bytes it does send are ignored.
-                let mut sink = [0u8; 64];
-                match socket.try_read(&mut sink) {
-                    Ok(0) => return Poll::Ready(Pumped::Gone),
+    }
+
+    /// The next data frame: the one carried over first, then the body's; `None` once the body
+    /// ended.
+    fn next_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(frame) = self.carry.take() {
+            return Poll::Ready(Some(frame));
+        }
+        loop {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Poll::Ready(Some(data));
+                    }
+                }
+                // The body's error type is infallible in practice; end the stream either way.
+                Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Ready once the client closed its side (or the connection failed). A client sends nothing
+    /// after its request; bytes it does send are read and ignored.
+    fn client_gone(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut sink = [0u8; 64];
+        loop {
+            match self.socket.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => match self.socket.try_read(&mut sink) {
+                    Ok(0) => return Poll::Ready(()),
                     Ok(_) => {}
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return Poll::Ready(Pumped::Gone),
-                }
+                    Err(_) => return Poll::Ready(()),
+                },
             }
         }
     }

@@ -505,6 +505,11 @@ mod tests {
         Hub::new(RelayMetrics::new(), queue, max)
     }
 
+    /// A stream on `selection`, without a token.
+    fn open(hub: &Arc<Hub>, selection: Selection) -> Registration {
+        hub.register(Subscription::anonymous(selection), Uuid::new_v4(), CancellationToken::new()).unwrap()
+    }
+
     fn selection(patterns: &[&str]) -> Selection {
         Selection::from_patterns(patterns.iter().map(|p| Pattern::parse(p).unwrap()).collect())
     }
@@ -512,15 +517,9 @@ mod tests {
     #[tokio::test]
     async fn a_frame_reaches_every_matching_stream_as_the_same_bytes() {
         let hub = hub(8, 10);
-        let mut a = hub
-            .register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new())
-            .unwrap();
-        let mut b = hub
-            .register(Subscription::anonymous(selection(&["x.*"])), Uuid::new_v4(), CancellationToken::new())
-            .unwrap();
-        let mut c = hub
-            .register(Subscription::anonymous(selection(&["y.*"])), Uuid::new_v4(), CancellationToken::new())
-            .unwrap();
+        let mut a = open(&hub, Selection::All);
+        let mut b = open(&hub, selection(&["x.*"]));
+        let mut c = open(&hub, selection(&["y.*"]));
         let frame = QueuedFrame::new(None, Bytes::from_static(b"event: x.1\ndata: hi\n\n"));
         assert_eq!(hub.publish(b"x.1", false, &frame, None), 2);
         let got_a = a.rx.recv().await.unwrap();
@@ -533,9 +532,7 @@ mod tests {
     #[tokio::test]
     async fn frames_queued_before_the_stream_runs_wake_it_once_and_a_drained_queue_shrinks() {
         let hub = hub(64, 10);
-        let mut stream = hub
-            .register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new())
-            .unwrap();
+        let mut stream = open(&hub, Selection::All);
         let (waker, wakes) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(stream.rx.poll_next(&mut cx).is_pending());
@@ -572,16 +569,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_streams_quiet_for_a_whole_interval_get_a_keepalive() {
         let hub = hub(8, 10);
-        let mut quiet = hub
-            .register(
-                Subscription::anonymous(selection(&["quiet"])),
-                Uuid::new_v4(),
-                CancellationToken::new(),
-            )
-            .unwrap();
-        let mut busy = hub
-            .register(Subscription::anonymous(selection(&["busy"])), Uuid::new_v4(), CancellationToken::new())
-            .unwrap();
+        let mut quiet = open(&hub, selection(&["quiet"]));
+        let mut busy = open(&hub, selection(&["busy"]));
         let sweeper = {
             let hub = Arc::clone(&hub);
             tokio::spawn(async move { hub.keep_alive(Duration::from_secs(10)).await })
@@ -643,9 +632,7 @@ mod tests {
         let slow_cut = CancellationToken::new();
         let slow =
             hub.register(Subscription::anonymous(Selection::All), Uuid::new_v4(), slow_cut.clone()).unwrap();
-        let mut fast = hub
-            .register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new())
-            .unwrap();
+        let mut fast = open(&hub, Selection::All);
         for i in 0..5 {
             hub.publish(b"ch", false, &QueuedFrame::new(None, Bytes::from(format!("{i}"))), None);
             assert_eq!(fast.rx.recv().await.unwrap().bytes, Bytes::from(format!("{i}")));
@@ -663,9 +650,7 @@ mod tests {
         let mut origin = hub
             .register(Subscription::anonymous(Selection::All), excluded, CancellationToken::new())
             .unwrap();
-        let mut other = hub
-            .register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new())
-            .unwrap();
+        let mut other = open(&hub, Selection::All);
         let frame = QueuedFrame::new(None, Bytes::from_static(b"x"));
         assert_eq!(hub.publish(b"ch", false, &frame, Some(excluded)), 1);
         assert!(other.rx.try_recv().is_some());
@@ -675,9 +660,7 @@ mod tests {
     #[tokio::test]
     async fn registrations_beyond_the_limit_are_refused_and_slots_come_back() {
         let hub = hub(2, 1);
-        let first = hub
-            .register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new())
-            .unwrap();
+        let first = open(&hub, Selection::All);
         assert!(matches!(
             hub.register(Subscription::anonymous(Selection::All), Uuid::new_v4(), CancellationToken::new()),
             Err(RegisterError::Full(1))
@@ -692,16 +675,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_ends_streams_spread_over_the_window() {
         let hub = hub(4, 10);
-        let mut streams: Vec<_> = (0..4)
-            .map(|_| {
-                hub.register(
-                    Subscription::anonymous(Selection::All),
-                    Uuid::new_v4(),
-                    CancellationToken::new(),
-                )
-                .unwrap()
-            })
-            .collect();
+        let mut streams: Vec<_> = (0..4).map(|_| open(&hub, Selection::All)).collect();
         let start = tokio::time::Instant::now();
         let closer = {
             let hub = Arc::clone(&hub);
