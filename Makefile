@@ -6,7 +6,7 @@ FUZZ_SECONDS ?= 60
 # Builds and starts the system locally: Redis (installed if missing), the relay and forecast-api.
 run:
 	scripts/ensure-deps.sh redis
-	cargo build --release --locked
+	cargo build --release --locked -p sse-relay -p forecast-api
 	scripts/run-local.sh
 
 # Every test: unit and property tests, black-box tests against real Redis, SQLite and PostgreSQL,
@@ -16,7 +16,7 @@ run:
 test:
 	scripts/ensure-deps.sh redis postgres openssl schemathesis browser nginx nchan bench deploy-tools
 	scripts/validate-deploy.sh
-	cargo test --locked
+	cargo test --workspace --locked
 	scripts/fuzz.sh --smoke 10
 
 # The benchmarks (docs/performance.md): the relay, nginx+nchan and the floor server side by side,
@@ -24,7 +24,7 @@ test:
 BENCH_OUT ?= target/bench/results.json
 bench:
 	scripts/ensure-deps.sh redis nchan bench
-	cargo build --release --locked --bin sse-relay --bin sse-floor --bin sse-bench
+	cargo build --release --locked -p sse-relay -p sse-bench
 	target/release/sse-bench suite --out $(BENCH_OUT)
 
 # Each fuzz target for FUZZ_SECONDS, release build with AddressSanitizer.
@@ -37,8 +37,9 @@ validate-deploy:
 	scripts/validate-deploy.sh
 
 lint:
-	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --locked --all-targets -- -D warnings
 
+# The two services (the benchmark harness is built by make bench only).
 build:
-	cargo build --release --locked
+	cargo build --release --locked -p sse-relay -p forecast-api

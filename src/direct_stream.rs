@@ -7,7 +7,7 @@
 //! answer is an event stream its head and body are written here: each write takes every frame
 //! that is ready (coalescing), as one chunk, with one `send`. Any other answer is written
 //! whole, then the connection closes. Every other request goes to hyper, the bytes read so far
-//! replayed first ([`Rewind`]).
+//! replayed first.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -19,12 +19,12 @@ use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http::{Request, StatusCode, header};
 use http_body::Body as _;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::server::ConnectionContext;
+use service::server::{ConnectionContext, Handed, Handoff};
 
 /// A request head larger than this goes to hyper, which refuses it properly.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -65,6 +65,30 @@ pub fn stream_request(head: &[u8], path: &str) -> Option<Request<Body>> {
         request = request.header(h.name, h.value);
     }
     request.body(Body::empty()).ok()
+}
+
+/// The accept loop's hook: `GET`s of `path` are answered here, every other request goes on to
+/// hyper.
+#[derive(Clone)]
+pub struct DirectStreams {
+    pub path: &'static str,
+    pub router: Router,
+    pub header_read_timeout: Duration,
+}
+
+impl Handoff for DirectStreams {
+    async fn take(&self, stream: TcpStream, context: ConnectionContext) -> Handed {
+        let cut = context.cut.clone();
+        let opened = open(stream, self.path, &self.router, context, self.header_read_timeout);
+        match Box::pin(opened).await {
+            Opened::Stream(events) => {
+                events.run(cut).await;
+                Handed::Served
+            }
+            Opened::Done => Handed::Served,
+            Opened::Other(stream, prefix) => Handed::Http(stream, prefix),
+        }
+    }
 }
 
 /// How [`open`] left the connection.
@@ -341,60 +365,6 @@ async fn write_all(
         }
     }
     Ok(())
-}
-
-/// A socket whose first bytes, already read, are given back before the rest.
-pub struct Rewind {
-    prefix: Bytes,
-    inner: TcpStream,
-}
-
-impl Rewind {
-    pub fn new(inner: TcpStream, prefix: Bytes) -> Self {
-        Self { prefix, inner }
-    }
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            let taken = self.prefix.split_to(n);
-            buf.put_slice(&taken);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

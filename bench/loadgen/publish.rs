@@ -73,7 +73,7 @@ impl Sink {
             Sink::Envelope {
                 connection,
                 channel,
-                script: redis::Script::new(sse_relay::envelope::PUBLISH_SCRIPT),
+                script: redis::Script::new(protocol::envelope::PUBLISH_SCRIPT),
             }
         } else {
             Sink::Raw { connection, channel }
@@ -88,13 +88,13 @@ impl Sink {
             Sink::Envelope { connection, channel, script } => {
                 let event_id = uuid::Uuid::new_v4().to_string();
                 let data = RawValue::from_string(payload.to_owned())?;
-                let envelope = sse_relay::envelope::OutgoingEnvelope {
+                let envelope = protocol::envelope::OutgoingEnvelope {
                     event_id: &event_id,
                     event: None,
                     data: &data,
                     correlation_id: "bench",
                     exclude: None,
-                    ts: sse_relay::envelope::now_micros(),
+                    ts: protocol::envelope::now_micros(),
                 }
                 .to_json();
                 let _: Option<String> = script

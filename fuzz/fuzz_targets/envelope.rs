@@ -3,10 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sse_relay::relay::channels::Format;
-use sse_relay::relay::message::decode;
+use protocol::message::{Format, decode};
 
-#[path = "../../tests/support/sse_parser.rs"]
+#[path = "../../crates/testkit/src/sse_parser.rs"]
 #[allow(dead_code)]
 mod sse_parser;
 

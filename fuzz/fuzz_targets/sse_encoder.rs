@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sse_relay::relay::sse::encode_event;
+use protocol::sse::encode_event;
 
-#[path = "../../tests/support/sse_parser.rs"]
+#[path = "../../crates/testkit/src/sse_parser.rs"]
 #[allow(dead_code)]
 mod sse_parser;
 

@@ -1,5 +1,5 @@
 // Browser scenarios for the dashboard, in Debian's Chromium through playwright-core.
-// Started by tests/relay/browser.rs with the services running; exits non-zero on failure.
+// Started by tests/system/browser.rs with the services running; exits non-zero on failure.
 // Environment: API_URL, RELAY_URL, ADMIN_KEY, SHOT_DIR, SCENARIO (live | resume).
 import { chromium } from "playwright-core";
 import { mkdtempSync } from "node:fs";

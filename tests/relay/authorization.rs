@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::log_publisher::LogPublisher;
-use crate::support::redis_server::RedisServer;
-use crate::support::relay_process::RelayBuilder;
-use crate::support::service_process::ServiceProcess;
-use crate::support::sse_client::SseClient;
+use testkit::log_publisher::LogPublisher;
+use testkit::redis_server::RedisServer;
+use testkit::relay_process::RelayBuilder;
+use testkit::service_process::ServiceProcess;
+use testkit::sse_client::SseClient;
 
 const WAIT: Duration = Duration::from_secs(10);
 const SECRET: &str = "relay-test-secret-0123456789abcdef-xyz";
@@ -36,7 +36,7 @@ fn start_relay(redis: &RedisServer) -> ServiceProcess {
 }
 
 fn now() -> i64 {
-    chrono::Utc::now().timestamp()
+    sse_relay::auth::unix_now_secs()
 }
 
 fn sign(claims: Value, secret: &str) -> String {
@@ -275,12 +275,12 @@ async fn connections_beyond_the_per_ip_limit_get_429_and_forwarded_for_is_truste
 async fn a_request_head_that_trickles_in_is_cut_after_the_header_timeout() {
     let redis = RedisServer::start();
     let relay = RelayBuilder::new(redis.url()).env("LIMITS__HEADER_READ_TIMEOUT_SECS", 1).start();
-    assert!(crate::support::server_cuts_a_trickling_request(relay.addr(), WAIT).await);
+    assert!(testkit::server_cuts_a_trickling_request(relay.addr(), WAIT).await);
 }
 
 /// Generates an EC P-256 key pair with openssl; returns (private PEM, public key file).
 fn ec_key_pair(dir: &std::path::Path) -> (Vec<u8>, std::path::PathBuf) {
-    let openssl = crate::support::require_program("openssl", "install it with `apt-get install openssl`");
+    let openssl = testkit::require_program("openssl", "install it with `apt-get install openssl`");
     let private = dir.join("private.pem");
     let public = dir.join("public.pem");
     let run = |args: &[&str]| {

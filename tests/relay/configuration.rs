@@ -1,5 +1,5 @@
-use crate::support::relay_process::RELAY_BIN;
-use crate::support::service_process::run_to_exit;
+use testkit::service_process::run_to_exit;
+use testkit::workspace_binary;
 
 fn write_config(text: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -15,7 +15,7 @@ fn assert_refused(config: Option<&str>, env: &[(&str, &str)], key: &str, words: 
     if let Some((_, path)) = &file {
         args.extend(["--config", path.as_str()]);
     }
-    let (code, output) = run_to_exit(RELAY_BIN, &args, env);
+    let (code, output) = run_to_exit(&workspace_binary("sse-relay"), &args, env);
     assert_eq!(code, 2, "exit status for {key}; output:\n{output}");
     let lines: Vec<&str> = output.lines().collect();
     assert_eq!(lines.len(), 1, "one line, got:\n{output}");
@@ -64,18 +64,19 @@ fn unsupported_or_invalid_values_exit_2_naming_the_key() {
         "cors.allowed_origins[1]",
         "not an origin",
     );
-    let (code, output) = run_to_exit(RELAY_BIN, &["--config", "/nonexistent/relay.toml"], &[]);
+    let (code, output) =
+        run_to_exit(&workspace_binary("sse-relay"), &["--config", "/nonexistent/relay.toml"], &[]);
     assert_eq!(code, 2, "{output}");
     assert!(output.contains("/nonexistent/relay.toml"), "{output}");
 }
 
 #[test]
 fn help_and_version_work() {
-    let (code, output) = run_to_exit(RELAY_BIN, &["--help"], &[]);
+    let (code, output) = run_to_exit(&workspace_binary("sse-relay"), &["--help"], &[]);
     assert_eq!(code, 0);
     assert!(output.contains("--config"), "{output}");
     assert!(output.contains("SSE_RELAY__"), "{output}");
-    let (code, output) = run_to_exit(RELAY_BIN, &["--version"], &[]);
+    let (code, output) = run_to_exit(&workspace_binary("sse-relay"), &["--version"], &[]);
     assert_eq!(code, 0);
     assert!(output.contains(env!("CARGO_PKG_VERSION")), "{output}");
 }

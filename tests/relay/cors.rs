@@ -1,5 +1,5 @@
-use crate::support::redis_server::RedisServer;
-use crate::support::relay_process::RelayBuilder;
+use testkit::redis_server::RedisServer;
+use testkit::relay_process::RelayBuilder;
 
 #[tokio::test]
 async fn only_configured_origins_may_open_streams_cross_origin_with_credentials() {

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
-use crate::support::redis_server::RedisServer;
-use crate::support::relay_process::RelayBuilder;
-use crate::support::sse_client::SseClient;
+use testkit::redis_server::RedisServer;
+use testkit::relay_process::RelayBuilder;
+use testkit::sse_client::SseClient;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use sse_relay::relay::glob::redis_match;
+use protocol::glob::redis_match;
 
-use crate::support::redis_server::RedisServer;
+use testkit::redis_server::RedisServer;
 
 /// The bytes that mean something to the matcher, plus plain letters and a two-byte UTF-8
 /// character (whose bytes are negative as C `char`s).

@@ -1,14 +1,9 @@
 //! Black-box tests of the sse-relay binary against real redis-server processes.
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod authorization;
-mod browser;
 mod configuration;
 mod cors;
 mod delivery;
-mod end_to_end;
 mod glob_matches_redis;
 mod limits;
 mod metrics;

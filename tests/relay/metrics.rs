@@ -1,8 +1,8 @@
 use std::time::Duration;
 
-use crate::support::metric;
-use crate::support::redis_server::RedisServer;
-use crate::support::relay_process::RelayBuilder;
+use testkit::metric;
+use testkit::redis_server::RedisServer;
+use testkit::relay_process::RelayBuilder;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use crate::support::redis_server::RedisServer;
-use crate::support::relay_process::RelayBuilder;
+use testkit::redis_server::RedisServer;
+use testkit::relay_process::RelayBuilder;
 
 const WAIT: Duration = Duration::from_secs(10);
 

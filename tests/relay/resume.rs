@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use protocol::glob::Pattern;
 use serde_json::Value;
-use sse_relay::relay::glob::Pattern;
 
-use crate::support::log_publisher::{LogPublisher, log_ids};
-use crate::support::redis_server::RedisServer;
-use crate::support::relay_process::{ENVELOPE_CHANNELS, RelayBuilder};
-use crate::support::service_process::ServiceProcess;
+use testkit::log_publisher::{LogPublisher, log_ids};
+use testkit::redis_server::RedisServer;
+use testkit::relay_process::{ENVELOPE_CHANNELS, RelayBuilder};
+use testkit::service_process::ServiceProcess;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -215,12 +215,9 @@ async fn a_malformed_envelope_is_dropped_and_counted_while_the_next_valid_one_is
     assert_eq!(event.id.as_deref(), Some(id.as_str()));
     assert_eq!(event.data.as_deref(), Some(r#"{"ok":true}"#));
     let text = relay.metrics().await;
-    assert_eq!(crate::support::metric(&text, "sse_relay_events_dropped_total{reason=\"bad_envelope\"}"), 2.0);
-    assert_eq!(
-        crate::support::metric(&text, "sse_relay_events_dropped_total{reason=\"line_break_in_field\"}"),
-        1.0
-    );
-    assert!(crate::support::metric(&text, "sse_relay_delivery_latency_seconds_count") >= 1.0);
+    assert_eq!(testkit::metric(&text, "sse_relay_events_dropped_total{reason=\"bad_envelope\"}"), 2.0);
+    assert_eq!(testkit::metric(&text, "sse_relay_events_dropped_total{reason=\"line_break_in_field\"}"), 1.0);
+    assert!(testkit::metric(&text, "sse_relay_delivery_latency_seconds_count") >= 1.0);
 }
 
 #[tokio::test]

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use crate::support::redis_server::RedisServer;
-use crate::support::relay_process::RelayBuilder;
-use crate::support::sse_client::connect_without_reading;
+use testkit::redis_server::RedisServer;
+use testkit::relay_process::RelayBuilder;
+use testkit::sse_client::connect_without_reading;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -46,7 +46,7 @@ async fn a_client_that_stops_reading_is_cut_while_a_reading_client_gets_everythi
     let mut connection = redis.connection();
     let mut sent = 0;
     while sent < 2_000 {
-        crate::support::eventually(WAIT, "the reader to catch up", || async {
+        testkit::eventually(WAIT, "the reader to catch up", || async {
             (sent - consumed.load(Ordering::SeqCst) < 4).then_some(())
         })
         .await;

@@ -3,11 +3,11 @@
 //! test harness's own, written from the specification, not the relay's encoder run backwards.
 
 use proptest::prelude::*;
-use sse_relay::relay::channels::Format;
-use sse_relay::relay::message::decode;
-use sse_relay::relay::sse::encode_event;
+use protocol::message::Format;
+use protocol::message::decode;
+use protocol::sse::encode_event;
 
-use crate::support::sse_client::{SseEvent, SseParser};
+use testkit::sse_client::{SseEvent, SseParser};
 
 fn normalized(payload: &str) -> String {
     payload.replace("\r\n", "\n").replace('\r', "\n")

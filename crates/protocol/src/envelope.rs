@@ -1,0 +1,121 @@
+//! The event envelope shared by publishers and the relay, and the Lua script that publishes it.
+//!
+//! An envelope is a JSON object
+//! `{"id":"<log id>","event_id":"<uuid>","event":"<optional name>","data":<any JSON>,
+//!   "correlation_id":"…","exclude":"<relay connection id>","ts":<unix µs>}`.
+//! Publishers build it without `id`; [`PUBLISH_SCRIPT`] appends it to the history stream, takes
+//! the stream id, and publishes the envelope with that id, atomically and exactly once per
+//! `event_id`.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Runs once per event, atomically:
+/// 1. `SET <dedup key> 1 NX EX <ttl>`; if the key existed, the event was published already: stop;
+/// 2. `XADD <log> MAXLEN ~ <retention> * ch <channel> m <envelope>` → the id (skipped when the
+///    log key is empty: no history);
+/// 3. `PUBLISH <channel> <envelope with "id">`.
+///
+/// KEYS: dedup key, log stream (or ""). ARGV: ttl secs, retention, channel, envelope JSON
+/// without `id` (an object with at least one field). Returns the log id, "" without a log, or
+/// nil for a duplicate.
+pub const PUBLISH_SCRIPT: &str = r#"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return false
+end
+local id = ''
+local envelope = ARGV[4]
+if KEYS[2] ~= '' then
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'ch', ARGV[3], 'm', envelope)
+  envelope = '{"id":"' .. id .. '",' .. string.sub(envelope, 2)
+end
+redis.call('PUBLISH', ARGV[3], envelope)
+return id
+"#;
+
+/// An envelope as a publisher writes it (the `id` is added by [`PUBLISH_SCRIPT`]).
+#[derive(Debug, Serialize)]
+pub struct OutgoingEnvelope<'a> {
+    pub event_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<&'a str>,
+    pub data: &'a RawValue,
+    pub correlation_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<&'a str>,
+    /// Publish time, microseconds since the Unix epoch.
+    pub ts: i64,
+}
+
+impl OutgoingEnvelope<'_> {
+    pub fn to_json(&self) -> String {
+        // Serializing plain strings, integers and already-valid raw JSON cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// An envelope as the relay reads it: borrowed from the message, `data` kept as raw JSON text so
+/// that it is forwarded byte for byte. Unknown fields are ignored (newer publishers).
+#[derive(Debug, Deserialize)]
+pub struct IncomingEnvelope<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub event: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+    #[serde(borrow, default)]
+    pub exclude: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub ts: Option<i64>,
+}
+
+impl<'a> IncomingEnvelope<'a> {
+    pub fn parse(message: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(message)
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incoming_envelopes_borrow_their_data_as_raw_json() {
+        let message =
+            br#"{"id":"1-0","event_id":"e","data":{ "a" : [1, 2] },"exclude":"c","ts":5,"future":true}"#;
+        let envelope = IncomingEnvelope::parse(message).unwrap();
+        assert_eq!(envelope.id.as_deref(), Some("1-0"));
+        assert_eq!(envelope.data.get(), r#"{ "a" : [1, 2] }"#, "forwarded byte for byte");
+        assert_eq!(envelope.exclude.as_deref(), Some("c"));
+        assert_eq!(envelope.ts, Some(5));
+        assert!(IncomingEnvelope::parse(br#"{"id":"1-0"}"#).is_err(), "data is required");
+        assert!(IncomingEnvelope::parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn the_envelope_starts_with_an_object_field_so_the_script_can_prepend_the_id() {
+        let data = RawValue::from_string(r#"{"id":"x","temperatureC":25}"#.into()).unwrap();
+        let json = OutgoingEnvelope {
+            event_id: "e1",
+            event: None,
+            data: &data,
+            correlation_id: "c1",
+            exclude: Some("conn"),
+            ts: 42,
+        }
+        .to_json();
+        assert_eq!(
+            json,
+            r#"{"event_id":"e1","data":{"id":"x","temperatureC":25},"correlation_id":"c1","exclude":"conn","ts":42}"#
+        );
+    }
+}

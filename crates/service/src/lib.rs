@@ -1,0 +1,18 @@
+//! # service
+//!
+//! The plumbing both services run, and nothing of either: it depends on no service crate.
+//!
+//! ## Layout
+//! - [`config`] — layered configuration (defaults → TOML file → environment) and the errors
+//!   that name the offending keys.
+//! - [`telemetry`] — logging setup and the shutdown signal.
+//! - [`metrics`] — Prometheus metrics declared as a table, closed label sets as types.
+//! - [`backoff`] — exponential backoff with jitter for reconnect loops.
+//! - [`server`] — the HTTP/1.1 accept loop: per-connection control, header read timeout,
+//!   graceful close, and a hand-off hook that may serve a connection before hyper does.
+
+pub mod backoff;
+pub mod config;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,72 @@
+//! Publishes envelope events the way every publisher of this project does: through the Lua
+//! script that appends to the log and publishes with the log id.
+
+use protocol::envelope::{OutgoingEnvelope, PUBLISH_SCRIPT, now_micros};
+use redis::aio::MultiplexedConnection;
+use serde_json::value::RawValue;
+
+pub struct LogPublisher {
+    connection: MultiplexedConnection,
+    script: redis::Script,
+}
+
+impl LogPublisher {
+    pub async fn connect(redis_url: &str) -> Self {
+        let client = redis::Client::open(redis_url).expect("redis url");
+        let connection = client.get_multiplexed_async_connection().await.expect("connect publisher");
+        Self { connection, script: redis::Script::new(PUBLISH_SCRIPT) }
+    }
+
+    /// Publishes `data` (JSON text) on `channel`; returns the log id.
+    pub async fn publish(
+        &mut self,
+        channel: &str,
+        data: &str,
+        exclude: Option<&str>,
+    ) -> redis::RedisResult<String> {
+        let event_id = uuid::Uuid::new_v4().to_string();
+        self.publish_with_event_id(&event_id, channel, data, exclude)
+            .await
+            .map(|id| id.expect("not a duplicate"))
+    }
+
+    /// As `publish`, with a given event id; `None` when that event was already published.
+    pub async fn publish_with_event_id(
+        &mut self,
+        event_id: &str,
+        channel: &str,
+        data: &str,
+        exclude: Option<&str>,
+    ) -> redis::RedisResult<Option<String>> {
+        let data = RawValue::from_string(data.to_owned()).expect("data is JSON");
+        let envelope = OutgoingEnvelope {
+            event_id,
+            event: None,
+            data: &data,
+            correlation_id: "test",
+            exclude,
+            ts: now_micros(),
+        }
+        .to_json();
+        self.script
+            .key(format!("sse:dedup:{event_id}"))
+            .key("sse:log")
+            .arg(3600)
+            .arg(100_000)
+            .arg(channel)
+            .arg(envelope)
+            .invoke_async(&mut self.connection)
+            .await
+    }
+}
+
+/// The log's ids for entries whose channel satisfies `wanted`, oldest first.
+pub fn log_ids(redis: &crate::redis_server::RedisServer, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        redis::cmd("XRANGE").arg("sse:log").arg("-").arg("+").query(&mut redis.connection()).expect("XRANGE");
+    entries
+        .into_iter()
+        .filter(|(_, fields)| fields.iter().any(|(k, v)| k == "ch" && wanted(v)))
+        .map(|(id, _)| id)
+        .collect()
+}

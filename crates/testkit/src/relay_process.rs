@@ -1,0 +1,98 @@
+//! The real `sse-relay` binary, configured by a TOML file plus environment overrides.
+
+use std::process::{Command, Stdio};
+
+use crate::service_process::ServiceProcess;
+
+/// The channel rules most tests use.
+pub const DEFAULT_CHANNELS: &str = r#"
+[[channels]]
+pattern = "weatherforecast.*"
+format = "raw"
+access = "public"
+
+[[channels]]
+pattern = "admin.*"
+format = "raw"
+access = "public"
+"#;
+
+/// Envelope channels (replayable), plus a raw one.
+pub const ENVELOPE_CHANNELS: &str = r#"
+[[channels]]
+pattern = "weatherforecast.*"
+format = "envelope"
+
+[[channels]]
+pattern = "admin.*"
+format = "envelope"
+
+[[channels]]
+pattern = "raw.*"
+format = "raw"
+"#;
+
+pub struct RelayBuilder {
+    redis_url: String,
+    channels_toml: String,
+    env: Vec<(String, String)>,
+}
+
+impl RelayBuilder {
+    pub fn new(redis_url: impl Into<String>) -> Self {
+        Self { redis_url: redis_url.into(), channels_toml: DEFAULT_CHANNELS.into(), env: Vec::new() }
+    }
+
+    pub fn channels(mut self, toml: &str) -> Self {
+        self.channels_toml = toml.into();
+        self
+    }
+
+    /// Forecast events public, admin events for holders of forecast-api's tokens (the test
+    /// secret, audience and issuer).
+    pub fn accepting_forecast_api_tokens(self) -> Self {
+        self.channels(
+            "[[channels]]\npattern = \"weatherforecast.*\"\nformat = \"envelope\"\n\n\
+             [[channels]]\npattern = \"admin.*\"\nformat = \"envelope\"\naccess = \"token\"\n",
+        )
+        .env("AUTH__JWT_SECRET", crate::forecast_process::RELAY_JWT_SECRET)
+        .env("AUTH__AUDIENCE", "sse-relay")
+        .env("AUTH__ISSUER", "forecast-api")
+    }
+
+    /// Sets a key through its environment variable, e.g. `env("LIMITS__MAX_CONNECTIONS", "2")`.
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((format!("SSE_RELAY__{key}"), value.to_string()));
+        self
+    }
+
+    pub fn start(self) -> ServiceProcess {
+        let dir = tempfile::tempdir().expect("temp dir for relay config");
+        let config = dir.path().join("relay.toml");
+        let toml = format!(
+            "listen = \"127.0.0.1:0\"\npod_id = \"test-{}\"\n\n[redis]\nurl = \"{}\"\n{}",
+            std::process::id(),
+            self.redis_url,
+            self.channels_toml
+        );
+        std::fs::write(&config, toml).expect("write relay config");
+        let mut command = Command::new(crate::workspace_binary("sse-relay"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info,sse_relay=debug")
+            // Fast reactions for tests; each test may override any of these.
+            .env("SSE_RELAY__REDIS__BACKOFF_INITIAL_MS", "50")
+            .env("SSE_RELAY__REDIS__BACKOFF_MAX_MS", "500")
+            .env("SSE_RELAY__REDIS__PROBE_INTERVAL_MS", "500")
+            .env("SSE_RELAY__REDIS__CONNECT_TIMEOUT_MS", "1000")
+            .env("SSE_RELAY__SHUTDOWN__DRAIN_DELAY_MS", "0")
+            .env("SSE_RELAY__SHUTDOWN__DRAIN_WINDOW_MS", "200")
+            .env("SSE_RELAY__SHUTDOWN__GRACE_PERIOD_MS", "5000")
+            .envs(self.env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        ServiceProcess::spawn(command, dir)
+    }
+}

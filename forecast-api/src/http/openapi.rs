@@ -1,0 +1,87 @@
+//! The OpenAPI document of the API (`GET /openapi.json`), from the handlers' annotations.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use utoipa::OpenApi;
+
+use super::api_keys::{self, ApiKeyCreated, ApiKeyRequest, Scope};
+use super::errors::{
+    ApiError, BadRequest, Forbidden, NotFound, NotImplemented, PayloadTooLarge, PreconditionFailed, Problem,
+    Unauthorized, UnsupportedMediaType,
+};
+use super::forecasts::{self, ForecastPage};
+use super::relay_tokens::{self, GrantPattern, RelayToken, RelayTokenRequest};
+use crate::model::{Forecast, ForecastInput};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "forecast-api", description = "Weather forecasts, published as events to sse-relay."),
+    paths(forecasts::list, forecasts::get_one, forecasts::create, forecasts::update, forecasts::delete,
+          api_keys::create, api_keys::revoke, relay_tokens::create_token, relay_tokens::create_ticket),
+    components(
+        schemas(Forecast, ForecastInput, ForecastPage, Problem, ApiKeyRequest, ApiKeyCreated, Scope,
+                RelayTokenRequest, RelayToken, GrantPattern),
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, PreconditionFailed, PayloadTooLarge,
+                  UnsupportedMediaType, NotImplemented)
+    ),
+    modifiers(&SecurityAddon)
+)]
+pub struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("API key (or X-Api-Key header)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub async fn document() -> Response {
+    match ApiDoc::openapi().to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(error) => ApiError::internal(format!("openapi: {error}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_every_route() {
+        let json = ApiDoc::openapi().to_json().unwrap();
+        for path in [
+            "/api/weatherforecast",
+            "/api/weatherforecast/{id}",
+            "/api/admin/apikeys",
+            "/api/admin/apikeys/{id}",
+            "/api/relay-token",
+            "/api/relay-ticket",
+        ] {
+            assert!(json.contains(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn error_responses_are_declared_once_and_referred_to() {
+        let document: serde_json::Value =
+            serde_json::from_str(&ApiDoc::openapi().to_json().unwrap()).unwrap();
+        let not_found = &document["components"]["responses"]["NotFound"];
+        assert_eq!(
+            not_found["content"]["application/problem+json"]["schema"]["$ref"],
+            "#/components/schemas/Problem"
+        );
+        let get_one = &document["paths"]["/api/weatherforecast/{id}"]["get"]["responses"];
+        assert_eq!(get_one["404"]["$ref"], "#/components/responses/NotFound");
+    }
+}

@@ -1,0 +1,84 @@
+//! forecast-api's Prometheus metrics, in a registry owned by one instance.
+//!
+//! Labels are bounded: route templates (never raw paths), methods, status codes, the closed set
+//! of event channels, handler names.
+
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use service::metrics::{CounterBy, MetricsRegistry};
+
+use crate::events::Channel;
+
+const HTTP_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const HANDLER_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+#[derive(Clone)]
+pub struct ForecastMetrics {
+    registry: MetricsRegistry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub domain_events: CounterBy<Channel>,
+    pub events_published: CounterBy<Channel>,
+    pub publish_failures: IntCounter,
+    pub outbox_pending: IntGauge,
+    pub handler_duration: HistogramVec,
+    pub handler_failures: IntCounterVec,
+}
+
+impl ForecastMetrics {
+    pub fn new() -> Self {
+        let m = MetricsRegistry::new();
+        Self {
+            http_requests: m.counter_vec(
+                "forecast_api_http_requests_total",
+                "HTTP requests by method, route and status",
+                &["method", "route", "status"],
+            ),
+            http_duration: m.histogram_vec(
+                "forecast_api_http_request_duration_seconds",
+                "HTTP request latency",
+                &["method", "route"],
+                HTTP_BUCKETS,
+            ),
+            domain_events: m.counter_by(
+                "forecast_api_domain_events_total",
+                "Domain events raised, by channel",
+                "channel",
+                &Channel::ALL,
+            ),
+            events_published: m.counter_by(
+                "forecast_api_events_published_total",
+                "Outbox events published to Redis, by channel",
+                "channel",
+                &Channel::ALL,
+            ),
+            publish_failures: m.counter(
+                "forecast_api_outbox_publish_failures_total",
+                "Failed attempts to publish outbox events (retried)",
+            ),
+            outbox_pending: m.gauge("forecast_api_outbox_pending", "Events written but not yet published"),
+            handler_duration: m.histogram_vec(
+                "forecast_api_event_handler_duration_seconds",
+                "Time each event handler took",
+                &["handler"],
+                HANDLER_BUCKETS,
+            ),
+            handler_failures: m.counter_vec(
+                "forecast_api_event_handler_failures_total",
+                "Event handlers that failed, panicked or timed out",
+                &["handler"],
+            ),
+            registry: m,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.registry.render()
+    }
+}
+
+impl Default for ForecastMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,182 @@
+//! The outbox dispatcher: publishes committed outbox rows to Redis, in order, exactly once.
+//!
+//! Each row goes through [`PUBLISH_SCRIPT`] (dedup key, XADD to the history log, PUBLISH of the
+//! envelope with its log id) and is deleted once published. A crash between publishing and
+//! deleting only repeats the script, which the dedup key turns into a no-op. While Redis is
+//! unreachable the dispatcher retries with backoff and jitter; writes keep succeeding and the
+//! rows wait (`forecast_api_outbox_pending`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::Channel;
+use crate::metrics::ForecastMetrics;
+use crate::settings::{OutboxSettings, RedisSettings};
+use crate::store::{OutboxRow, Store};
+use protocol::envelope::{OutgoingEnvelope, PUBLISH_SCRIPT, now_micros};
+use service::backoff::Backoff;
+
+pub struct Dispatcher {
+    store: Store,
+    client: redis::Client,
+    redis: RedisSettings,
+    settings: OutboxSettings,
+    metrics: ForecastMetrics,
+    notify: Arc<Notify>,
+    script: redis::Script,
+    connection: Option<MultiplexedConnection>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PublishError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("outbox row {seq} holds invalid JSON: {error}")]
+    BadPayload { seq: i64, error: serde_json::Error },
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Store,
+        redis: RedisSettings,
+        settings: OutboxSettings,
+        metrics: ForecastMetrics,
+        notify: Arc<Notify>,
+    ) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            store,
+            client: redis::Client::open(redis.url.as_str())?,
+            redis,
+            settings,
+            metrics,
+            notify,
+            script: redis::Script::new(PUBLISH_SCRIPT),
+            connection: None,
+        })
+    }
+
+    /// Publishes until `cancel` fires, then makes one last attempt to empty the outbox.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(self.settings.backoff_initial(), self.settings.backoff_max());
+        let mut failing = false;
+        loop {
+            match self.drain().await {
+                Ok(()) => {
+                    if failing {
+                        tracing::info!("outbox publishing resumed");
+                    }
+                    failing = false;
+                    backoff.reset();
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = self.notify.notified() => {}
+                        _ = tokio::time::sleep(self.settings.poll_interval()) => {}
+                    }
+                }
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    if !failing {
+                        tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "outbox publishing failing; events wait in the outbox");
+                    } else {
+                        tracing::debug!(error = %error, retry_in_ms = delay.as_millis() as u64, "outbox publishing still failing");
+                    }
+                    failing = true;
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        if let Err(error) = tokio::time::timeout(Duration::from_secs(2), self.drain()).await.unwrap_or(Ok(()))
+        {
+            tracing::warn!(error = %error, "outbox not empty at shutdown; the next start publishes the rest");
+        }
+    }
+
+    /// Publishes batches until the outbox is empty (or another replica holds the lock).
+    async fn drain(&mut self) -> anyhow::Result<()> {
+        let limit = i64::from(self.settings.batch_size);
+        loop {
+            let Some(batch) = self.store.next_outbox_batch(limit).await? else { return Ok(()) };
+            let mut published = Vec::with_capacity(batch.rows.len());
+            let mut failure = None;
+            for row in &batch.rows {
+                match self.publish_one(row).await {
+                    Ok(()) => {
+                        // Rows are written by this service, so their channels are known; one
+                        // from a newer version is published all the same, without a label.
+                        if let Some(channel) = Channel::from_name(&row.channel) {
+                            self.metrics.events_published.inc(channel);
+                        }
+                        published.push(row.seq);
+                    }
+                    Err(error) => {
+                        self.metrics.publish_failures.inc();
+                        if matches!(error, PublishError::Redis(_)) {
+                            self.connection = None;
+                        }
+                        failure = Some(error);
+                        break;
+                    }
+                }
+            }
+            let full = batch.rows.len() as i64 == limit;
+            batch.complete(&published).await?;
+            self.update_pending().await;
+            if let Some(error) = failure {
+                return Err(error.into());
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn publish_one(&mut self, row: &OutboxRow) -> Result<(), PublishError> {
+        let data = RawValue::from_string(row.payload.clone())
+            .map_err(|error| PublishError::BadPayload { seq: row.seq, error })?;
+        let envelope = OutgoingEnvelope {
+            event_id: &row.event_id,
+            event: None,
+            data: &data,
+            correlation_id: &row.correlation_id,
+            exclude: row.exclude_connection.as_deref(),
+            ts: now_micros(),
+        }
+        .to_json();
+        let connection = match self.connection.as_mut() {
+            Some(connection) => connection,
+            None => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.redis.connect_timeout()))
+                    .set_response_timeout(Some(self.redis.response_timeout()));
+                self.connection
+                    .insert(self.client.get_multiplexed_async_connection_with_config(&config).await?)
+            }
+        };
+        let _log_id: Option<String> = self
+            .script
+            .key(format!("{}{}", self.redis.dedup_prefix, row.event_id))
+            .key(&self.redis.log_stream)
+            .arg(self.redis.dedup_ttl_secs)
+            .arg(self.redis.log_retention)
+            .arg(&row.channel)
+            .arg(envelope)
+            .invoke_async(connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn update_pending(&self) {
+        if let Ok(pending) = self.store.outbox_pending().await {
+            self.metrics.outbox_pending.set(pending);
+        }
+    }
+}

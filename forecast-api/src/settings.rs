@@ -1,0 +1,272 @@
+//! forecast-api configuration: typed sections, defaults, validation and `Duration` getters.
+//!
+//! Key names are a contract shared with the Helm chart and deployments (see the README).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use service::config::{ConfigError, Validate, require_positive, validate_redis_url};
+
+/// Environment variables starting with `FORECAST_API__` override the file.
+pub const ENV_PREFIX: &str = "FORECAST_API";
+/// Keys whose environment value is a comma-separated list.
+pub const LIST_KEYS: &[&str] = &["cors.allowed_origins"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForecastSettings {
+    pub listen: String,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub relay: RelaySettings,
+    pub cors: CorsSettings,
+    pub outbox: OutboxSettings,
+    pub http: HttpSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/to/file.db` (created if missing) or `postgres://user:pass@host/db`.
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+    /// History stream the publish script appends to; "" publishes without a log (no replay).
+    pub log_stream: String,
+    /// Approximate number of entries kept in the log stream.
+    pub log_retention: u64,
+    /// How long an event id is remembered to keep publishing exactly-once.
+    pub dedup_ttl_secs: u64,
+    pub dedup_prefix: String,
+    pub connect_timeout_ms: u64,
+    pub response_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Bootstrap admin API key; when empty one is generated at first start and printed once.
+    pub admin_key: String,
+    /// HS256 secret shared with the relay (`auth.jwt_secret` there); empty disables relay tokens.
+    pub relay_jwt_secret: String,
+    /// Lifetime of tokens minted by `POST /api/relay-token`.
+    pub relay_token_ttl_secs: u64,
+    /// Lifetime of one-time tickets minted by `POST /api/relay-ticket`.
+    pub relay_ticket_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Where browsers reach the relay.
+    pub public_url: String,
+    /// Cookie the relay reads tokens from (its `auth.cookie_name`), for same-site deployments.
+    pub cookie_name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsSettings {
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxSettings {
+    /// How often the dispatcher looks for rows even when nothing woke it.
+    pub poll_interval_ms: u64,
+    pub batch_size: u32,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    pub request_timeout_ms: u64,
+    pub max_body_bytes: u64,
+    /// A request head must arrive within this time (slowloris protection).
+    pub header_read_timeout_secs: u64,
+}
+
+impl Default for ForecastSettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8081".into(),
+            database: DatabaseSettings::default(),
+            redis: RedisSettings::default(),
+            auth: AuthSettings::default(),
+            relay: RelaySettings::default(),
+            cors: CorsSettings::default(),
+            outbox: OutboxSettings::default(),
+            http: HttpSettings::default(),
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { url: "sqlite://data/forecast.db".into(), max_connections: 10, connect_timeout_ms: 5_000 }
+    }
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            log_stream: "sse:log".into(),
+            log_retention: 100_000,
+            dedup_ttl_secs: 86_400,
+            dedup_prefix: "sse:dedup:".into(),
+            connect_timeout_ms: 2_000,
+            response_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            admin_key: String::new(),
+            relay_jwt_secret: String::new(),
+            relay_token_ttl_secs: 300,
+            relay_ticket_ttl_secs: 30,
+        }
+    }
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self { public_url: "http://localhost:8080".into(), cookie_name: "sse_relay_token".into() }
+    }
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self { poll_interval_ms: 1_000, batch_size: 100, backoff_initial_ms: 100, backoff_max_ms: 5_000 }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { request_timeout_ms: 10_000, max_body_bytes: 65_536, header_read_timeout_secs: 10 }
+    }
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DatabaseSettings {
+    pub fn kind(&self) -> Result<DatabaseKind, ConfigError> {
+        if self.url.starts_with("sqlite:") {
+            Ok(DatabaseKind::Sqlite)
+        } else if self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") {
+            Ok(DatabaseKind::Postgres)
+        } else {
+            Err(ConfigError::new(
+                "database.url",
+                "must start with sqlite:// (embedded file) or postgres:// (PostgreSQL server)",
+            ))
+        }
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+impl RedisSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms)
+    }
+}
+
+impl OutboxSettings {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn backoff_initial(&self) -> Duration {
+        Duration::from_millis(self.backoff_initial_ms)
+    }
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.backoff_max_ms)
+    }
+}
+
+impl HttpSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+}
+
+impl ForecastSettings {
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            ConfigError::new("listen", format!("{:?} is not an address like 0.0.0.0:8081", self.listen))
+        })
+    }
+}
+
+impl Validate for ForecastSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.database.kind()?;
+        require_positive("database.max_connections", u64::from(self.database.max_connections))?;
+        require_positive("database.connect_timeout_ms", self.database.connect_timeout_ms)?;
+        validate_redis_url("redis.url", &self.redis.url)?;
+        require_positive("redis.log_retention", self.redis.log_retention)?;
+        require_positive("redis.dedup_ttl_secs", self.redis.dedup_ttl_secs)?;
+        require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms)?;
+        require_positive("redis.response_timeout_ms", self.redis.response_timeout_ms)?;
+        if self.redis.dedup_prefix.is_empty() {
+            return Err(ConfigError::new("redis.dedup_prefix", "must not be empty"));
+        }
+        if !self.auth.admin_key.is_empty() && self.auth.admin_key.len() < 16 {
+            return Err(ConfigError::new("auth.admin_key", "must be at least 16 characters"));
+        }
+        if !self.auth.relay_jwt_secret.is_empty() && self.auth.relay_jwt_secret.len() < 32 {
+            return Err(ConfigError::new(
+                "auth.relay_jwt_secret",
+                "must be at least 32 characters (HS256 needs a strong shared secret)",
+            ));
+        }
+        require_positive("auth.relay_token_ttl_secs", self.auth.relay_token_ttl_secs)?;
+        require_positive("auth.relay_ticket_ttl_secs", self.auth.relay_ticket_ttl_secs)?;
+        let cookie_ok = !self.relay.cookie_name.is_empty()
+            && self.relay.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !cookie_ok {
+            return Err(ConfigError::new("relay.cookie_name", "must be letters, digits, '_' or '-'"));
+        }
+        if !(self.relay.public_url.starts_with("http://") || self.relay.public_url.starts_with("https://")) {
+            return Err(ConfigError::new("relay.public_url", "must be an http:// or https:// URL"));
+        }
+        service::config::validate_origins("cors.allowed_origins", &self.cors.allowed_origins)?;
+        require_positive("outbox.poll_interval_ms", self.outbox.poll_interval_ms)?;
+        require_positive("outbox.batch_size", u64::from(self.outbox.batch_size))?;
+        require_positive("outbox.backoff_initial_ms", self.outbox.backoff_initial_ms)?;
+        require_positive("outbox.backoff_max_ms", self.outbox.backoff_max_ms)?;
+        require_positive("http.request_timeout_ms", self.http.request_timeout_ms)?;
+        require_positive("http.max_body_bytes", self.http.max_body_bytes)?;
+        require_positive("http.header_read_timeout_secs", self.http.header_read_timeout_secs)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,23 @@
+//! What every request handler shares: the store, the API keys, the event publisher, the
+//! metrics and the relay-token settings.
+
+use std::sync::atomic::AtomicBool;
+
+use crate::auth::KeyVerifier;
+use crate::metrics::ForecastMetrics;
+use crate::publisher::EventPublisher;
+use crate::store::Store;
+
+pub struct AppState {
+    pub store: Store,
+    pub keys: KeyVerifier,
+    pub publisher: EventPublisher,
+    pub metrics: ForecastMetrics,
+    pub relay_jwt_secret: String,
+    pub relay_token_ttl_secs: u64,
+    pub relay_ticket_ttl_secs: u64,
+    pub relay_public_url: String,
+    pub relay_cookie_name: String,
+    /// Set at shutdown: `/readyz` answers 503.
+    pub draining: AtomicBool,
+}

@@ -1,0 +1,455 @@
+//! Persistence with sqlx over SQLite (embedded default) or PostgreSQL, chosen by URL.
+//!
+//! Every mutation writes its row and its outbox entry in one transaction, so an event exists
+//! exactly when its change does. Queries are written once, in SQL both databases accept
+//! (`$n` placeholders, TEXT timestamps, 64-bit integers); migrations are per dialect.
+
+use std::path::Path;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use uuid::Uuid;
+
+use crate::events::DomainEvent;
+use crate::model::{Forecast, ForecastInput, fahrenheit};
+use crate::settings::{DatabaseKind, DatabaseSettings};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The `If-Match` version is not the current one.
+    #[error("version mismatch: current version is {current}")]
+    VersionMismatch { current: i64 },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: DatabaseKind,
+}
+
+/// A stored API key (the secret itself is never stored, only its hash).
+#[derive(Debug, Clone)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub key_hash: String,
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// An outbox row waiting to be published.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub event_id: String,
+    pub channel: String,
+    pub payload: String,
+    pub correlation_id: String,
+    pub exclude_connection: Option<String>,
+}
+
+/// The current time as stored: RFC 3339, UTC, milliseconds.
+pub fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and its directory if needed) and applies migrations.
+    pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        sqlx::any::install_default_drivers();
+        let kind = settings.kind()?;
+        let mut url = settings.url.clone();
+        if kind == DatabaseKind::Sqlite {
+            let path = sqlite_path(&url);
+            if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create the database directory {}", parent.display()))?;
+            }
+            if !url.contains("mode=") {
+                url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+            }
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if kind == DatabaseKind::Sqlite {
+                1.max(settings.max_connections.min(4))
+            } else {
+                settings.max_connections
+            })
+            .acquire_timeout(settings.connect_timeout())
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if kind == DatabaseKind::Sqlite {
+                        // WAL lets readers proceed during a write; the busy timeout makes writers
+                        // queue instead of failing when the file is locked.
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *connection).await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *connection).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .context("cannot connect to the database")?;
+        match kind {
+            DatabaseKind::Sqlite => SQLITE_MIGRATIONS.run(&pool).await,
+            DatabaseKind::Postgres => POSTGRES_MIGRATIONS.run(&pool).await,
+        }
+        .context("cannot apply database migrations")?;
+        Ok(Self { pool, kind })
+    }
+
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- forecasts ----
+
+    pub async fn list_forecasts(&self, offset: i64, limit: i64) -> Result<(Vec<Forecast>, i64), StoreError> {
+        let total: i64 =
+            sqlx::query("SELECT COUNT(*) FROM forecasts").fetch_one(&self.pool).await?.try_get(0)?;
+        let rows = sqlx::query(
+            "SELECT id, date, temperature_c, summary, version, created_at, updated_at \
+             FROM forecasts ORDER BY date, id LIMIT $1 OFFSET $2",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(forecast_from_row).collect::<Result<_, _>>()?;
+        Ok((items, total))
+    }
+
+    pub async fn get_forecast(&self, id: &str) -> Result<Forecast, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, date, temperature_c, summary, version, created_at, updated_at FROM forecasts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(forecast_from_row(&row)?)
+    }
+
+    /// Inserts a forecast and its `created` event.
+    pub async fn create_forecast(
+        &self,
+        input: &ForecastInput,
+        event: impl FnOnce(&Forecast) -> DomainEvent,
+    ) -> Result<(Forecast, DomainEvent), StoreError> {
+        let now = now_text();
+        let forecast = Forecast {
+            id: Uuid::new_v4().to_string(),
+            date: input.date.clone(),
+            temperature_c: input.temperature_c,
+            temperature_f: fahrenheit(input.temperature_c),
+            summary: input.summary.clone(),
+            created_at: now.clone(),
+            updated_at: now,
+            version: 1,
+        };
+        let event = event(&forecast);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO forecasts (id, date, temperature_c, summary, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&forecast.id)
+        .bind(&forecast.date)
+        .bind(forecast.temperature_c)
+        .bind(&forecast.summary)
+        .bind(forecast.version)
+        .bind(&forecast.created_at)
+        .bind(&forecast.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        insert_outbox(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok((forecast, event))
+    }
+
+    /// Replaces a forecast if `expected_version` (from `If-Match`) is current or not given.
+    pub async fn update_forecast(
+        &self,
+        id: &str,
+        input: &ForecastInput,
+        expected_version: Option<i64>,
+        event: impl FnOnce(&Forecast) -> DomainEvent,
+    ) -> Result<(Forecast, DomainEvent), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_text();
+        // The version check and the write are one statement, so two concurrent updates with the
+        // same If-Match cannot both succeed.
+        let row = sqlx::query(
+            "UPDATE forecasts SET date = $1, temperature_c = $2, summary = $3, version = version + 1, updated_at = $4 \
+             WHERE id = $5 AND ($6 < 0 OR version = $6) \
+             RETURNING id, date, temperature_c, summary, version, created_at, updated_at",
+        )
+        .bind(&input.date)
+        .bind(input.temperature_c)
+        .bind(&input.summary)
+        .bind(&now)
+        .bind(id)
+        .bind(expected_version.unwrap_or(-1))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            drop(tx);
+            return Err(self.missing_or_mismatch(id).await);
+        };
+        let forecast = forecast_from_row(&row)?;
+        let event = event(&forecast);
+        insert_outbox(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok((forecast, event))
+    }
+
+    /// Deletes a forecast if `expected_version` is current or not given.
+    pub async fn delete_forecast(
+        &self,
+        id: &str,
+        expected_version: Option<i64>,
+        event: impl FnOnce() -> DomainEvent,
+    ) -> Result<DomainEvent, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM forecasts WHERE id = $1 AND ($2 < 0 OR version = $2)")
+            .bind(id)
+            .bind(expected_version.unwrap_or(-1))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            drop(tx);
+            return Err(self.missing_or_mismatch(id).await);
+        }
+        let event = event();
+        insert_outbox(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    async fn missing_or_mismatch(&self, id: &str) -> StoreError {
+        match self.get_forecast(id).await {
+            Ok(current) => StoreError::VersionMismatch { current: current.version },
+            Err(error) => error,
+        }
+    }
+
+    // ---- API keys ----
+
+    pub async fn insert_api_key(
+        &self,
+        key: &ApiKeyRecord,
+        event: Option<&DomainEvent>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, key_hash, scopes, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(&key.key_hash)
+        .bind(key.scopes.join(" "))
+        .bind(&key.created_at)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(event) = event {
+            insert_outbox(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn find_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, key_hash, scopes, created_at, revoked_at FROM api_keys WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| api_key_from_row(&row)).transpose().map_err(Into::into)
+    }
+
+    pub async fn has_active_admin_key(&self) -> Result<bool, StoreError> {
+        let rows =
+            sqlx::query("SELECT scopes FROM api_keys WHERE revoked_at IS NULL").fetch_all(&self.pool).await?;
+        for row in rows {
+            let scopes: String = row.try_get(0)?;
+            if scopes.split(' ').any(|scope| scope == "admin") {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Marks a key revoked; `NotFound` if it does not exist or was already revoked.
+    pub async fn revoke_api_key(
+        &self,
+        id: &str,
+        event: impl FnOnce(&ApiKeyRecord) -> DomainEvent,
+    ) -> Result<(ApiKeyRecord, DomainEvent), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+             RETURNING id, name, key_hash, scopes, created_at, revoked_at",
+        )
+        .bind(now_text())
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let key = api_key_from_row(&row)?;
+        let event = event(&key);
+        insert_outbox(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok((key, event))
+    }
+
+    // ---- outbox ----
+
+    pub async fn outbox_pending(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM outbox").fetch_one(&self.pool).await?.try_get(0)?)
+    }
+
+    /// The oldest outbox rows, in order, to publish; `None` when another replica is publishing.
+    ///
+    /// On PostgreSQL the batch lives in a transaction holding an advisory lock, so that with
+    /// several replicas one dispatcher at a time publishes and events stay in order. On SQLite
+    /// (one process owns the file) there is a single dispatcher and no transaction is held while
+    /// publishing, which would block writers meanwhile.
+    pub async fn next_outbox_batch(&self, limit: i64) -> Result<Option<OutboxBatch>, StoreError> {
+        const SELECT: &str = "SELECT seq, event_id, channel, payload, correlation_id, exclude_connection \
+                              FROM outbox ORDER BY seq LIMIT $1";
+        let (tx, rows) = match self.kind {
+            DatabaseKind::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                // The constant names "the outbox dispatcher" across replicas.
+                let locked: bool = sqlx::query("SELECT pg_try_advisory_xact_lock(7263514089)")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+                if !locked {
+                    return Ok(None);
+                }
+                let rows = sqlx::query(SELECT).bind(limit).fetch_all(&mut *tx).await?;
+                (Some(tx), rows)
+            }
+            DatabaseKind::Sqlite => (None, sqlx::query(SELECT).bind(limit).fetch_all(&self.pool).await?),
+        };
+        let rows = rows.iter().map(outbox_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(OutboxBatch { tx, pool: self.pool.clone(), rows }))
+    }
+}
+
+/// Outbox rows being published; [`OutboxBatch::complete`] deletes the published ones.
+pub struct OutboxBatch {
+    tx: Option<sqlx::Transaction<'static, sqlx::Any>>,
+    pool: AnyPool,
+    pub rows: Vec<OutboxRow>,
+}
+
+impl OutboxBatch {
+    pub async fn complete(self, published: &[i64]) -> Result<(), StoreError> {
+        const DELETE: &str = "DELETE FROM outbox WHERE seq = $1";
+        match self.tx {
+            Some(mut tx) => {
+                for seq in published {
+                    sqlx::query(DELETE).bind(seq).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+            None => {
+                for seq in published {
+                    sqlx::query(DELETE).bind(seq).execute(&self.pool).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The file path in a `sqlite://path?query` or `sqlite:path` URL.
+fn sqlite_path(url: &str) -> &str {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    rest.split('?').next().unwrap_or(rest)
+}
+
+async fn insert_outbox(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    event: &DomainEvent,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (event_id, channel, payload, correlation_id, exclude_connection, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(event.event_id.to_string())
+    .bind(event.channel.name())
+    .bind(event.data.to_string())
+    .bind(&event.correlation_id)
+    .bind(&event.exclude)
+    .bind(now_text())
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
+}
+
+fn forecast_from_row(row: &AnyRow) -> Result<Forecast, sqlx::Error> {
+    let temperature_c: i64 = row.try_get("temperature_c")?;
+    Ok(Forecast {
+        id: row.try_get("id")?,
+        date: row.try_get("date")?,
+        temperature_c,
+        temperature_f: fahrenheit(temperature_c),
+        summary: row.try_get("summary")?,
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn api_key_from_row(row: &AnyRow) -> Result<ApiKeyRecord, sqlx::Error> {
+    let scopes: String = row.try_get("scopes")?;
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        key_hash: row.try_get("key_hash")?,
+        scopes: scopes.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn outbox_from_row(row: &AnyRow) -> Result<OutboxRow, sqlx::Error> {
+    Ok(OutboxRow {
+        seq: row.try_get("seq")?,
+        event_id: row.try_get("event_id")?,
+        channel: row.try_get("channel")?,
+        payload: row.try_get("payload")?,
+        correlation_id: row.try_get("correlation_id")?,
+        exclude_connection: row.try_get("exclude_connection")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths_are_read_from_urls() {
+        assert_eq!(sqlite_path("sqlite://data/forecast.db"), "data/forecast.db");
+        assert_eq!(sqlite_path("sqlite:///tmp/x.db?mode=rwc"), "/tmp/x.db");
+        assert_eq!(sqlite_path("sqlite:x.db"), "x.db");
+    }
+}

@@ -1,0 +1,35 @@
+use testkit::service_process::run_to_exit;
+use testkit::workspace_binary;
+
+fn assert_refused(env: &[(&str, &str)], key: &str, words: &str) {
+    let (code, output) = run_to_exit(&workspace_binary("forecast-api"), &[], env);
+    assert_eq!(code, 2, "exit status for {key}; output:\n{output}");
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, got:\n{output}");
+    assert!(lines[0].starts_with("forecast-api: invalid configuration: "), "{output}");
+    assert!(lines[0].contains(key) && lines[0].contains(words), "names {key} and says {words:?}: {output}");
+}
+
+#[test]
+fn bad_configuration_exits_2_with_one_line_naming_the_key() {
+    assert_refused(&[("FORECAST_API__DATABASE__URL", "mysql://x")], "database.url", "sqlite://");
+    assert_refused(&[("FORECAST_API__REDIS__URL", "redis://:bad:port")], "redis.url", "not a valid");
+    assert_refused(&[("FORECAST_API__AUTH__ADMIN_KEY", "short")], "auth.admin_key", "at least 16");
+    assert_refused(
+        &[("FORECAST_API__AUTH__RELAY_JWT_SECRET", "weak")],
+        "auth.relay_jwt_secret",
+        "at least 32",
+    );
+    assert_refused(&[("FORECAST_API__HTTP__MAX_BODY_BYTES", "0")], "http.max_body_bytes", "at least 1");
+    assert_refused(&[("FORECAST_API__OUTBOX__BATCH", "5")], "batch", "unknown field");
+}
+
+#[test]
+fn help_and_version_work() {
+    let (code, output) = run_to_exit(&workspace_binary("forecast-api"), &["--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(output.contains("FORECAST_API__"), "{output}");
+    let (code, output) = run_to_exit(&workspace_binary("forecast-api"), &["--version"], &[]);
+    assert_eq!(code, 0);
+    assert!(output.contains(env!("CARGO_PKG_VERSION")), "{output}");
+}

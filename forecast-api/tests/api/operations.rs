@@ -1,0 +1,171 @@
+use serde_json::{Value, json};
+
+use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, RELAY_JWT_SECRET, TestDb};
+use testkit::metric;
+use testkit::redis_server::RedisServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_metrics_and_the_openapi_document_are_served() {
+    let redis = RedisServer::start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let process = ForecastBuilder::new(&db, redis.url()).start();
+    let api = Api::new(&process);
+
+    assert_eq!(process.get("/healthz").await.status(), 200);
+    assert_eq!(process.get("/readyz").await.status(), 200);
+    api.create("2026-11-23", 1, "Cold").await;
+    let _ = api.get("/api/weatherforecast/nope").send().await.unwrap();
+
+    let text = process.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "forecast_api_http_requests_total{method=\"POST\",route=\"/api/weatherforecast\",status=\"201\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "forecast_api_http_requests_total{method=\"GET\",route=\"/api/weatherforecast/{id}\",status=\"404\"}"
+        ),
+        1.0,
+        "routes are labelled by template, never by raw path"
+    );
+    assert!(
+        metric(
+            &text,
+            "forecast_api_http_request_duration_seconds_count{method=\"POST\",route=\"/api/weatherforecast\"}"
+        ) >= 1.0
+    );
+    assert!(text.contains("forecast_api_outbox_pending"));
+
+    let document: Value = process.get("/openapi.json").await.json().await.unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with('3'));
+    for path in
+        ["/api/weatherforecast", "/api/weatherforecast/{id}", "/api/admin/apikeys", "/api/relay-token"]
+    {
+        assert!(document["paths"][path].is_object(), "{path} documented");
+    }
+    assert!(document["components"]["schemas"]["Forecast"].is_object());
+
+    let response = api.get("/api/weatherforecast").header("x-request-id", "req-42").send().await.unwrap();
+    assert_eq!(response.headers()["x-request-id"], "req-42");
+    assert!(response.headers().contains_key("x-correlation-id"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_can_mint_a_short_lived_relay_token() {
+    let redis = RedisServer::start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let process = ForecastBuilder::new(&db, redis.url()).start();
+    let api = Api::new(&process);
+
+    let token: Value = api.post("/api/relay-token", ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["sse-relay"]);
+    let claims = jsonwebtoken::decode::<Value>(
+        token["token"].as_str().unwrap(),
+        &jsonwebtoken::DecodingKey::from_secret(RELAY_JWT_SECRET.as_bytes()),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims["subscribe"], json!(["admin.*", "weatherforecast.*"]));
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(lifetime, 300);
+
+    let response = api
+        .post("/api/relay-token", ADMIN_KEY)
+        .json(&json!({ "subscribe": ["admin.apikey.*"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["subscribe"], json!(["admin.apikey.*"]));
+    let bad = api
+        .post("/api/relay-token", ADMIN_KEY)
+        .json(&json!({ "subscribe": ["admin.["] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_configured_origins_may_call_the_api_from_a_browser() {
+    let redis = RedisServer::start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let process = ForecastBuilder::new(&db, redis.url())
+        .env("CORS__ALLOWED_ORIGINS", "https://app.example.com")
+        .start();
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, process.url("/api/weatherforecast"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type, x-api-key, x-relay-connection-id")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert!(allowed.status().is_success());
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(allowed.headers()["access-control-allow-credentials"], "true");
+    let refused = preflight("https://evil.example.net").await.unwrap();
+    assert!(!refused.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_ticket_is_one_time_and_can_be_set_as_an_http_only_cookie() {
+    let redis = RedisServer::start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let process = ForecastBuilder::new(&db, redis.url()).start();
+    let api = Api::new(&process);
+
+    let ticket: Value = api.post("/api/relay-ticket", ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["sse-relay"]);
+    let claims = jsonwebtoken::decode::<Value>(
+        ticket["token"].as_str().unwrap(),
+        &jsonwebtoken::DecodingKey::from_secret(RELAY_JWT_SECRET.as_bytes()),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    assert!(claims["jti"].is_string(), "a ticket carries a jti");
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 30);
+
+    let response = api.post("/api/relay-ticket?cookie=true", ADMIN_KEY).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("sse_relay_token=ey"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Max-Age=30"),
+        "{cookie}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token"], "", "the ticket is only in the HttpOnly cookie");
+}
+
+#[tokio::test]
+async fn a_request_head_that_trickles_in_is_cut_after_the_header_timeout() {
+    let redis = RedisServer::start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let process = ForecastBuilder::new(&db, redis.url()).env("HTTP__HEADER_READ_TIMEOUT_SECS", 1).start();
+    assert!(
+        testkit::server_cuts_a_trickling_request(process.addr(), std::time::Duration::from_secs(10)).await
+    );
+}
+
+#[tokio::test]
+async fn sigterm_finishes_and_exits_0() {
+    let redis = RedisServer::start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let mut process = ForecastBuilder::new(&db, redis.url()).start();
+    Api::new(&process).create("2026-11-23", 1, "Before shutdown").await;
+    process.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || process.wait_exit(std::time::Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

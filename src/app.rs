@@ -1,0 +1,153 @@
+//! The relay as one application: [`Relay::build`] binds the listener (port 0 allowed) and
+//! wires the parts; the binary and the tests both call it, then [`Relay::run_until_stopped`] serves until a shutdown signal and
+//! drains: readiness off, a delay for load balancers, stop accepting, end streams spread over
+//! a window, and cut whatever is left at the end of the grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use service::server::{self, ServerControl};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::TokenVerifier;
+use crate::channels::ChannelRules;
+use crate::client_ip::PerIpLimiter;
+use crate::commands::SharedConnection;
+use crate::direct_stream::DirectStreams;
+use crate::health::Health;
+use crate::http::{self, AppState};
+use crate::hub::Hub;
+use crate::log::LogReader;
+use crate::metrics::RelayMetrics;
+use crate::replay::Replay;
+use crate::settings::RelaySettings;
+use crate::subscriber::Subscriber;
+
+pub struct Relay {
+    listener: TcpListener,
+    settings: RelaySettings,
+    state: Arc<AppState>,
+    subscriber: Subscriber,
+}
+
+impl Relay {
+    /// Validates the wiring and binds the listening socket.
+    pub async fn build(settings: RelaySettings) -> anyhow::Result<Self> {
+        let addr = settings.listen_addr()?;
+        let rules = Arc::new(ChannelRules::new(settings.channel_rules()?));
+        let metrics = RelayMetrics::new();
+        let health = Arc::new(Health::new(settings.redis.unready_after()));
+        let hub = Hub::new(
+            metrics.clone(),
+            usize::try_from(settings.limits.client_queue).unwrap_or(usize::MAX),
+            usize::try_from(settings.limits.max_connections).unwrap_or(usize::MAX),
+        );
+        let client = redis::Client::open(settings.redis.url.as_str()).context("invalid Redis URL")?;
+        let max_message_bytes = usize::try_from(settings.limits.max_message_bytes).unwrap_or(usize::MAX);
+        let commands = Arc::new(SharedConnection::new(client.clone(), settings.redis.connect_timeout()));
+        let log = Arc::new(LogReader::new(Arc::clone(&commands), settings.redis.log_stream.clone()));
+        let replay = Arc::new(Replay {
+            log: Arc::clone(&log),
+            rules: Arc::clone(&rules),
+            metrics: metrics.clone(),
+            max_message_bytes,
+        });
+        let auth = Arc::new(TokenVerifier::new(&settings.auth, Arc::clone(&commands))?);
+        let subscriber = Subscriber::new(
+            client,
+            settings.redis.clone(),
+            Arc::clone(&rules),
+            &settings.pod_id,
+            max_message_bytes,
+            Arc::clone(&hub),
+            Arc::clone(&health),
+            metrics.clone(),
+            log,
+        );
+        let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        let state = Arc::new(AppState {
+            hub,
+            health,
+            metrics,
+            replay,
+            auth,
+            rules,
+            per_ip: PerIpLimiter::new(
+                usize::try_from(settings.limits.max_connections_per_ip).unwrap_or(usize::MAX),
+            ),
+            trusted_proxy_hops: usize::try_from(settings.limits.trusted_proxy_hops).unwrap_or(0),
+            max_url_bytes: usize::try_from(settings.limits.max_url_bytes).unwrap_or(usize::MAX),
+            retry_ms: settings.sse.retry_ms,
+            max_channels_per_request: usize::try_from(settings.limits.max_channels_per_request)
+                .unwrap_or(usize::MAX),
+            retry_after_secs: settings.sse.retry_ms.div_ceil(1000).max(1),
+        });
+        Ok(Self { listener, settings, state, subscriber })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound TcpListener always has a local address.
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then drains within the grace period.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self { listener, settings, state, subscriber } = self;
+        let redis_cancel = CancellationToken::new();
+        let redis_task = tokio::spawn(subscriber.run(redis_cancel.clone()));
+        let keepalive_task = {
+            let hub = Arc::clone(&state.hub);
+            let interval = settings.sse.keepalive();
+            tokio::spawn(async move { hub.keep_alive(interval).await })
+        };
+
+        let control = ServerControl::default();
+        let connections = TaskTracker::new();
+        let router = http::router(Arc::clone(&state), &settings.cors.allowed_origins);
+        let header_read_timeout = settings.limits.header_read_timeout();
+        let direct_streams = DirectStreams { path: "/events", router: router.clone(), header_read_timeout };
+        let accept_task = tokio::spawn(server::serve(
+            listener,
+            router,
+            control.clone(),
+            connections.clone(),
+            header_read_timeout,
+            direct_streams,
+        ));
+
+        shutdown.await;
+        let started = tokio::time::Instant::now();
+        let grace_deadline = started + settings.shutdown.grace_period();
+        state.health.start_draining();
+        tracing::info!(
+            open_streams = state.hub.open_connections(),
+            drain_delay_ms = settings.shutdown.drain_delay_ms,
+            drain_window_ms = settings.shutdown.drain_window_ms,
+            "shutdown: readiness off, draining"
+        );
+        tokio::time::sleep(settings.shutdown.drain_delay()).await;
+
+        control.stop_accepting.cancel();
+        let _ = accept_task.await;
+        control.close_gracefully.cancel();
+        connections.close();
+        tokio::select! {
+            _ = state.hub.close_all_spread(settings.shutdown.drain_window()) => {}
+            _ = tokio::time::sleep_until(grace_deadline) => {}
+        }
+        if tokio::time::timeout_at(grace_deadline, connections.wait()).await.is_err() {
+            tracing::warn!(remaining = connections.len(), "grace period over: cutting remaining connections");
+            control.cut_all.cancel();
+            connections.wait().await;
+        }
+        keepalive_task.abort();
+        redis_cancel.cancel();
+        let _ = redis_task.await;
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
+        Ok(())
+    }
+}

@@ -1,0 +1,169 @@
+//! Who may read token channels: JWT verification, where tokens are read from, one-time tickets.
+//!
+//! A token is an HS256 JWT (shared secret) or an RS256/ES256 JWT (public key); each key is used
+//! only with its own algorithm, so `alg: none` and algorithm confusion (an HS256 token signed
+//! with the public key) are refused. `exp` is required; `nbf`, `aud` and `iss` are checked when
+//! configured. The `subscribe` claim lists the glob patterns the bearer may read. A token with a
+//! `jti` is a one-time ticket: the relay claims the `jti` in Redis (`SET NX EX`) and refuses it
+//! the second time. Tokens are never logged.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use protocol::claims::RelayClaims;
+use protocol::glob::Pattern;
+
+use crate::commands::{CommandError, SharedConnection};
+use crate::settings::AuthSettings;
+use service::config::ConfigError;
+
+/// Patterns in a token's `subscribe` claim, at most.
+const MAX_GRANTS: usize = 64;
+
+/// What a verified token allows.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub patterns: Arc<[Pattern]>,
+    /// Unix seconds at which the token expires (and its stream is closed).
+    pub expires_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+    #[error("this ticket was already used")]
+    TicketReused,
+    #[error("cannot check the ticket: {0}")]
+    Unavailable(CommandError),
+}
+
+/// Seconds since the Unix epoch, now: the clock of `exp`.
+pub fn unix_now_secs() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Reads a PEM public key: RSA keys verify RS256 tokens, EC (P-256) keys ES256 tokens.
+pub fn load_public_key(path: &str) -> Result<(DecodingKey, Algorithm), ConfigError> {
+    let key = "auth.jwt_public_key_file";
+    let pem =
+        std::fs::read(path).map_err(|error| ConfigError::new(key, format!("cannot read {path}: {error}")))?;
+    if let Ok(rsa) = DecodingKey::from_rsa_pem(&pem) {
+        return Ok((rsa, Algorithm::RS256));
+    }
+    DecodingKey::from_ec_pem(&pem)
+        .map(|ec| (ec, Algorithm::ES256))
+        .map_err(|_| ConfigError::new(key, format!("{path} is not a PEM RSA or EC (P-256) public key")))
+}
+
+pub struct TokenVerifier {
+    hs256: Option<(DecodingKey, Validation)>,
+    public_key: Option<(DecodingKey, Validation)>,
+    cookie_name: String,
+    ticket_prefix: String,
+    leeway_secs: u64,
+    redis: Arc<SharedConnection>,
+}
+
+impl TokenVerifier {
+    pub fn new(settings: &AuthSettings, redis: Arc<SharedConnection>) -> Result<Self, ConfigError> {
+        let validation = |algorithm: Algorithm| {
+            let mut validation = Validation::new(algorithm);
+            validation.leeway = settings.leeway_secs;
+            validation.validate_nbf = true;
+            validation.set_required_spec_claims(&["exp"]);
+            if settings.audience.is_empty() {
+                validation.validate_aud = false;
+            } else {
+                validation.set_audience(&[&settings.audience]);
+            }
+            if !settings.issuer.is_empty() {
+                validation.set_issuer(&[&settings.issuer]);
+            }
+            validation
+        };
+        let hs256 = (!settings.jwt_secret.is_empty()).then(|| {
+            (DecodingKey::from_secret(settings.jwt_secret.as_bytes()), validation(Algorithm::HS256))
+        });
+        let public_key = if settings.jwt_public_key_file.is_empty() {
+            None
+        } else {
+            let (decoding_key, algorithm) = load_public_key(&settings.jwt_public_key_file)?;
+            Some((decoding_key, validation(algorithm)))
+        };
+        Ok(Self {
+            hs256,
+            public_key,
+            cookie_name: settings.cookie_name.clone(),
+            ticket_prefix: settings.ticket_prefix.clone(),
+            leeway_secs: settings.leeway_secs,
+            redis,
+        })
+    }
+
+    /// The token of a request: `Authorization: Bearer`, else the configured cookie, else the
+    /// `access_token` query parameter.
+    pub fn token_from(&self, headers: &http::HeaderMap, query: &str) -> Option<String> {
+        let bearer = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(|v| v.trim().to_owned());
+        let cookie = || {
+            headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(name, _)| *name == self.cookie_name)
+                .map(|(_, value)| value.trim().to_owned())
+        };
+        let query = || {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == "access_token")
+                .map(|(_, v)| v.into_owned())
+        };
+        bearer.or_else(cookie).or_else(query).filter(|token| !token.is_empty())
+    }
+
+    /// Verifies a token and, for a ticket, claims it.
+    pub async fn verify(&self, token: &str) -> Result<Grant, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let (key, validation) = match header.alg {
+            Algorithm::HS256 => self.hs256.as_ref(),
+            alg => self.public_key.as_ref().filter(|(_, validation)| validation.algorithms.contains(&alg)),
+        }
+        .ok_or_else(|| AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg)))?;
+        let claims = jsonwebtoken::decode::<RelayClaims>(token, key, validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?
+            .claims;
+        if claims.subscribe.len() > MAX_GRANTS {
+            return Err(AuthError::Invalid(format!("more than {MAX_GRANTS} subscribe patterns")));
+        }
+        let patterns = claims
+            .subscribe
+            .iter()
+            .map(|p| {
+                Pattern::parse(p).map_err(|e| AuthError::Invalid(format!("subscribe pattern {p:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(jti) = &claims.jti {
+            self.claim_ticket(jti, claims.exp).await?;
+        }
+        Ok(Grant { patterns: patterns.into(), expires_at: claims.exp })
+    }
+
+    async fn claim_ticket(&self, jti: &str, exp: i64) -> Result<(), AuthError> {
+        // Remember the ticket for as long as it could still be accepted.
+        let remaining = exp.saturating_sub(unix_now_secs()).saturating_add(self.leeway_secs as i64);
+        let mut command = redis::cmd("SET");
+        command.arg(format!("{}{jti}", self.ticket_prefix)).arg(1).arg("NX").arg("EX").arg(remaining.max(1));
+        let claimed: Option<String> = self.redis.query(command).await.map_err(AuthError::Unavailable)?;
+        if claimed.is_none() {
+            return Err(AuthError::TicketReused);
+        }
+        Ok(())
+    }
+}

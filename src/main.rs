@@ -1,0 +1,49 @@
+//! sse-relay: streams Redis channels to browsers as Server-Sent Events.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use service::{config, telemetry};
+use sse_relay::Relay;
+use sse_relay::settings::{ENV_PREFIX, LIST_KEYS, RelaySettings};
+
+/// Streams Redis pub/sub channels to browsers as Server-Sent Events.
+///
+/// Configuration: compiled-in defaults, then the TOML file given with --config, then
+/// environment variables SSE_RELAY__SECTION__KEY (e.g. SSE_RELAY__REDIS__URL).
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    telemetry::init_logging();
+    let settings: RelaySettings = match config::load(ENV_PREFIX, args.config.as_deref(), LIST_KEYS) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("sse-relay: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let relay = match Relay::build(settings).await {
+        Ok(relay) => relay,
+        Err(error) => {
+            eprintln!("sse-relay: cannot start: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %relay.local_addr(), version = env!("CARGO_PKG_VERSION"), "listening");
+    match relay.run_until_stopped(telemetry::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "relay failed");
+            ExitCode::FAILURE
+        }
+    }
+}

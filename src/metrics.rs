@@ -1,0 +1,181 @@
+//! The relay's Prometheus metrics, in a registry owned by one relay instance (so several
+//! instances can live in one process, as tests do).
+//!
+//! Label values are bounded: refusal and drop reasons are closed sets (enums), never channel
+//! names.
+
+use prometheus::{Histogram, IntCounter, IntGauge};
+use protocol::message::DropReason;
+use service::metrics::{CounterBy, MetricsRegistry};
+
+/// Buckets of the sub-second round trips (probe, delivery).
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+const DELIVERY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const STREAM_LIFETIME_BUCKETS: &[f64] = &[1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0];
+
+#[derive(Clone)]
+pub struct RelayMetrics {
+    registry: MetricsRegistry,
+    pub connections: IntGauge,
+    pub connections_accepted: IntCounter,
+    pub connections_refused: CounterBy<RefusedReason>,
+    pub events_received: IntCounter,
+    pub events_delivered: IntCounter,
+    pub events_dropped: CounterBy<DropReason>,
+    pub slow_client_disconnects: IntCounter,
+    pub redis_connected: IntGauge,
+    pub redis_reconnects: IntCounter,
+    pub probe_rtt: Histogram,
+    pub probe_failures: IntCounter,
+    pub connection_duration: Histogram,
+    pub replayed_events: IntCounter,
+    pub gap_filled_events: IntCounter,
+    pub resets: IntCounter,
+    pub delivery_latency: Histogram,
+}
+
+/// Reasons a stream request is refused (`sse_relay_connections_refused_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedReason {
+    MaxConnections,
+    TooManyChannels,
+    BadRequest,
+    ShuttingDown,
+    Unauthorized,
+    Forbidden,
+    Unavailable,
+    PerIpLimit,
+    UriTooLong,
+}
+
+impl RefusedReason {
+    pub const ALL: [Self; 9] = [
+        Self::MaxConnections,
+        Self::TooManyChannels,
+        Self::BadRequest,
+        Self::ShuttingDown,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::Unavailable,
+        Self::PerIpLimit,
+        Self::UriTooLong,
+    ];
+}
+
+impl From<RefusedReason> for &'static str {
+    fn from(reason: RefusedReason) -> Self {
+        match reason {
+            RefusedReason::MaxConnections => "max_connections",
+            RefusedReason::TooManyChannels => "too_many_channels",
+            RefusedReason::BadRequest => "bad_request",
+            RefusedReason::ShuttingDown => "shutting_down",
+            RefusedReason::Unauthorized => "unauthorized",
+            RefusedReason::Forbidden => "forbidden",
+            RefusedReason::Unavailable => "unavailable",
+            RefusedReason::PerIpLimit => "per_ip_limit",
+            RefusedReason::UriTooLong => "uri_too_long",
+        }
+    }
+}
+
+impl RelayMetrics {
+    pub fn new() -> Self {
+        let m = MetricsRegistry::new();
+        Self {
+            connections: m.gauge("sse_relay_connections", "Open SSE streams"),
+            connections_accepted: m.counter("sse_relay_connections_accepted_total", "SSE streams accepted"),
+            connections_refused: m.counter_by(
+                "sse_relay_connections_refused_total",
+                "SSE stream requests refused, by reason",
+                "reason",
+                &RefusedReason::ALL,
+            ),
+            events_received: m.counter(
+                "sse_relay_events_received_total",
+                "Messages received from Redis on configured channels",
+            ),
+            events_delivered: m.counter(
+                "sse_relay_events_delivered_total",
+                "Events queued to client streams (one per receiving client)",
+            ),
+            events_dropped: m.counter_by(
+                "sse_relay_events_dropped_total",
+                "Messages from Redis dropped, by reason",
+                "reason",
+                &DropReason::ALL,
+            ),
+            slow_client_disconnects: m.counter(
+                "sse_relay_slow_client_disconnects_total",
+                "Clients disconnected because their queue was full",
+            ),
+            redis_connected: m
+                .gauge("sse_relay_redis_connected", "1 while the Redis subscription is established, else 0"),
+            redis_reconnects: m.counter(
+                "sse_relay_redis_reconnects_total",
+                "Redis subscriptions re-established after a loss",
+            ),
+            probe_rtt: m.histogram(
+                "sse_relay_probe_rtt_seconds",
+                "Time for a probe published on the relay's own channel to come back",
+                LATENCY_BUCKETS,
+            ),
+            probe_failures: m.counter(
+                "sse_relay_probe_failures_total",
+                "Probes not echoed in time (subscription considered wedged)",
+            ),
+            connection_duration: m.histogram(
+                "sse_relay_connection_duration_seconds",
+                "Lifetime of SSE streams",
+                STREAM_LIFETIME_BUCKETS,
+            ),
+            replayed_events: m.counter(
+                "sse_relay_replayed_events_total",
+                "Events sent from the log to streams resuming with Last-Event-ID",
+            ),
+            gap_filled_events: m.counter(
+                "sse_relay_gap_filled_events_total",
+                "Events read from the log after the relay's own subscription was interrupted",
+            ),
+            resets: m.counter(
+                "sse_relay_resets_total",
+                "relay.reset events sent (resume point no longer in the log)",
+            ),
+            delivery_latency: m.histogram(
+                "sse_relay_delivery_latency_seconds",
+                "From an envelope's publish time (ts) to its frame being queued for clients",
+                DELIVERY_BUCKETS,
+            ),
+            registry: m,
+        }
+    }
+
+    pub fn refused(&self, reason: RefusedReason) {
+        self.connections_refused.inc(reason);
+    }
+
+    pub fn dropped(&self, reason: DropReason) {
+        self.events_dropped.inc(reason);
+    }
+
+    /// Records the time from an envelope's publish timestamp (unix µs) to now.
+    pub fn observe_latency(&self, published_micros: Option<i64>) {
+        if let Some(published) = published_micros {
+            let elapsed = protocol::envelope::now_micros() - published;
+            if elapsed >= 0 {
+                self.delivery_latency.observe(elapsed as f64 / 1e6);
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.registry.render()
+    }
+}
+
+impl Default for RelayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

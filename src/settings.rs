@@ -1,0 +1,359 @@
+//! The relay's configuration: typed sections, defaults, validation and `Duration` getters.
+//!
+//! Key names are a contract shared with the Helm chart and deployments (see the README's
+//! configuration reference); durations carry their unit in the name.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::channels::{Access, ChannelRule};
+use protocol::message::Format;
+
+use protocol::glob::Pattern;
+use service::config::{ConfigError, Validate, require_positive, validate_redis_url};
+
+/// Environment variables starting with `SSE_RELAY__` override the file.
+pub const ENV_PREFIX: &str = "SSE_RELAY";
+/// Keys whose environment value is a comma-separated list.
+pub const LIST_KEYS: &[&str] = &["cors.allowed_origins"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    pub listen: String,
+    /// Identifies this process on its probe channel and in logs; defaults to the host name
+    /// (the pod name in Kubernetes).
+    pub pod_id: String,
+    pub redis: RedisSettings,
+    pub channels: Vec<ChannelSettings>,
+    pub auth: AuthSettings,
+    pub cors: CorsSettings,
+    pub limits: LimitSettings,
+    pub sse: SseSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Stream holding envelope history for replay; "" disables replay.
+    pub log_stream: String,
+    pub connect_timeout_ms: u64,
+    /// How long the relay stays ready without a working subscription before `/readyz` fails.
+    pub unready_after_secs: u64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How often a probe is published on the relay's own channel to prove delivery.
+    pub probe_interval_ms: u64,
+    /// A probe not echoed within this time marks the subscription wedged.
+    pub probe_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSettings {
+    pub pattern: String,
+    #[serde(default = "default_format")]
+    pub format: Format,
+    #[serde(default = "default_access")]
+    pub access: Access,
+}
+
+fn default_format() -> Format {
+    Format::Raw
+}
+
+fn default_access() -> Access {
+    Access::Public
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret for token channels (at least 32 characters).
+    pub jwt_secret: String,
+    /// PEM public key (RSA → RS256, EC P-256 → ES256) for token channels.
+    pub jwt_public_key_file: String,
+    /// Required `aud` claim; empty: not checked.
+    pub audience: String,
+    /// Required `iss` claim; empty: not checked.
+    pub issuer: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Cookie a token may be read from (same-site deployments).
+    pub cookie_name: String,
+    /// Redis key prefix for claimed one-time tickets.
+    pub ticket_prefix: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            jwt_public_key_file: String::new(),
+            audience: String::new(),
+            issuer: String::new(),
+            leeway_secs: 5,
+            cookie_name: "sse_relay_token".into(),
+            ticket_prefix: "sse:ticket:".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins allowed to open streams cross-origin; empty means same-origin only.
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    pub max_connections: u64,
+    /// Frames buffered per client before it counts as slow and is disconnected.
+    pub client_queue: u64,
+    pub max_channels_per_request: u64,
+    pub max_message_bytes: u64,
+    /// Streams per client IP; 0: no limit.
+    pub max_connections_per_ip: u64,
+    /// Proxies in front of the relay that append to `X-Forwarded-For`; 0: use the peer address.
+    pub trusted_proxy_hops: u64,
+    /// Longest request target (path and query) accepted.
+    pub max_url_bytes: u64,
+    /// A request head must arrive within this time (slowloris protection).
+    pub header_read_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SseSettings {
+    pub keepalive_secs: u64,
+    /// Reconnection delay sent to browsers; each stream gets up to half again as jitter.
+    pub retry_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// Time between failing readiness and refusing connections, for load balancers to notice.
+    pub drain_delay_ms: u64,
+    /// Streams are closed spread over this window so clients reconnect gradually.
+    pub drain_window_ms: u64,
+    /// Hard limit for the whole shutdown, after which remaining connections are cut.
+    pub grace_period_ms: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            pod_id: default_pod_id(),
+            redis: RedisSettings::default(),
+            channels: vec![ChannelSettings {
+                pattern: "weatherforecast.*".into(),
+                format: Format::Envelope,
+                access: Access::Public,
+            }],
+            auth: AuthSettings::default(),
+            cors: CorsSettings::default(),
+            limits: LimitSettings::default(),
+            sse: SseSettings::default(),
+            shutdown: ShutdownSettings::default(),
+        }
+    }
+}
+
+fn default_pod_id() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "sse-relay".into())
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            log_stream: "sse:log".into(),
+            connect_timeout_ms: 2_000,
+            unready_after_secs: 10,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 5_000,
+            probe_interval_ms: 5_000,
+            probe_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            client_queue: 1024,
+            max_channels_per_request: 16,
+            max_message_bytes: 65_536,
+            max_connections_per_ip: 0,
+            trusted_proxy_hops: 0,
+            max_url_bytes: 8_192,
+            header_read_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for SseSettings {
+    fn default() -> Self {
+        Self { keepalive_secs: 15, retry_ms: 3_000 }
+    }
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { drain_delay_ms: 5_000, drain_window_ms: 10_000, grace_period_ms: 25_000 }
+    }
+}
+
+impl RelaySettings {
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            ConfigError::new("listen", format!("{:?} is not an address like 0.0.0.0:8080", self.listen))
+        })
+    }
+
+    /// The validated channel rules, in configuration order (the first match wins).
+    pub fn channel_rules(&self) -> Result<Vec<ChannelRule>, ConfigError> {
+        self.channels
+            .iter()
+            .enumerate()
+            .map(|(i, channel)| {
+                let pattern = Pattern::parse(&channel.pattern).map_err(|error| {
+                    ConfigError::new(
+                        format!("channels[{i}].pattern"),
+                        format!("{:?}: {error}", channel.pattern),
+                    )
+                })?;
+                Ok(ChannelRule { pattern, format: channel.format, access: channel.access })
+            })
+            .collect()
+    }
+}
+
+impl Validate for RelaySettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if self.pod_id.is_empty() || self.pod_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(ConfigError::new("pod_id", "must be a non-empty name without spaces"));
+        }
+        validate_redis_url("redis.url", &self.redis.url)?;
+        require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms)?;
+        require_positive("redis.unready_after_secs", self.redis.unready_after_secs)?;
+        require_positive("redis.backoff_initial_ms", self.redis.backoff_initial_ms)?;
+        require_positive("redis.backoff_max_ms", self.redis.backoff_max_ms)?;
+        require_positive("redis.probe_interval_ms", self.redis.probe_interval_ms)?;
+        require_positive("redis.probe_timeout_ms", self.redis.probe_timeout_ms)?;
+        if self.redis.backoff_max_ms < self.redis.backoff_initial_ms {
+            return Err(ConfigError::new(
+                "redis.backoff_max_ms",
+                "must not be smaller than redis.backoff_initial_ms",
+            ));
+        }
+        if self.channels.is_empty() {
+            return Err(ConfigError::new("channels", "at least one [[channels]] rule is required"));
+        }
+        let rules = self.channel_rules()?;
+        if let Some(i) = rules.iter().position(|rule| rule.access == Access::Token)
+            && self.auth.jwt_secret.is_empty()
+            && self.auth.jwt_public_key_file.is_empty()
+        {
+            return Err(ConfigError::new(
+                format!("channels[{i}].access"),
+                "\"token\" channels need auth.jwt_secret or auth.jwt_public_key_file",
+            ));
+        }
+        if !self.auth.jwt_public_key_file.is_empty() {
+            crate::auth::load_public_key(&self.auth.jwt_public_key_file)?;
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
+            return Err(ConfigError::new("auth.jwt_secret", "must be at least 32 characters"));
+        }
+        if self.auth.leeway_secs > 300 {
+            return Err(ConfigError::new("auth.leeway_secs", "must be at most 300"));
+        }
+        let cookie_ok = !self.auth.cookie_name.is_empty()
+            && self.auth.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !cookie_ok {
+            return Err(ConfigError::new("auth.cookie_name", "must be letters, digits, '_' or '-'"));
+        }
+        service::config::validate_origins("cors.allowed_origins", &self.cors.allowed_origins)?;
+        require_positive("limits.max_connections", self.limits.max_connections)?;
+        require_positive("limits.client_queue", self.limits.client_queue)?;
+        require_positive("limits.max_channels_per_request", self.limits.max_channels_per_request)?;
+        require_positive("limits.max_message_bytes", self.limits.max_message_bytes)?;
+        require_positive("limits.max_url_bytes", self.limits.max_url_bytes)?;
+        require_positive("limits.header_read_timeout_secs", self.limits.header_read_timeout_secs)?;
+        if self.limits.trusted_proxy_hops > 16 {
+            return Err(ConfigError::new("limits.trusted_proxy_hops", "must be at most 16"));
+        }
+        require_positive("sse.keepalive_secs", self.sse.keepalive_secs)?;
+        require_positive("sse.retry_ms", self.sse.retry_ms)?;
+        require_positive("shutdown.grace_period_ms", self.shutdown.grace_period_ms)?;
+        if self.shutdown.drain_delay_ms + self.shutdown.drain_window_ms >= self.shutdown.grace_period_ms {
+            return Err(ConfigError::new(
+                "shutdown.grace_period_ms",
+                "must be longer than shutdown.drain_delay_ms + shutdown.drain_window_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RedisSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn unready_after(&self) -> Duration {
+        Duration::from_secs(self.unready_after_secs)
+    }
+    pub fn backoff_initial(&self) -> Duration {
+        Duration::from_millis(self.backoff_initial_ms)
+    }
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.backoff_max_ms)
+    }
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.probe_interval_ms)
+    }
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.probe_timeout_ms)
+    }
+}
+
+impl LimitSettings {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+}
+
+impl SseSettings {
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.keepalive_secs)
+    }
+}
+
+impl ShutdownSettings {
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
+    }
+    pub fn drain_window(&self) -> Duration {
+        Duration::from_millis(self.drain_window_ms)
+    }
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_millis(self.grace_period_ms)
+    }
+}

@@ -1,0 +1,137 @@
+//! One client's SSE response body: the preamble, then (when resuming) the backlog from the log,
+//! then live frames, with the `: ping` keepalives the hub asks for when the stream has been
+//! quiet. Live frames whose id the backlog already sent are skipped.
+//!
+//! The body ends when the hub lets the stream go (shutdown, or the client was cut as
+//! slow); dropping the body, for whatever reason, unregisters the stream.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use tokio::sync::mpsc;
+use tokio::time::Sleep;
+
+use crate::client_ip::IpSlot;
+use crate::hub::{FrameReceiver, MemberGuard, Next, Registration};
+use crate::replay::ReplayItem;
+use protocol::log_id::StreamId;
+use protocol::sse::{PING, expired_frame};
+
+pub struct SseBody {
+    preamble: Option<Bytes>,
+    /// The backlog being replayed; `None` once it is sent (or when not resuming).
+    replay: Option<mpsc::Receiver<ReplayItem>>,
+    /// The newest id the client has (its resume point, then the backlog): live frames up to it
+    /// are duplicates.
+    replayed_through: Option<StreamId>,
+    rx: FrameReceiver,
+    guard: MemberGuard,
+    /// When the stream's token expires: then `relay.expired` is sent and the stream ends.
+    expiry: Option<Pin<Box<Sleep>>>,
+    expired: bool,
+    /// The client IP's stream slot, returned when the stream ends.
+    _ip_slot: Option<IpSlot>,
+}
+
+impl SseBody {
+    pub fn new(
+        registration: Registration,
+        preamble: Bytes,
+        replay: Option<mpsc::Receiver<ReplayItem>>,
+    ) -> Self {
+        Self {
+            preamble: Some(preamble),
+            replay,
+            replayed_through: None,
+            rx: registration.rx,
+            guard: registration.guard,
+            expiry: None,
+            expired: false,
+            _ip_slot: None,
+        }
+    }
+
+    /// Keeps the client IP's slot for the life of the stream.
+    pub fn holding(mut self, slot: Option<IpSlot>) -> Self {
+        self._ip_slot = slot;
+        self
+    }
+
+    /// Ends the stream at `expires_at` (unix seconds), the expiry of its token.
+    pub fn expiring_at(mut self, expires_at: Option<i64>) -> Self {
+        if let Some(expires_at) = expires_at {
+            let left = expires_at.saturating_sub(crate::auth::unix_now_secs()).max(0) as u64;
+            self.expiry = Some(Box::pin(tokio::time::sleep(Duration::from_secs(left))));
+        }
+        self
+    }
+}
+
+impl Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(None);
+        }
+        if let Some(expiry) = this.expiry.as_mut()
+            && expiry.as_mut().poll(cx).is_ready()
+        {
+            // Tell the client why, so that it fetches a fresh token before reconnecting.
+            this.expired = true;
+            return Poll::Ready(Some(Ok(Frame::data(expired_frame()))));
+        }
+        if let Some(preamble) = this.preamble.take() {
+            return Poll::Ready(Some(Ok(Frame::data(preamble))));
+        }
+        while let Some(replay) = this.replay.as_mut() {
+            match replay.poll_recv(cx) {
+                Poll::Ready(Some(ReplayItem::SeenThrough(id))) => this.replayed_through = Some(id),
+                Poll::Ready(Some(ReplayItem::Frame(frame))) => {
+                    if frame.id.is_some() {
+                        this.replayed_through = frame.id;
+                    }
+                    return Poll::Ready(Some(Ok(this.sent(frame.bytes.clone()))));
+                }
+                // Backlog sent: go live.
+                Poll::Ready(None) => this.replay = None,
+                // The log is slow to answer (or Redis is away): keep the stream alive meanwhile.
+                Poll::Pending => return this.rx.poll_ping(cx).map(|()| Some(Ok(ping()))),
+            }
+        }
+        loop {
+            match this.rx.poll_next(cx) {
+                Poll::Ready(Some(Next::Frame(frame))) => {
+                    if frame.id.is_some() && frame.id <= this.replayed_through {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(this.sent(frame.bytes.clone()))));
+                }
+                Poll::Ready(Some(Next::Ping)) => return Poll::Ready(Some(Ok(ping()))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+fn ping() -> Frame<Bytes> {
+    Frame::data(Bytes::from_static(PING))
+}
+
+impl SseBody {
+    fn sent(&mut self, bytes: Bytes) -> Frame<Bytes> {
+        self.guard.frame_sent();
+        Frame::data(bytes)
+    }
+}

@@ -1,0 +1,165 @@
+//! The dashboard in a real headless Chromium (Debian's, driven by playwright-core from
+//! tests/browser/dashboard.mjs), against the real relay and forecast-api.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use testkit::forecast_process::{ADMIN_KEY, DbKind, ForecastBuilder, TestDb};
+use testkit::redis_server::{RedisServer, free_port};
+use testkit::relay_process::RelayBuilder;
+
+/// `node tests/browser/dashboard.mjs` for `scenario`, after checking that its tools are there.
+fn scenario_command(scenario: &str, api_url: &str, relay_url: &str) -> Command {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let node = testkit::require_program("node", "install Node.js (`apt-get install nodejs npm`)");
+    testkit::require_program("chromium", "run `scripts/ensure-deps.sh browser` (apt-get install chromium)");
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `scripts/ensure-deps.sh browser` (npm ci in tests/browser)"
+    );
+    let shots = screenshots();
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut command = Command::new(node);
+    command
+        .arg(root.join("tests/browser/dashboard.mjs"))
+        .env("SCENARIO", scenario)
+        .env("API_URL", api_url)
+        .env("RELAY_URL", relay_url)
+        .env("ADMIN_KEY", ADMIN_KEY)
+        .env("SHOT_DIR", &shots);
+    command
+}
+
+fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser")
+}
+
+fn run_scenario(scenario: &str, api_url: &str, relay_url: &str) {
+    let output = scenario_command(scenario, api_url, relay_url).output().expect("run node");
+    let report =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "browser scenario {scenario} failed (screenshots in {}):\n{report}",
+        screenshots().display()
+    );
+    println!("{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_stays_live_across_pages_shares_one_connection_and_shows_hostile_text_literally() {
+    let redis = RedisServer::start();
+    let api_port = free_port();
+    let api_origin = format!("http://127.0.0.1:{api_port}");
+    let relay = RelayBuilder::new(redis.url())
+        .accepting_forecast_api_tokens()
+        .env("CORS__ALLOWED_ORIGINS", &api_origin)
+        .start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api = ForecastBuilder::new(&db, redis.url())
+        .env("LISTEN", format!("127.0.0.1:{api_port}"))
+        .env("RELAY__PUBLIC_URL", relay.url(""))
+        .start();
+    relay.wait_ready().await;
+    api.wait_ready().await;
+    let (api_url, relay_url) = (api.url(""), relay.url(""));
+    tokio::task::spawn_blocking(move || run_scenario("live", &api_url, &relay_url)).await.unwrap();
+}
+
+/// The relay is killed and started again on the same port while a page is open; forecasts
+/// created meanwhile reach the page once it reconnects, each once (replayed from the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_catches_up_after_the_relay_restarts() {
+    relay_restart_scenario(false).await;
+}
+
+/// As above, but the log no longer reaches back to the page's last event: the page gets
+/// `relay.reset`, refetches the list and says "resynced".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_resynchronises_when_the_log_no_longer_reaches_back() {
+    relay_restart_scenario(true).await;
+}
+
+async fn relay_restart_scenario(trim_log: bool) {
+    let redis = RedisServer::start();
+    let api_port = free_port();
+    let relay_port = free_port();
+    let start_relay = || {
+        RelayBuilder::new(redis.url())
+            .channels("[[channels]]\npattern = \"weatherforecast.*\"\nformat = \"envelope\"\n")
+            .env("LISTEN", format!("127.0.0.1:{relay_port}"))
+            .env("CORS__ALLOWED_ORIGINS", format!("http://127.0.0.1:{api_port}"))
+            .env("SSE__RETRY_MS", 500)
+            .start()
+    };
+    let relay = start_relay();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api = ForecastBuilder::new(&db, redis.url())
+        .env("LISTEN", format!("127.0.0.1:{api_port}"))
+        .env("RELAY__PUBLIC_URL", relay.url(""))
+        .start();
+    relay.wait_ready().await;
+    api.wait_ready().await;
+    let api_client = testkit::forecast_process::Api::new(&api);
+
+    let mut child = scenario_command("resume", &api.url(""), &relay.url(""))
+        .env("EXPECT_RESET", if trim_log { "1" } else { "0" })
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let asked = tokio::task::block_in_place(|| {
+        while stdout.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.trim() == "restart-relay" {
+                return true;
+            }
+            line.clear();
+        }
+        false
+    });
+    assert!(asked, "the page did not get ready: {line}");
+
+    drop(relay);
+    let mut ids = Vec::new();
+    for (i, summary) in
+        ["Created while the relay was away", "Second meanwhile", "Third meanwhile"].iter().enumerate()
+    {
+        ids.push(
+            api_client.create(&format!("2026-12-0{}", i + 2), 10 + i as i64, summary).await["id"].clone(),
+        );
+    }
+    api.wait_metric("forecast_api_events_published_total{channel=\"weatherforecast.created\"}", |n| n == 4.0)
+        .await;
+    if trim_log {
+        let _: i64 =
+            redis::cmd("XTRIM").arg("sse:log").arg("MAXLEN").arg(1).query(&mut redis.connection()).unwrap();
+    }
+    let relay = start_relay();
+    relay.wait_ready().await;
+    let mut stdin = child.stdin.take().unwrap();
+    // One write, so that the script reads the whole list at once.
+    stdin.write_all(format!("{}\n", serde_json::Value::from(ids)).as_bytes()).unwrap();
+    drop(stdin);
+
+    let output =
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("node exits")).await.unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
+    assert!(
+        output.status.success(),
+        "browser scenario resume failed:\n{rest}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if trim_log {
+        assert_eq!(relay.metric("sse_relay_resets_total").await, 1.0, "the page was told to reset");
+    } else {
+        assert!(
+            relay.metric("sse_relay_replayed_events_total").await >= 3.0,
+            "the page resumed from the log"
+        );
+    }
+}

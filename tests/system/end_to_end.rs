@@ -1,0 +1,104 @@
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
+use testkit::redis_server::RedisServer;
+use testkit::relay_process::{ENVELOPE_CHANNELS, RelayBuilder};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The full path: forecast-api writes, its outbox publishes through the log, the relay streams;
+/// a browser that was away while three changes happened gets all three, in order, on resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_was_away_gets_the_api_changes_in_order_on_resume() {
+    let redis = RedisServer::start();
+    let relay = RelayBuilder::new(redis.url()).channels(ENVELOPE_CHANNELS).start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api_process = ForecastBuilder::new(&db, redis.url()).start();
+    let api = Api::new(&api_process);
+    relay.wait_ready().await;
+
+    let mut stream = relay.open_stream("?channel=weatherforecast.*").await;
+    let first = api.create("2026-11-23", 20, "Mild").await;
+    let seen = stream.next_event(WAIT).await;
+    assert_eq!(seen.event.as_deref(), Some("weatherforecast.created"));
+    let data: Value = serde_json::from_str(seen.data.as_deref().unwrap()).unwrap();
+    assert_eq!(data, first, "the event's data is the forecast the API returned");
+    let last_id = seen.id.unwrap();
+    drop(stream);
+
+    let created = api.create("2026-11-24", 25, "Warm").await;
+    let path = format!("/api/weatherforecast/{}", created["id"].as_str().unwrap());
+    let updated: Value = api
+        .put(&path, ADMIN_KEY)
+        .json(&json!({ "date": "2026-11-24", "temperatureC": 27, "summary": "Warmer" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api.delete(&path, ADMIN_KEY).send().await.unwrap().status(), 204);
+    api_process
+        .wait_metric("forecast_api_events_published_total{channel=\"weatherforecast.deleted\"}", |n| n == 1.0)
+        .await;
+
+    let (mut resumed, _) = relay.resume_stream("?channel=weatherforecast.*", Some(&last_id)).await;
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        let event = resumed.next_event(WAIT).await;
+        events.push((event.event.unwrap(), serde_json::from_str::<Value>(&event.data.unwrap()).unwrap()));
+    }
+    assert_eq!(
+        events,
+        [
+            ("weatherforecast.created".to_owned(), created.clone()),
+            ("weatherforecast.updated".to_owned(), updated),
+            ("weatherforecast.deleted".to_owned(), json!({ "id": created["id"] })),
+        ]
+    );
+    assert!(relay.metric("sse_relay_replayed_events_total").await >= 3.0);
+}
+
+/// forecast-api's relay tokens and tickets open the relay's token channels (same secret).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_tickets_from_forecast_api_open_admin_channels_on_the_relay() {
+    use testkit::sse_client::SseClient;
+
+    let redis = RedisServer::start();
+    let relay = RelayBuilder::new(redis.url()).accepting_forecast_api_tokens().start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api_process = ForecastBuilder::new(&db, redis.url()).start();
+    let api = Api::new(&api_process);
+    relay.wait_ready().await;
+
+    let token: Value = api.post("/api/relay-token", ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let mut by_token =
+        SseClient::send(reqwest::Client::new().get(relay.url("/events?channel=admin.*")).bearer_auth(&token))
+            .await;
+    let ticket: Value = api.post("/api/relay-ticket", ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    let ticket_url =
+        relay.url(&format!("/events?channel=admin.*&access_token={}", ticket["token"].as_str().unwrap()));
+    let mut by_ticket = SseClient::connect(&ticket_url).await;
+    assert_eq!(reqwest::get(&ticket_url).await.unwrap().status(), 401, "a ticket opens one stream only");
+    assert_eq!(relay.get("/events?channel=admin.*").await.status(), 401, "no token, no admin events");
+
+    let key: Value = api
+        .post("/api/admin/apikeys", ADMIN_KEY)
+        .json(&json!({ "name": "watched", "scopes": ["forecasts:write"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for stream in [&mut by_token, &mut by_ticket] {
+        stream.next_event(WAIT).await;
+        let event = stream.next_event(WAIT).await;
+        assert_eq!(event.event.as_deref(), Some("admin.apikey.created"));
+        let data: Value = serde_json::from_str(event.data.as_deref().unwrap()).unwrap();
+        assert_eq!(data["id"], key["id"]);
+    }
+}

@@ -1,0 +1,9 @@
+//! Whole-system tests: both binaries together — an API write arriving on an event stream, the
+//! dashboard in a real browser, the configuration the Helm chart renders, and several replicas
+//! behind a real load balancer behaving as one system.
+
+mod browser;
+mod chart_config;
+mod end_to_end;
+mod failover;
+mod topology;
