@@ -44,19 +44,6 @@ pub fn unix_now_secs() -> i64 {
     i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Reads a PEM public key: RSA keys verify RS256 tokens, EC (P-256) keys ES256 tokens.
-pub fn load_public_key(path: &str) -> Result<(DecodingKey, Algorithm), ConfigError> {
-    let key = "auth.jwt_public_key_file";
-    let pem =
-        std::fs::read(path).map_err(|error| ConfigError::new(key, format!("cannot read {path}: {error}")))?;
-    if let Ok(rsa) = DecodingKey::from_rsa_pem(&pem) {
-        return Ok((rsa, Algorithm::RS256));
-    }
-    DecodingKey::from_ec_pem(&pem)
-        .map(|ec| (ec, Algorithm::ES256))
-        .map_err(|_| ConfigError::new(key, format!("{path} is not a PEM RSA or EC (P-256) public key")))
-}
-
 pub struct TokenVerifier {
     hs256: Option<(DecodingKey, Validation)>,
     public_key: Option<(DecodingKey, Validation)>,
@@ -86,12 +73,8 @@ impl TokenVerifier {
         let hs256 = (!settings.jwt_secret.is_empty()).then(|| {
             (DecodingKey::from_secret(settings.jwt_secret.as_bytes()), validation(Algorithm::HS256))
         });
-        let public_key = if settings.jwt_public_key_file.is_empty() {
-            None
-        } else {
-            let (decoding_key, algorithm) = load_public_key(&settings.jwt_public_key_file)?;
-            Some((decoding_key, validation(algorithm)))
-        };
+        let public_key =
+            settings.public_key()?.map(|(decoding_key, algorithm)| (decoding_key, validation(algorithm)));
         Ok(Self {
             hs256,
             public_key,

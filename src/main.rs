@@ -26,8 +26,10 @@ async fn main() -> ExitCode {
     telemetry::init_logging();
     let settings: RelaySettings = match config::load(ENV_PREFIX, args.config.as_deref(), LIST_KEYS) {
         Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("sse-relay: invalid configuration: {error}");
+        Err(errors) => {
+            for error in errors.iter() {
+                eprintln!("sse-relay: invalid configuration: {error}");
+            }
             return ExitCode::from(2);
         }
     };

@@ -6,13 +6,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use crate::channels::{Access, ChannelRule};
 use protocol::message::Format;
 
 use protocol::glob::Pattern;
-use service::config::{ConfigError, Validate, require_positive, validate_redis_url};
+use service::config::{ConfigError, ConfigErrors, Validate, require_positive, validate_redis_url};
 
 /// Environment variables starting with `SSE_RELAY__` override the file.
 pub const ENV_PREFIX: &str = "SSE_RELAY";
@@ -87,6 +88,26 @@ pub struct AuthSettings {
     pub cookie_name: String,
     /// Redis key prefix for claimed one-time tickets.
     pub ticket_prefix: String,
+}
+
+impl AuthSettings {
+    /// The PEM public key of `jwt_public_key_file`, if set: RSA keys verify RS256 tokens, EC
+    /// (P-256) keys ES256 tokens.
+    pub fn public_key(&self) -> Result<Option<(DecodingKey, Algorithm)>, ConfigError> {
+        let path = &self.jwt_public_key_file;
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let key = "auth.jwt_public_key_file";
+        let pem = std::fs::read(path)
+            .map_err(|error| ConfigError::new(key, format!("cannot read {path}: {error}")))?;
+        if let Ok(rsa) = DecodingKey::from_rsa_pem(&pem) {
+            return Ok(Some((rsa, Algorithm::RS256)));
+        }
+        DecodingKey::from_ec_pem(&pem)
+            .map(|ec| Some((ec, Algorithm::ES256)))
+            .map_err(|_| ConfigError::new(key, format!("{path} is not a PEM RSA or EC (P-256) public key")))
+    }
 }
 
 impl Default for AuthSettings {
@@ -232,84 +253,87 @@ impl RelaySettings {
             .iter()
             .enumerate()
             .map(|(i, channel)| {
-                let pattern = Pattern::parse(&channel.pattern).map_err(|error| {
-                    ConfigError::new(
-                        format!("channels[{i}].pattern"),
-                        format!("{:?}: {error}", channel.pattern),
-                    )
-                })?;
+                let pattern = channel_pattern(i, &channel.pattern)?;
                 Ok(ChannelRule { pattern, format: channel.format, access: channel.access })
             })
             .collect()
     }
 }
 
+fn channel_pattern(i: usize, pattern: &str) -> Result<Pattern, ConfigError> {
+    Pattern::parse(pattern)
+        .map_err(|error| ConfigError::new(format!("channels[{i}].pattern"), format!("{pattern:?}: {error}")))
+}
+
 impl Validate for RelaySettings {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.listen_addr()?;
+    fn validate(&self, errors: &mut ConfigErrors) {
+        errors.check(self.listen_addr());
         if self.pod_id.is_empty() || self.pod_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(ConfigError::new("pod_id", "must be a non-empty name without spaces"));
+            errors.add(ConfigError::new("pod_id", "must be a non-empty name without spaces"));
         }
-        validate_redis_url("redis.url", &self.redis.url)?;
-        require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms)?;
-        require_positive("redis.unready_after_secs", self.redis.unready_after_secs)?;
-        require_positive("redis.backoff_initial_ms", self.redis.backoff_initial_ms)?;
-        require_positive("redis.backoff_max_ms", self.redis.backoff_max_ms)?;
-        require_positive("redis.probe_interval_ms", self.redis.probe_interval_ms)?;
-        require_positive("redis.probe_timeout_ms", self.redis.probe_timeout_ms)?;
+        errors.check(validate_redis_url("redis.url", &self.redis.url));
+        errors.check(require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms));
+        errors.check(require_positive("redis.unready_after_secs", self.redis.unready_after_secs));
+        errors.check(require_positive("redis.backoff_initial_ms", self.redis.backoff_initial_ms));
+        errors.check(require_positive("redis.backoff_max_ms", self.redis.backoff_max_ms));
+        errors.check(require_positive("redis.probe_interval_ms", self.redis.probe_interval_ms));
+        errors.check(require_positive("redis.probe_timeout_ms", self.redis.probe_timeout_ms));
         if self.redis.backoff_max_ms < self.redis.backoff_initial_ms {
-            return Err(ConfigError::new(
+            errors.add(ConfigError::new(
                 "redis.backoff_max_ms",
                 "must not be smaller than redis.backoff_initial_ms",
             ));
         }
         if self.channels.is_empty() {
-            return Err(ConfigError::new("channels", "at least one [[channels]] rule is required"));
+            errors.add(ConfigError::new("channels", "at least one [[channels]] rule is required"));
         }
-        let rules = self.channel_rules()?;
-        if let Some(i) = rules.iter().position(|rule| rule.access == Access::Token)
+        for (i, channel) in self.channels.iter().enumerate() {
+            errors.check(channel_pattern(i, &channel.pattern));
+        }
+        if let Some(i) = self.channels.iter().position(|channel| channel.access == Access::Token)
             && self.auth.jwt_secret.is_empty()
             && self.auth.jwt_public_key_file.is_empty()
         {
-            return Err(ConfigError::new(
+            errors.add(ConfigError::new(
                 format!("channels[{i}].access"),
                 "\"token\" channels need auth.jwt_secret or auth.jwt_public_key_file",
             ));
         }
-        if !self.auth.jwt_public_key_file.is_empty() {
-            crate::auth::load_public_key(&self.auth.jwt_public_key_file)?;
-        }
+        errors.check(self.auth.public_key());
         if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
-            return Err(ConfigError::new("auth.jwt_secret", "must be at least 32 characters"));
+            errors.add(ConfigError::new("auth.jwt_secret", "must be at least 32 characters"));
         }
         if self.auth.leeway_secs > 300 {
-            return Err(ConfigError::new("auth.leeway_secs", "must be at most 300"));
+            errors.add(ConfigError::new("auth.leeway_secs", "must be at most 300"));
         }
         let cookie_ok = !self.auth.cookie_name.is_empty()
             && self.auth.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !cookie_ok {
-            return Err(ConfigError::new("auth.cookie_name", "must be letters, digits, '_' or '-'"));
+            errors.add(ConfigError::new("auth.cookie_name", "must be letters, digits, '_' or '-'"));
         }
-        service::config::validate_origins("cors.allowed_origins", &self.cors.allowed_origins)?;
-        require_positive("limits.max_connections", self.limits.max_connections)?;
-        require_positive("limits.client_queue", self.limits.client_queue)?;
-        require_positive("limits.max_channels_per_request", self.limits.max_channels_per_request)?;
-        require_positive("limits.max_message_bytes", self.limits.max_message_bytes)?;
-        require_positive("limits.max_url_bytes", self.limits.max_url_bytes)?;
-        require_positive("limits.header_read_timeout_secs", self.limits.header_read_timeout_secs)?;
+        errors.check(service::config::validate_origins("cors.allowed_origins", &self.cors.allowed_origins));
+        errors.check(require_positive("limits.max_connections", self.limits.max_connections));
+        errors.check(require_positive("limits.client_queue", self.limits.client_queue));
+        errors
+            .check(require_positive("limits.max_channels_per_request", self.limits.max_channels_per_request));
+        errors.check(require_positive("limits.max_message_bytes", self.limits.max_message_bytes));
+        errors.check(require_positive("limits.max_url_bytes", self.limits.max_url_bytes));
+        errors
+            .check(require_positive("limits.header_read_timeout_secs", self.limits.header_read_timeout_secs));
         if self.limits.trusted_proxy_hops > 16 {
-            return Err(ConfigError::new("limits.trusted_proxy_hops", "must be at most 16"));
+            errors.add(ConfigError::new("limits.trusted_proxy_hops", "must be at most 16"));
         }
-        require_positive("sse.keepalive_secs", self.sse.keepalive_secs)?;
-        require_positive("sse.retry_ms", self.sse.retry_ms)?;
-        require_positive("shutdown.grace_period_ms", self.shutdown.grace_period_ms)?;
-        if self.shutdown.drain_delay_ms + self.shutdown.drain_window_ms >= self.shutdown.grace_period_ms {
-            return Err(ConfigError::new(
+        errors.check(require_positive("sse.keepalive_secs", self.sse.keepalive_secs));
+        errors.check(require_positive("sse.retry_ms", self.sse.retry_ms));
+        errors.check(require_positive("shutdown.grace_period_ms", self.shutdown.grace_period_ms));
+        // Checked: the durations are the operator's, any u64 (a wrapped sum would pass).
+        let draining_ms = self.shutdown.drain_delay_ms.checked_add(self.shutdown.drain_window_ms);
+        if draining_ms.is_none_or(|draining_ms| draining_ms >= self.shutdown.grace_period_ms) {
+            errors.add(ConfigError::new(
                 "shutdown.grace_period_ms",
                 "must be longer than shutdown.drain_delay_ms + shutdown.drain_window_ms",
             ));
         }
-        Ok(())
     }
 }
 

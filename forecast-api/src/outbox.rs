@@ -22,6 +22,9 @@ use crate::store::{OutboxRow, Store};
 use protocol::envelope::{OutgoingEnvelope, PUBLISH_SCRIPT, now_micros};
 use service::backoff::Backoff;
 
+/// The last attempt to empty the outbox at shutdown, at most.
+const FINAL_DRAIN: Duration = Duration::from_secs(2);
+
 pub struct Dispatcher {
     store: Store,
     client: redis::Client,
@@ -66,7 +69,14 @@ impl Dispatcher {
         let mut backoff = Backoff::new(self.settings.backoff_initial(), self.settings.backoff_max());
         let mut failing = false;
         loop {
-            match self.drain().await {
+            // A drain cut short (a Redis that stopped answering) leaves rows that are published
+            // but not deleted: the next attempt repeats them, and their dedup keys make that a
+            // no-op.
+            let drained = tokio::select! {
+                _ = cancel.cancelled() => break,
+                drained = self.drain() => drained,
+            };
+            match drained {
                 Ok(()) => {
                     if failing {
                         tracing::info!("outbox publishing resumed");
@@ -94,9 +104,15 @@ impl Dispatcher {
                 }
             }
         }
-        if let Err(error) = tokio::time::timeout(Duration::from_secs(2), self.drain()).await.unwrap_or(Ok(()))
-        {
-            tracing::warn!(error = %error, "outbox not empty at shutdown; the next start publishes the rest");
+        match tokio::time::timeout(FINAL_DRAIN, self.drain()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "outbox not empty at shutdown; the next start publishes the rest");
+            }
+            Err(_) => tracing::warn!(
+                timeout_ms = FINAL_DRAIN.as_millis() as u64,
+                "outbox not emptied in time at shutdown; the next start publishes the rest"
+            ),
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use service::config::{ConfigError, Validate, require_positive, validate_redis_url};
+use service::config::{ConfigError, ConfigErrors, Validate, require_positive, validate_redis_url};
 
 /// Environment variables starting with `FORECAST_API__` override the file.
 pub const ENV_PREFIX: &str = "FORECAST_API";
@@ -227,46 +227,45 @@ impl ForecastSettings {
 }
 
 impl Validate for ForecastSettings {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.listen_addr()?;
-        self.database.kind()?;
-        require_positive("database.max_connections", u64::from(self.database.max_connections))?;
-        require_positive("database.connect_timeout_ms", self.database.connect_timeout_ms)?;
-        validate_redis_url("redis.url", &self.redis.url)?;
-        require_positive("redis.log_retention", self.redis.log_retention)?;
-        require_positive("redis.dedup_ttl_secs", self.redis.dedup_ttl_secs)?;
-        require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms)?;
-        require_positive("redis.response_timeout_ms", self.redis.response_timeout_ms)?;
+    fn validate(&self, errors: &mut ConfigErrors) {
+        errors.check(self.listen_addr());
+        errors.check(self.database.kind());
+        errors.check(require_positive("database.max_connections", u64::from(self.database.max_connections)));
+        errors.check(require_positive("database.connect_timeout_ms", self.database.connect_timeout_ms));
+        errors.check(validate_redis_url("redis.url", &self.redis.url));
+        errors.check(require_positive("redis.log_retention", self.redis.log_retention));
+        errors.check(require_positive("redis.dedup_ttl_secs", self.redis.dedup_ttl_secs));
+        errors.check(require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms));
+        errors.check(require_positive("redis.response_timeout_ms", self.redis.response_timeout_ms));
         if self.redis.dedup_prefix.is_empty() {
-            return Err(ConfigError::new("redis.dedup_prefix", "must not be empty"));
+            errors.add(ConfigError::new("redis.dedup_prefix", "must not be empty"));
         }
         if !self.auth.admin_key.is_empty() && self.auth.admin_key.len() < 16 {
-            return Err(ConfigError::new("auth.admin_key", "must be at least 16 characters"));
+            errors.add(ConfigError::new("auth.admin_key", "must be at least 16 characters"));
         }
         if !self.auth.relay_jwt_secret.is_empty() && self.auth.relay_jwt_secret.len() < 32 {
-            return Err(ConfigError::new(
+            errors.add(ConfigError::new(
                 "auth.relay_jwt_secret",
                 "must be at least 32 characters (HS256 needs a strong shared secret)",
             ));
         }
-        require_positive("auth.relay_token_ttl_secs", self.auth.relay_token_ttl_secs)?;
-        require_positive("auth.relay_ticket_ttl_secs", self.auth.relay_ticket_ttl_secs)?;
+        errors.check(require_positive("auth.relay_token_ttl_secs", self.auth.relay_token_ttl_secs));
+        errors.check(require_positive("auth.relay_ticket_ttl_secs", self.auth.relay_ticket_ttl_secs));
         let cookie_ok = !self.relay.cookie_name.is_empty()
             && self.relay.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !cookie_ok {
-            return Err(ConfigError::new("relay.cookie_name", "must be letters, digits, '_' or '-'"));
+            errors.add(ConfigError::new("relay.cookie_name", "must be letters, digits, '_' or '-'"));
         }
         if !(self.relay.public_url.starts_with("http://") || self.relay.public_url.starts_with("https://")) {
-            return Err(ConfigError::new("relay.public_url", "must be an http:// or https:// URL"));
+            errors.add(ConfigError::new("relay.public_url", "must be an http:// or https:// URL"));
         }
-        service::config::validate_origins("cors.allowed_origins", &self.cors.allowed_origins)?;
-        require_positive("outbox.poll_interval_ms", self.outbox.poll_interval_ms)?;
-        require_positive("outbox.batch_size", u64::from(self.outbox.batch_size))?;
-        require_positive("outbox.backoff_initial_ms", self.outbox.backoff_initial_ms)?;
-        require_positive("outbox.backoff_max_ms", self.outbox.backoff_max_ms)?;
-        require_positive("http.request_timeout_ms", self.http.request_timeout_ms)?;
-        require_positive("http.max_body_bytes", self.http.max_body_bytes)?;
-        require_positive("http.header_read_timeout_secs", self.http.header_read_timeout_secs)?;
-        Ok(())
+        errors.check(service::config::validate_origins("cors.allowed_origins", &self.cors.allowed_origins));
+        errors.check(require_positive("outbox.poll_interval_ms", self.outbox.poll_interval_ms));
+        errors.check(require_positive("outbox.batch_size", u64::from(self.outbox.batch_size)));
+        errors.check(require_positive("outbox.backoff_initial_ms", self.outbox.backoff_initial_ms));
+        errors.check(require_positive("outbox.backoff_max_ms", self.outbox.backoff_max_ms));
+        errors.check(require_positive("http.request_timeout_ms", self.http.request_timeout_ms));
+        errors.check(require_positive("http.max_body_bytes", self.http.max_body_bytes));
+        errors.check(require_positive("http.header_read_timeout_secs", self.http.header_read_timeout_secs));
     }
 }

@@ -71,6 +71,37 @@ fn unsupported_or_invalid_values_exit_2_naming_the_key() {
 }
 
 #[test]
+fn a_configuration_with_several_errors_reports_each_on_its_own_line() {
+    let config = "[[channels]]\npattern = \"weather[forecast\"\n\n[[channels]]\npattern = \"admin.*\"\naccess = \"token\"\n";
+    let (_dir, path) = write_config(config);
+    let env = [("SSE_RELAY__REDIS__URL", "http://localhost"), ("SSE_RELAY__LIMITS__MAX_CONNECTIONS", "0")];
+    let (code, output) = run_to_exit(&workspace_binary("sse-relay"), &["--config", &path], &env);
+    assert_eq!(code, 2, "{output}");
+    let lines: Vec<&str> = output.lines().collect();
+    for key in ["redis.url", "channels[0].pattern", "channels[1].access", "limits.max_connections"] {
+        let line = lines
+            .iter()
+            .find(|line| line.contains(key))
+            .unwrap_or_else(|| panic!("no line names {key}:\n{output}"));
+        assert!(line.starts_with("sse-relay: invalid configuration: "), "{line}");
+    }
+    assert_eq!(lines.len(), 4, "one line per error:\n{output}");
+}
+
+#[test]
+fn durations_whose_sum_overflows_are_refused_not_wrapped() {
+    // drain_delay_ms + drain_window_ms overflows u64: it must not wrap to a small sum that
+    // passes, nor panic.
+    let max = u64::MAX.to_string();
+    let env = [
+        ("SSE_RELAY__SHUTDOWN__DRAIN_DELAY_MS", max.as_str()),
+        ("SSE_RELAY__SHUTDOWN__DRAIN_WINDOW_MS", "2"),
+        ("SSE_RELAY__SHUTDOWN__GRACE_PERIOD_MS", "30000"),
+    ];
+    assert_refused(None, &env, "shutdown.grace_period_ms", "longer than");
+}
+
+#[test]
 fn help_and_version_work() {
     let (code, output) = run_to_exit(&workspace_binary("sse-relay"), &["--help"], &[]);
     assert_eq!(code, 0);

@@ -1,8 +1,9 @@
 //! Layered configuration shared by both services: compiled-in defaults → optional TOML file →
 //! environment variables (`<PREFIX>__SECTION__KEY`), then typed validation.
 //!
-//! Every failure becomes one [`ConfigError`] naming the offending key, so a binary can print a
-//! single clear line and exit with status 2.
+//! Every failure becomes a [`ConfigError`] naming the offending key. Validation reports every
+//! one it finds ([`ConfigErrors`]), so that a binary prints them all, one line each, and exits
+//! with status 2: an operator fixes a configuration in one round, not one key per restart.
 
 use std::path::Path;
 
@@ -23,14 +24,63 @@ impl ConfigError {
     }
 }
 
-/// Settings types implement this to check what serde cannot (ranges, URLs, globs).
+/// Every error found in a configuration, in the order they were found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigErrors(Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// Records `error`.
+    pub fn add(&mut self, error: ConfigError) {
+        self.0.push(error);
+    }
+
+    /// The value of `result`, or `None` with its error recorded.
+    pub fn check<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|error| self.add(error)).ok()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(error: ConfigError) -> Self {
+        Self(vec![error])
+    }
+}
+
+/// One line per error.
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Settings types implement this to check what serde cannot (ranges, URLs, globs), recording
+/// every problem in `errors` rather than stopping at the first.
 pub trait Validate {
-    fn validate(&self) -> Result<(), ConfigError>;
+    fn validate(&self, errors: &mut ConfigErrors);
 }
 
 /// Loads `T` from its serde defaults, then `file` (TOML) if given, then environment variables
 /// that start with `<env_prefix>__`; keys listed in `list_keys` accept comma-separated lists.
-pub fn load<T>(env_prefix: &str, file: Option<&Path>, list_keys: &[&str]) -> Result<T, ConfigError>
+///
+/// A value of the wrong type stops reading (there is nothing typed to validate then); past
+/// that, every validation error is reported.
+pub fn load<T>(env_prefix: &str, file: Option<&Path>, list_keys: &[&str]) -> Result<T, ConfigErrors>
 where
     T: DeserializeOwned + Validate,
 {
@@ -40,7 +90,8 @@ where
             return Err(ConfigError::new(
                 "--config",
                 format!("file {} does not exist or is not a file", file.display()),
-            ));
+            )
+            .into());
         }
         builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
     }
@@ -57,8 +108,9 @@ where
         .build()
         .and_then(config::Config::try_deserialize)
         .map_err(from_config_error)?;
-    settings.validate()?;
-    Ok(settings)
+    let mut errors = ConfigErrors::default();
+    settings.validate(&mut errors);
+    if errors.is_empty() { Ok(settings) } else { Err(errors) }
 }
 
 /// Turns the config crate's errors into "key: message", whatever shape they come in.
@@ -159,6 +211,15 @@ pub fn require_positive(key: &str, value: u64) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_is_reported_on_its_own_line() {
+        let mut errors = ConfigErrors::default();
+        assert_eq!(errors.check(require_positive("a.b", 1)), Some(()));
+        assert_eq!(errors.check(require_positive("a.c", 0)), None);
+        errors.add(ConfigError::new("d", "is wrong"));
+        assert_eq!(errors.to_string(), "a.c: must be at least 1\nd: is wrong");
+    }
 
     #[test]
     fn array_element_fields_are_dotted() {

@@ -85,7 +85,9 @@ pub async fn create_ticket(
                 "true" => true,
                 "false" => false,
                 other => {
-                    return Err(ApiError::bad_request(format!("cookie must be true or false, got {other:?}")));
+                    return Err(ApiError::bad_request(format!(
+                        "cookie must be true or false, got {other:?}"
+                    )));
                 }
             };
         }

@@ -25,6 +25,22 @@ fn bad_configuration_exits_2_with_one_line_naming_the_key() {
 }
 
 #[test]
+fn a_configuration_with_several_errors_reports_each_on_its_own_line() {
+    let env = [
+        ("FORECAST_API__AUTH__ADMIN_KEY", "short"),
+        ("FORECAST_API__HTTP__MAX_BODY_BYTES", "0"),
+        ("FORECAST_API__RELAY__PUBLIC_URL", "relay.example"),
+    ];
+    let (code, output) = run_to_exit(&workspace_binary("forecast-api"), &[], &env);
+    assert_eq!(code, 2, "{output}");
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines.len(), 3, "one line per error:\n{output}");
+    for (line, key) in lines.iter().zip(["auth.admin_key", "relay.public_url", "http.max_body_bytes"]) {
+        assert!(line.starts_with("forecast-api: invalid configuration: ") && line.contains(key), "{output}");
+    }
+}
+
+#[test]
 fn help_and_version_work() {
     let (code, output) = run_to_exit(&workspace_binary("forecast-api"), &["--help"], &[]);
     assert_eq!(code, 0);

@@ -2,6 +2,7 @@ use serde_json::{Value, json};
 
 use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, RELAY_JWT_SECRET, TestDb};
 use testkit::metric;
+use testkit::proxy::WedgingProxy;
 use testkit::redis_server::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,4 +169,37 @@ async fn sigterm_finishes_and_exits_0() {
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_outbox_drain_that_times_out_at_shutdown_is_logged() {
+    let redis = RedisServer::start();
+    let proxy = WedgingProxy::start(([127, 0, 0, 1], redis.port()).into()).await;
+    let db = TestDb::new(DbKind::Sqlite).await;
+    // Timeouts longer than the final drain's: a Redis that stops answering holds it to the end.
+    let mut process = ForecastBuilder::new(&db, proxy.url())
+        .env("REDIS__CONNECT_TIMEOUT_MS", 30_000)
+        .env("REDIS__RESPONSE_TIMEOUT_MS", 30_000)
+        .start();
+    let api = Api::new(&process);
+    api.create("2026-11-23", 1, "Published").await;
+    process
+        .wait_metric("forecast_api_events_published_total{channel=\"weatherforecast.created\"}", |n| n == 1.0)
+        .await;
+
+    proxy.wedge_all();
+    api.create("2026-11-24", 2, "Waits in the outbox").await;
+    process.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = process.wait_exit(std::time::Duration::from_secs(15));
+        (status, process)
+    })
+    .await
+    .unwrap();
+    let (status, process) = status;
+    assert_eq!(status.code(), Some(0));
+    let warnings =
+        process.log_events("outbox not emptied in time at shutdown; the next start publishes the rest");
+    assert_eq!(warnings.len(), 1, "logs:\n{}", process.logs().join("\n"));
+    assert_eq!(warnings[0]["timeout_ms"], 2000);
 }
