@@ -5,9 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use testkit::log_publisher::LogPublisher;
-use testkit::redis_server::RedisServer;
-use testkit::relay_process::RelayBuilder;
-use testkit::service_process::ServiceProcess;
+use testkit::relay_process::{RelayProcess, TestRelay};
 use testkit::sse_client::SseClient;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -25,14 +23,17 @@ format = "envelope"
 access = "token"
 "#;
 
-fn start_relay(redis: &RedisServer) -> ServiceProcess {
-    RelayBuilder::new(redis.url())
-        .channels(CHANNELS)
-        .env("AUTH__JWT_SECRET", SECRET)
-        .env("AUTH__AUDIENCE", "sse-relay")
-        .env("AUTH__ISSUER", "forecast-api")
-        .env("AUTH__LEEWAY_SECS", 0)
-        .start()
+/// Public forecast events, admin events for holders of tokens signed with `SECRET`.
+async fn start() -> TestRelay {
+    TestRelay::with(|relay| {
+        relay
+            .channels(CHANNELS)
+            .env("AUTH__JWT_SECRET", SECRET)
+            .env("AUTH__AUDIENCE", "sse-relay")
+            .env("AUTH__ISSUER", "forecast-api")
+            .env("AUTH__LEEWAY_SECS", 0)
+    })
+    .await
 }
 
 fn now() -> i64 {
@@ -55,7 +56,7 @@ fn admin_token(ttl: i64) -> String {
     )
 }
 
-async fn open(relay: &ServiceProcess, query: &str, token: Option<&str>) -> SseClient {
+async fn open(relay: &RelayProcess, query: &str, token: Option<&str>) -> SseClient {
     let mut request = reqwest::Client::new().get(relay.url(&format!("/events{query}")));
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -79,9 +80,7 @@ async fn channels_until_end(stream: &mut SseClient) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_clients_never_receive_admin_events_live_or_replayed_while_a_token_holder_does() {
-    let redis = RedisServer::start();
-    let relay = start_relay(&redis);
-    relay.wait_ready().await;
+    let TestRelay { redis, relay } = start().await;
     let token = admin_token(600);
 
     let mut anonymous_all = open(&relay, "", None).await;
@@ -126,8 +125,7 @@ async fn anonymous_clients_never_receive_admin_events_live_or_replayed_while_a_t
 
 #[tokio::test]
 async fn expired_forged_misaddressed_and_unsigned_tokens_are_refused_with_401() {
-    let redis = RedisServer::start();
-    let relay = start_relay(&redis);
+    let TestRelay { redis: _redis, relay } = start().await;
     let base =
         json!({ "subscribe": ["admin.*"], "aud": "sse-relay", "iss": "forecast-api", "exp": now() + 600 });
     let with = |key: &str, value: Value| {
@@ -181,9 +179,7 @@ async fn expired_forged_misaddressed_and_unsigned_tokens_are_refused_with_401() 
 
 #[tokio::test]
 async fn a_token_in_a_cookie_or_in_the_query_works_and_a_ticket_works_once() {
-    let redis = RedisServer::start();
-    let relay = start_relay(&redis);
-    relay.wait_ready().await;
+    let TestRelay { redis, relay } = start().await;
     let token = admin_token(600);
     let mut by_cookie = SseClient::send(
         reqwest::Client::new()
@@ -214,9 +210,7 @@ async fn a_token_in_a_cookie_or_in_the_query_works_and_a_ticket_works_once() {
 
 #[tokio::test]
 async fn a_stream_ends_when_its_token_expires() {
-    let redis = RedisServer::start();
-    let relay = start_relay(&redis);
-    relay.wait_ready().await;
+    let TestRelay { redis: _redis, relay } = start().await;
     let mut stream = open(&relay, "?channel=admin.*", Some(&admin_token(2))).await;
     let events = stream.expect_end(WAIT).await;
     let last = events.last().expect("a notice before the end");
@@ -225,9 +219,7 @@ async fn a_stream_ends_when_its_token_expires() {
 
 #[tokio::test]
 async fn a_payload_that_looks_like_sse_fields_arrives_as_one_event_with_that_text() {
-    let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url()).start();
-    relay.wait_ready().await;
+    let TestRelay { redis, relay } = TestRelay::start().await;
     let mut stream = relay.open_stream("").await;
     let hostile = "\n\nevent: admin.apikey.created\ndata: x\r\nid: 99-0\r\r: comment";
     redis.publish("weatherforecast.created", hostile);
@@ -248,12 +240,10 @@ async fn a_payload_that_looks_like_sse_fields_arrives_as_one_event_with_that_tex
 
 #[tokio::test]
 async fn connections_beyond_the_per_ip_limit_get_429_and_forwarded_for_is_trusted_only_when_configured() {
-    let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url())
-        .env("LIMITS__MAX_CONNECTIONS_PER_IP", 2)
-        .env("LIMITS__TRUSTED_PROXY_HOPS", 1)
-        .start();
-    relay.wait_ready().await;
+    let TestRelay { redis: _redis, relay } = TestRelay::with(|relay| {
+        relay.env("LIMITS__MAX_CONNECTIONS_PER_IP", 2).env("LIMITS__TRUSTED_PROXY_HOPS", 1)
+    })
+    .await;
     let from = |ip: &str| {
         reqwest::Client::new().get(relay.url("/events")).header("x-forwarded-for", format!("6.6.6.6, {ip}"))
     };
@@ -273,8 +263,8 @@ async fn connections_beyond_the_per_ip_limit_get_429_and_forwarded_for_is_truste
 
 #[tokio::test]
 async fn a_request_head_that_trickles_in_is_cut_after_the_header_timeout() {
-    let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url()).env("LIMITS__HEADER_READ_TIMEOUT_SECS", 1).start();
+    let TestRelay { redis: _redis, relay } =
+        TestRelay::with(|relay| relay.env("LIMITS__HEADER_READ_TIMEOUT_SECS", 1)).await;
     assert!(testkit::server_cuts_a_trickling_request(relay.addr(), WAIT).await);
 }
 
@@ -302,14 +292,12 @@ fn ec_key_pair(dir: &std::path::Path) -> (Vec<u8>, std::path::PathBuf) {
 
 #[tokio::test]
 async fn es256_tokens_verify_with_the_public_key_and_algorithm_confusion_is_refused() {
-    let redis = RedisServer::start();
     let keys = tempfile::tempdir().unwrap();
     let (private_pem, public_file) = ec_key_pair(keys.path());
-    let relay = RelayBuilder::new(redis.url())
-        .channels(CHANNELS)
-        .env("AUTH__JWT_PUBLIC_KEY_FILE", public_file.display())
-        .start();
-    relay.wait_ready().await;
+    let TestRelay { redis, relay } = TestRelay::with(|relay| {
+        relay.channels(CHANNELS).env("AUTH__JWT_PUBLIC_KEY_FILE", public_file.display())
+    })
+    .await;
     let claims = json!({ "subscribe": ["admin.*"], "exp": now() + 600 });
 
     let es256 = jsonwebtoken::encode(

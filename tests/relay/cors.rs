@@ -1,12 +1,9 @@
-use testkit::redis_server::RedisServer;
-use testkit::relay_process::RelayBuilder;
+use testkit::relay_process::TestRelay;
 
 #[tokio::test]
 async fn only_configured_origins_may_open_streams_cross_origin_with_credentials() {
-    let redis = RedisServer::start();
-    let relay =
-        RelayBuilder::new(redis.url()).env("CORS__ALLOWED_ORIGINS", "https://app.example.com").start();
-    relay.wait_ready().await;
+    let TestRelay { redis: _redis, relay } =
+        TestRelay::with(|relay| relay.env("CORS__ALLOWED_ORIGINS", "https://app.example.com")).await;
     let http = reqwest::Client::new();
     let preflight = |origin: &'static str| {
         http.request(reqwest::Method::OPTIONS, relay.url("/events"))

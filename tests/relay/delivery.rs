@@ -1,16 +1,13 @@
 use std::time::Duration;
 
-use testkit::redis_server::RedisServer;
-use testkit::relay_process::RelayBuilder;
+use testkit::relay_process::TestRelay;
 use testkit::sse_client::SseClient;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_published_message_arrives_as_one_event_named_after_its_channel() {
-    let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url()).start();
-    relay.wait_ready().await;
+    let TestRelay { redis, relay } = TestRelay::start().await;
 
     let mut client = SseClient::connect(&relay.url("/events")).await;
     let headers = client.response.headers();
@@ -35,9 +32,7 @@ async fn a_published_message_arrives_as_one_event_named_after_its_channel() {
 
 #[tokio::test]
 async fn a_multi_line_payload_arrives_as_the_same_text() {
-    let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url()).start();
-    relay.wait_ready().await;
+    let TestRelay { redis, relay } = TestRelay::start().await;
     let mut client = relay.open_stream("").await;
 
     let payloads = ["line one\nline two\n\nline four", "trailing newline\n", "  indented\n\tand tabbed"];
@@ -54,9 +49,7 @@ async fn a_multi_line_payload_arrives_as_the_same_text() {
 
 #[tokio::test]
 async fn a_client_receives_only_the_channels_it_selected() {
-    let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url()).start();
-    relay.wait_ready().await;
+    let TestRelay { redis, relay } = TestRelay::start().await;
 
     let mut everything = relay.open_stream("").await;
     let mut created = relay.open_stream("?channel=weatherforecast.created").await;
@@ -120,9 +113,8 @@ async fn a_client_receives_only_the_channels_it_selected() {
 
 #[tokio::test]
 async fn a_quiet_stream_receives_keepalive_comments() {
-    let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url()).env("SSE__KEEPALIVE_SECS", 1).start();
-    relay.wait_ready().await;
+    let TestRelay { redis: _redis, relay } =
+        TestRelay::with(|relay| relay.env("SSE__KEEPALIVE_SECS", 1)).await;
     let mut client = relay.open_stream("").await;
     for _ in 0..2 {
         let block = client.next_block(WAIT).await;
@@ -133,8 +125,8 @@ async fn a_quiet_stream_receives_keepalive_comments() {
 
 #[tokio::test]
 async fn bad_channel_selections_are_refused_with_a_reason() {
-    let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url()).env("LIMITS__MAX_CHANNELS_PER_REQUEST", 2).start();
+    let TestRelay { redis: _redis, relay } =
+        TestRelay::with(|relay| relay.env("LIMITS__MAX_CHANNELS_PER_REQUEST", 2)).await;
 
     let response = relay.get("/events?channel=weatherforecast.%5Bcreated").await;
     assert_eq!(response.status(), 400);

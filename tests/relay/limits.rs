@@ -1,16 +1,13 @@
 use std::time::Duration;
 
 use testkit::eventually;
-use testkit::redis_server::RedisServer;
-use testkit::relay_process::RelayBuilder;
+use testkit::relay_process::TestRelay;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn connections_beyond_the_limit_get_503_with_retry_after_until_a_slot_frees() {
-    let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url()).env("LIMITS__MAX_CONNECTIONS", 2).start();
-    relay.wait_ready().await;
+    let TestRelay { redis, relay } = TestRelay::with(|relay| relay.env("LIMITS__MAX_CONNECTIONS", 2)).await;
 
     let mut first = relay.open_stream("").await;
     let second = relay.open_stream("").await;

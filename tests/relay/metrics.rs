@@ -1,16 +1,14 @@
 use std::time::Duration;
 
 use testkit::metric;
-use testkit::redis_server::RedisServer;
-use testkit::relay_process::RelayBuilder;
+use testkit::relay_process::TestRelay;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn metrics_reflect_deliveries_refusals_and_dropped_messages() {
-    let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url()).env("LIMITS__MAX_MESSAGE_BYTES", 1000).start();
-    relay.wait_ready().await;
+    let TestRelay { redis, relay } =
+        TestRelay::with(|relay| relay.env("LIMITS__MAX_MESSAGE_BYTES", 1000)).await;
 
     let mut a = relay.open_stream("").await;
     let mut b = relay.open_stream("?channel=weatherforecast.*").await;

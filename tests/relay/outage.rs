@@ -1,18 +1,14 @@
 use std::time::Duration;
 
-use testkit::redis_server::RedisServer;
-use testkit::relay_process::RelayBuilder;
+use testkit::relay_process::TestRelay;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_stream_survives_a_redis_restart_and_receives_what_comes_after() {
-    let mut redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url())
-        .env("SSE__KEEPALIVE_SECS", 1)
-        .env("REDIS__UNREADY_AFTER_SECS", 1)
-        .start();
-    relay.wait_ready().await;
+    let TestRelay { mut redis, relay } =
+        TestRelay::with(|relay| relay.env("SSE__KEEPALIVE_SECS", 1).env("REDIS__UNREADY_AFTER_SECS", 1))
+            .await;
     let mut client = relay.open_stream("").await;
     redis.publish("weatherforecast.created", "before");
     assert_eq!(client.next_event(WAIT).await.data.as_deref(), Some("before"));

@@ -10,13 +10,17 @@ use serde_json::Value;
 
 use testkit::log_publisher::{LogPublisher, log_ids};
 use testkit::redis_server::RedisServer;
-use testkit::relay_process::{ENVELOPE_CHANNELS, RelayBuilder};
-use testkit::service_process::ServiceProcess;
+use testkit::relay_process::{ENVELOPE_CHANNELS, RelayBuilder, RelayProcess, TestRelay};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn start_relay(redis: &RedisServer) -> ServiceProcess {
+fn start_relay(redis: &RedisServer) -> RelayProcess {
     RelayBuilder::new(redis.url()).channels(ENVELOPE_CHANNELS).start()
+}
+
+/// A relay of envelope channels on a Redis of its own.
+async fn start() -> TestRelay {
+    TestRelay::with(|relay| relay.channels(ENVELOPE_CHANNELS)).await
 }
 
 /// Channels of the continuous publisher, in rotation.
@@ -26,7 +30,7 @@ const CHANNELS: [&str; 3] = ["weatherforecast.created", "weatherforecast.updated
 /// each time from the last id it received (by query parameter or by header). Returns every id
 /// received, in order.
 async fn client_life(
-    relays: Arc<[ServiceProcess; 2]>,
+    relays: Arc<[RelayProcess; 2]>,
     client: usize,
     patterns: &'static [&'static str],
     done: Arc<AtomicBool>,
@@ -157,9 +161,7 @@ async fn a_killed_subscription_or_a_redis_restart_loses_nothing_for_connected_cl
 
 #[tokio::test]
 async fn a_resume_point_older_than_the_log_gets_relay_reset_then_live_events() {
-    let redis = RedisServer::start();
-    let relay = start_relay(&redis);
-    relay.wait_ready().await;
+    let TestRelay { redis, relay } = start().await;
     let mut publisher = LogPublisher::connect(&redis.url()).await;
     let first = publisher.publish("weatherforecast.created", "1", None).await.unwrap();
     let _second = publisher.publish("weatherforecast.created", "2", None).await.unwrap();
@@ -184,8 +186,7 @@ async fn a_resume_point_older_than_the_log_gets_relay_reset_then_live_events() {
 
 #[tokio::test]
 async fn a_malformed_last_event_id_is_a_400_with_a_reason() {
-    let redis = RedisServer::start();
-    let relay = start_relay(&redis);
+    let TestRelay { redis: _redis, relay } = start().await;
     for (query, header) in
         [("", Some("yesterday")), ("?lastEventId=12-x", None), ("?lastEventId=1-2-3", None)]
     {
@@ -202,9 +203,7 @@ async fn a_malformed_last_event_id_is_a_400_with_a_reason() {
 
 #[tokio::test]
 async fn a_malformed_envelope_is_dropped_and_counted_while_the_next_valid_one_is_delivered() {
-    let redis = RedisServer::start();
-    let relay = start_relay(&redis);
-    relay.wait_ready().await;
+    let TestRelay { redis, relay } = start().await;
     let mut stream = relay.open_stream("").await;
     redis.publish("weatherforecast.created", "not json");
     redis.publish("weatherforecast.created", r#"{"id":"1-0"}"#);
@@ -222,9 +221,7 @@ async fn a_malformed_envelope_is_dropped_and_counted_while_the_next_valid_one_is
 
 #[tokio::test]
 async fn the_excluded_connection_does_not_receive_the_event_another_does() {
-    let redis = RedisServer::start();
-    let relay = start_relay(&redis);
-    relay.wait_ready().await;
+    let TestRelay { redis, relay } = start().await;
     let (mut origin, origin_id) = relay.resume_stream("", None).await;
     let (mut other, _) = relay.resume_stream("", None).await;
     let mut publisher = LogPublisher::connect(&redis.url()).await;

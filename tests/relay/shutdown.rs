@@ -1,20 +1,19 @@
 use std::time::{Duration, Instant};
 
 use testkit::eventually;
-use testkit::redis_server::RedisServer;
-use testkit::relay_process::RelayBuilder;
+use testkit::relay_process::TestRelay;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_fails_readiness_drains_streams_over_the_window_and_exits_0() {
-    let redis = RedisServer::start();
-    let mut relay = RelayBuilder::new(redis.url())
-        .env("SHUTDOWN__DRAIN_DELAY_MS", 1000)
-        .env("SHUTDOWN__DRAIN_WINDOW_MS", 2000)
-        .env("SHUTDOWN__GRACE_PERIOD_MS", 10000)
-        .start();
-    relay.wait_ready().await;
+    let TestRelay { redis, mut relay } = TestRelay::with(|relay| {
+        relay
+            .env("SHUTDOWN__DRAIN_DELAY_MS", 1000)
+            .env("SHUTDOWN__DRAIN_WINDOW_MS", 2000)
+            .env("SHUTDOWN__GRACE_PERIOD_MS", 10000)
+    })
+    .await;
     let mut clients = Vec::new();
     for _ in 0..6 {
         clients.push(relay.open_stream("").await);

@@ -4,20 +4,16 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use testkit::redis_server::RedisServer;
-use testkit::relay_process::RelayBuilder;
+use testkit::relay_process::TestRelay;
 use testkit::sse_client::connect_without_reading;
 
 const WAIT: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_while_a_reading_client_gets_everything() {
-    let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url())
-        .env("LIMITS__CLIENT_QUEUE", 8)
-        .env("LIMITS__MAX_MESSAGE_BYTES", 65536)
-        .start();
-    relay.wait_ready().await;
+    let TestRelay { redis, relay } =
+        TestRelay::with(|relay| relay.env("LIMITS__CLIENT_QUEUE", 8).env("LIMITS__MAX_MESSAGE_BYTES", 65536))
+            .await;
 
     let mut reader = relay.open_stream("").await;
     let mut stalled = connect_without_reading(relay.addr(), "/events").await;

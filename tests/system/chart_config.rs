@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use testkit::log_publisher::LogPublisher;
 use testkit::redis_server::RedisServer;
+use testkit::relay_process::RelayProcess;
 use testkit::service_process::ServiceProcess;
 use testkit::workspace_binary;
 
@@ -66,7 +67,7 @@ async fn relay_serves_with(toml: &str) {
         .env("SSE_RELAY__REDIS__PROBE_INTERVAL_MS", "200")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let relay = ServiceProcess::spawn(command, dir);
+    let relay = RelayProcess::new(ServiceProcess::spawn(command, dir));
     relay.wait_ready().await;
     let mut stream = relay.open_stream("?channel=weatherforecast.*").await;
     let mut publisher = LogPublisher::connect(&redis.url()).await;

@@ -3,8 +3,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
-use testkit::redis_server::RedisServer;
-use testkit::relay_process::{ENVELOPE_CHANNELS, RelayBuilder};
+use testkit::relay_process::{ENVELOPE_CHANNELS, TestRelay};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -12,12 +11,10 @@ const WAIT: Duration = Duration::from_secs(10);
 /// a browser that was away while three changes happened gets all three, in order, on resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_was_away_gets_the_api_changes_in_order_on_resume() {
-    let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url()).channels(ENVELOPE_CHANNELS).start();
+    let TestRelay { redis, relay } = TestRelay::with(|relay| relay.channels(ENVELOPE_CHANNELS)).await;
     let db = TestDb::new(DbKind::Sqlite).await;
     let api_process = ForecastBuilder::new(&db, redis.url()).start();
     let api = Api::new(&api_process);
-    relay.wait_ready().await;
 
     let mut stream = relay.open_stream("?channel=weatherforecast.*").await;
     let first = api.create("2026-11-23", 20, "Mild").await;
@@ -66,12 +63,10 @@ async fn a_client_that_was_away_gets_the_api_changes_in_order_on_resume() {
 async fn tokens_and_tickets_from_forecast_api_open_admin_channels_on_the_relay() {
     use testkit::sse_client::SseClient;
 
-    let redis = RedisServer::start();
-    let relay = RelayBuilder::new(redis.url()).accepting_forecast_api_tokens().start();
+    let TestRelay { redis, relay } = TestRelay::with(|relay| relay.accepting_forecast_api_tokens()).await;
     let db = TestDb::new(DbKind::Sqlite).await;
     let api_process = ForecastBuilder::new(&db, redis.url()).start();
     let api = Api::new(&api_process);
-    relay.wait_ready().await;
 
     let token: Value = api.post("/api/relay-token", ADMIN_KEY).send().await.unwrap().json().await.unwrap();
     let token = token["token"].as_str().unwrap().to_owned();

@@ -12,7 +12,7 @@ use testkit::forecast_process::{Api, DbKind, ForecastBuilder, TestDb};
 use testkit::nginx::Nginx;
 use testkit::proxy::WedgingProxy;
 use testkit::redis_server::RedisServer;
-use testkit::relay_process::{ENVELOPE_CHANNELS, RelayBuilder};
+use testkit::relay_process::{ENVELOPE_CHANNELS, RelayBuilder, RelayProcess};
 use testkit::service_process::ServiceProcess;
 
 pub const FORECAST_STREAM: &str = "/events?channel=weatherforecast.*";
@@ -36,7 +36,7 @@ impl Default for Options {
 pub struct Topology {
     _redis: RedisServer,
     pub db_url: String,
-    pub relays: Vec<ServiceProcess>,
+    pub relays: Vec<RelayProcess>,
     pub apis: Vec<ServiceProcess>,
     pub nginx: Nginx,
     pub http: reqwest::Client,
@@ -49,7 +49,7 @@ impl Topology {
     pub async fn start(options: Options) -> Self {
         let redis = RedisServer::start();
         let db = TestDb::new(DbKind::Postgres).await;
-        let relays: Vec<ServiceProcess> = ["relay-a", "relay-b"]
+        let relays: Vec<RelayProcess> = ["relay-a", "relay-b"]
             .into_iter()
             .map(|pod| {
                 RelayBuilder::new(redis.url())
@@ -93,7 +93,7 @@ impl Topology {
         for relay in &relays {
             relay.wait_ready().await;
         }
-        let relay_addrs: Vec<_> = relays.iter().map(ServiceProcess::addr).collect();
+        let relay_addrs: Vec<_> = relays.iter().map(|relay| relay.addr()).collect();
         let api_addrs: Vec<_> = apis.iter().map(ServiceProcess::addr).collect();
         let nginx = Nginx::start(&relay_addrs, &api_addrs).await;
         Self {

@@ -1,4 +1,6 @@
-//! The real `forecast-api` binary, and the databases it can run on.
+//! The real `forecast-api` binary, the databases it can run on, a client of its API, and
+//! [`TestApi`]: forecast-api with a Redis and a database of its own, the prologue of an API
+//! test.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -6,6 +8,7 @@ use std::sync::Arc;
 use tempfile::TempDir;
 
 use crate::postgres::PostgresServer;
+use crate::redis_server::RedisServer;
 use crate::service_process::ServiceProcess;
 
 /// The bootstrap admin key every test instance is configured with.
@@ -39,6 +42,30 @@ impl TestDb {
                 Self { url, _dir: None, _server: Some(server) }
             }
         }
+    }
+}
+
+/// A fresh Redis, a fresh database of `kind` and forecast-api on them, with a client holding
+/// the admin key; all stopped when dropped. `let app = TestApi::start(db).await;`
+pub struct TestApi {
+    pub redis: RedisServer,
+    pub db: TestDb,
+    pub process: ServiceProcess,
+    pub api: Api,
+}
+
+impl TestApi {
+    pub async fn start(kind: DbKind) -> Self {
+        Self::with(kind, |api| api).await
+    }
+
+    /// With forecast-api configured by `configure`.
+    pub async fn with(kind: DbKind, configure: impl FnOnce(ForecastBuilder) -> ForecastBuilder) -> Self {
+        let redis = RedisServer::start();
+        let db = TestDb::new(kind).await;
+        let process = configure(ForecastBuilder::new(&db, redis.url())).start();
+        let api = Api::new(&process);
+        Self { redis, db, process, api }
     }
 }
 

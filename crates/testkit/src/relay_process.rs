@@ -1,8 +1,75 @@
-//! The real `sse-relay` binary, configured by a TOML file plus environment overrides.
+//! The real `sse-relay` binary, configured by a TOML file plus environment overrides, and
+//! [`TestRelay`]: a relay with a Redis of its own, the prologue of a relay test.
 
+use std::ops::{Deref, DerefMut};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use crate::redis_server::RedisServer;
 use crate::service_process::ServiceProcess;
+use crate::sse_client::SseClient;
+
+/// A fresh Redis and a relay reading it, ready (its subscription delivers); both stopped when
+/// dropped. `let TestRelay { redis, relay } = TestRelay::start().await;`
+pub struct TestRelay {
+    pub redis: RedisServer,
+    pub relay: RelayProcess,
+}
+
+impl TestRelay {
+    /// With the default channels ([`DEFAULT_CHANNELS`]).
+    pub async fn start() -> Self {
+        Self::with(|relay| relay).await
+    }
+
+    /// With the relay configured by `configure`.
+    pub async fn with(configure: impl FnOnce(RelayBuilder) -> RelayBuilder) -> Self {
+        let redis = RedisServer::start();
+        let relay = configure(RelayBuilder::new(redis.url())).start();
+        relay.wait_ready().await;
+        Self { redis, relay }
+    }
+}
+
+/// A running relay: a service process that also opens event streams.
+pub struct RelayProcess(ServiceProcess);
+
+impl RelayProcess {
+    pub fn new(process: ServiceProcess) -> Self {
+        Self(process)
+    }
+
+    /// Opens `/events<query>` and reads past the `relay.connected` preamble.
+    pub async fn open_stream(&self, query: &str) -> SseClient {
+        self.resume_stream(query, None).await.0
+    }
+
+    /// Opens `/events<query>` with a `Last-Event-ID` header; returns the stream past its
+    /// preamble and the connection id the relay announced.
+    pub async fn resume_stream(&self, query: &str, last_event_id: Option<&str>) -> (SseClient, String) {
+        let mut client =
+            SseClient::connect_with_last_event_id(&self.url(&format!("/events{query}")), last_event_id).await;
+        let connected = client.next_event(Duration::from_secs(10)).await;
+        assert_eq!(connected.event.as_deref(), Some("relay.connected"), "{connected:?}");
+        let data: serde_json::Value =
+            serde_json::from_str(connected.data.as_deref().unwrap_or("")).expect("JSON");
+        (client, data["connection_id"].as_str().expect("connection id").to_owned())
+    }
+}
+
+impl Deref for RelayProcess {
+    type Target = ServiceProcess;
+
+    fn deref(&self) -> &ServiceProcess {
+        &self.0
+    }
+}
+
+impl DerefMut for RelayProcess {
+    fn deref_mut(&mut self) -> &mut ServiceProcess {
+        &mut self.0
+    }
+}
 
 /// The channel rules most tests use.
 pub const DEFAULT_CHANNELS: &str = r#"
@@ -66,7 +133,7 @@ impl RelayBuilder {
         self
     }
 
-    pub fn start(self) -> ServiceProcess {
+    pub fn start(self) -> RelayProcess {
         let dir = tempfile::tempdir().expect("temp dir for relay config");
         let config = dir.path().join("relay.toml");
         let toml = format!(
@@ -93,6 +160,6 @@ impl RelayBuilder {
             .envs(self.env)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        ServiceProcess::spawn(command, dir)
+        RelayProcess(ServiceProcess::spawn(command, dir))
     }
 }

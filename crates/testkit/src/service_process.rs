@@ -1,5 +1,6 @@
 //! A service binary as a child process, its JSON log lines (stderr) and standard output
-//! captured for assertions. Killed on drop.
+//! captured for assertions, and what every service of ours answers (`/readyz`, `/metrics`,
+//! signals). Killed on drop.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -10,7 +11,6 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::eventually;
-use crate::sse_client::SseClient;
 
 pub struct ServiceProcess {
     child: Child,
@@ -102,7 +102,7 @@ impl ServiceProcess {
         crate::metric(&self.metrics().await, sample)
     }
 
-    /// Waits until `/readyz` answers 200 (the subscription delivered a probe).
+    /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         eventually(Duration::from_secs(20), "/readyz to answer 200", || async {
             let response = reqwest::get(self.url("/readyz")).await.ok()?;
@@ -118,23 +118,6 @@ impl ServiceProcess {
             if response.status() == 503 { response.json().await.ok() } else { None }
         })
         .await
-    }
-
-    /// Opens `/events<query>` and reads past the `relay.connected` preamble.
-    pub async fn open_stream(&self, query: &str) -> SseClient {
-        self.resume_stream(query, None).await.0
-    }
-
-    /// Opens `/events<query>` with a `Last-Event-ID` header; returns the stream past its
-    /// preamble and the connection id the relay announced.
-    pub async fn resume_stream(&self, query: &str, last_event_id: Option<&str>) -> (SseClient, String) {
-        let mut client =
-            SseClient::connect_with_last_event_id(&self.url(&format!("/events{query}")), last_event_id).await;
-        let connected = client.next_event(Duration::from_secs(10)).await;
-        assert_eq!(connected.event.as_deref(), Some("relay.connected"), "{connected:?}");
-        let data: serde_json::Value =
-            serde_json::from_str(connected.data.as_deref().unwrap_or("")).expect("JSON");
-        (client, data["connection_id"].as_str().expect("connection id").to_owned())
     }
 
     pub async fn wait_metric(&self, sample: &str, predicate: impl Fn(f64) -> bool) -> f64 {

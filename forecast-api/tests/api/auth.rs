@@ -1,15 +1,12 @@
 use serde_json::{Value, json};
 
-use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
+use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestApi, TestDb};
 use testkit::redis_server::RedisServer;
 
 on_both_databases!(mutations_need_a_key_with_the_right_scope_and_revoked_keys_stop_working);
 
 async fn mutations_need_a_key_with_the_right_scope_and_revoked_keys_stop_working(db: DbKind) {
-    let redis = RedisServer::start();
-    let db = TestDb::new(db).await;
-    let process = ForecastBuilder::new(&db, redis.url()).start();
-    let api = Api::new(&process);
+    let TestApi { redis: _redis, db: _db, process: _process, api } = TestApi::start(db).await;
     let forecast = json!({ "date": "2026-11-23", "temperatureC": 5 });
 
     let anonymous = api.http.post(api.url("/api/weatherforecast")).json(&forecast).send().await.unwrap();

@@ -1,15 +1,11 @@
 use serde_json::{Value, json};
 
-use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
-use testkit::redis_server::RedisServer;
+use testkit::forecast_process::{ADMIN_KEY, DbKind, TestApi};
 
 on_both_databases!(concurrent_updates_with_the_same_if_match_let_exactly_one_win);
 
 async fn concurrent_updates_with_the_same_if_match_let_exactly_one_win(db: DbKind) {
-    let redis = RedisServer::start();
-    let db = TestDb::new(db).await;
-    let process = ForecastBuilder::new(&db, redis.url()).start();
-    let api = Api::new(&process);
+    let TestApi { redis: _redis, db: _db, process: _process, api } = TestApi::start(db).await;
     let forecast = api.create("2026-11-23", 0, "Start").await;
     let path = format!("/api/weatherforecast/{}", forecast["id"].as_str().unwrap());
 

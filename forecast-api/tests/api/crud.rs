@@ -1,15 +1,12 @@
 use serde_json::{Value, json};
 
-use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
+use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestApi, TestDb};
 use testkit::redis_server::RedisServer;
 
 on_both_databases!(forecasts_can_be_created_read_listed_updated_and_deleted);
 
 async fn forecasts_can_be_created_read_listed_updated_and_deleted(db: DbKind) {
-    let redis = RedisServer::start();
-    let db = TestDb::new(db).await;
-    let process = ForecastBuilder::new(&db, redis.url()).start();
-    let api = Api::new(&process);
+    let TestApi { redis: _redis, db: _db, process: _process, api } = TestApi::start(db).await;
 
     let response = api
         .post("/api/weatherforecast", ADMIN_KEY)

@@ -1,16 +1,12 @@
 use serde_json::{Value, json};
 
 use testkit::event_tap::EventTap;
-use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
-use testkit::redis_server::RedisServer;
+use testkit::forecast_process::{ADMIN_KEY, DbKind, TestApi};
 
 on_both_databases!(each_mutation_publishes_exactly_one_envelope_on_its_channel_and_one_log_entry);
 
 async fn each_mutation_publishes_exactly_one_envelope_on_its_channel_and_one_log_entry(db: DbKind) {
-    let redis = RedisServer::start();
-    let db = TestDb::new(db).await;
-    let process = ForecastBuilder::new(&db, redis.url()).start();
-    let api = Api::new(&process);
+    let TestApi { redis, db: _db, process, api } = TestApi::start(db).await;
     let tap = EventTap::start(&redis.url(), &["weatherforecast.*", "admin.*"]).await;
 
     let response = api

@@ -1,16 +1,13 @@
 use serde_json::{Value, json};
 
-use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, RELAY_JWT_SECRET, TestDb};
+use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, RELAY_JWT_SECRET, TestApi, TestDb};
 use testkit::metric;
 use testkit::proxy::WedgingProxy;
 use testkit::redis_server::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_metrics_and_the_openapi_document_are_served() {
-    let redis = RedisServer::start();
-    let db = TestDb::new(DbKind::Sqlite).await;
-    let process = ForecastBuilder::new(&db, redis.url()).start();
-    let api = Api::new(&process);
+    let TestApi { redis: _redis, db: _db, process, api } = TestApi::start(DbKind::Sqlite).await;
 
     assert_eq!(process.get("/healthz").await.status(), 200);
     assert_eq!(process.get("/readyz").await.status(), 200);
@@ -57,10 +54,7 @@ async fn health_readiness_metrics_and_the_openapi_document_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_can_mint_a_short_lived_relay_token() {
-    let redis = RedisServer::start();
-    let db = TestDb::new(DbKind::Sqlite).await;
-    let process = ForecastBuilder::new(&db, redis.url()).start();
-    let api = Api::new(&process);
+    let TestApi { redis: _redis, db: _db, process: _process, api } = TestApi::start(DbKind::Sqlite).await;
 
     let token: Value = api.post("/api/relay-token", ADMIN_KEY).send().await.unwrap().json().await.unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
@@ -95,11 +89,9 @@ async fn an_admin_can_mint_a_short_lived_relay_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_configured_origins_may_call_the_api_from_a_browser() {
-    let redis = RedisServer::start();
-    let db = TestDb::new(DbKind::Sqlite).await;
-    let process = ForecastBuilder::new(&db, redis.url())
-        .env("CORS__ALLOWED_ORIGINS", "https://app.example.com")
-        .start();
+    let TestApi { redis: _redis, db: _db, process, .. } =
+        TestApi::with(DbKind::Sqlite, |api| api.env("CORS__ALLOWED_ORIGINS", "https://app.example.com"))
+            .await;
     let http = reqwest::Client::new();
     let preflight = |origin: &'static str| {
         http.request(reqwest::Method::OPTIONS, process.url("/api/weatherforecast"))
@@ -118,10 +110,7 @@ async fn only_configured_origins_may_call_the_api_from_a_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_ticket_is_one_time_and_can_be_set_as_an_http_only_cookie() {
-    let redis = RedisServer::start();
-    let db = TestDb::new(DbKind::Sqlite).await;
-    let process = ForecastBuilder::new(&db, redis.url()).start();
-    let api = Api::new(&process);
+    let TestApi { redis: _redis, db: _db, process: _process, api } = TestApi::start(DbKind::Sqlite).await;
 
     let ticket: Value = api.post("/api/relay-ticket", ADMIN_KEY).send().await.unwrap().json().await.unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
@@ -150,9 +139,8 @@ async fn a_relay_ticket_is_one_time_and_can_be_set_as_an_http_only_cookie() {
 
 #[tokio::test]
 async fn a_request_head_that_trickles_in_is_cut_after_the_header_timeout() {
-    let redis = RedisServer::start();
-    let db = TestDb::new(DbKind::Sqlite).await;
-    let process = ForecastBuilder::new(&db, redis.url()).env("HTTP__HEADER_READ_TIMEOUT_SECS", 1).start();
+    let TestApi { redis: _redis, db: _db, process, .. } =
+        TestApi::with(DbKind::Sqlite, |api| api.env("HTTP__HEADER_READ_TIMEOUT_SECS", 1)).await;
     assert!(
         testkit::server_cuts_a_trickling_request(process.addr(), std::time::Duration::from_secs(10)).await
     );
@@ -160,9 +148,7 @@ async fn a_request_head_that_trickles_in_is_cut_after_the_header_timeout() {
 
 #[tokio::test]
 async fn sigterm_finishes_and_exits_0() {
-    let redis = RedisServer::start();
-    let db = TestDb::new(DbKind::Sqlite).await;
-    let mut process = ForecastBuilder::new(&db, redis.url()).start();
+    let TestApi { redis: _redis, db: _db, mut process, .. } = TestApi::start(DbKind::Sqlite).await;
     Api::new(&process).create("2026-11-23", 1, "Before shutdown").await;
     process.signal("TERM");
     let status = tokio::task::spawn_blocking(move || process.wait_exit(std::time::Duration::from_secs(15)))

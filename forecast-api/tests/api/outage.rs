@@ -3,16 +3,12 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 
 use testkit::event_tap::EventTap;
-use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
-use testkit::redis_server::RedisServer;
+use testkit::forecast_process::{ADMIN_KEY, DbKind, TestApi};
 
 on_both_databases!(writes_succeed_while_redis_is_down_and_every_event_goes_out_once_in_order_after);
 
 async fn writes_succeed_while_redis_is_down_and_every_event_goes_out_once_in_order_after(db: DbKind) {
-    let mut redis = RedisServer::start();
-    let db = TestDb::new(db).await;
-    let process = ForecastBuilder::new(&db, redis.url()).start();
-    let api = Api::new(&process);
+    let TestApi { mut redis, db: _db, process, api } = TestApi::start(db).await;
     let forecast = api.create("2026-11-23", 0, "Before").await;
     let path = format!("/api/weatherforecast/{}", forecast["id"].as_str().unwrap());
     process

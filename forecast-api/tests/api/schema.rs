@@ -6,8 +6,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
-use testkit::redis_server::RedisServer;
+use testkit::forecast_process::{ADMIN_KEY, DbKind, TestApi};
 
 fn schemathesis() -> PathBuf {
     let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/schemathesis");
@@ -23,9 +22,7 @@ fn schemathesis() -> PathBuf {
 on_both_databases!(schemathesis_finds_no_server_error_and_no_response_contradicting_the_schema);
 
 async fn schemathesis_finds_no_server_error_and_no_response_contradicting_the_schema(db: DbKind) {
-    let redis = RedisServer::start();
-    let db = TestDb::new(db).await;
-    let process = ForecastBuilder::new(&db, redis.url()).start();
+    let TestApi { redis: _redis, db: _db, process, .. } = TestApi::start(db).await;
     let work_dir = tempfile::tempdir().unwrap();
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/api/schemathesis.toml");
     let url = process.url("/openapi.json");
@@ -56,10 +53,7 @@ async fn schemathesis_finds_no_server_error_and_no_response_contradicting_the_sc
 on_both_databases!(hostile_strings_are_stored_literally_or_refused);
 
 async fn hostile_strings_are_stored_literally_or_refused(db: DbKind) {
-    let redis = RedisServer::start();
-    let db = TestDb::new(db).await;
-    let process = ForecastBuilder::new(&db, redis.url()).start();
-    let api = Api::new(&process);
+    let TestApi { redis: _redis, db: _db, process: _process, api } = TestApi::start(db).await;
     let literal = [
         "'); DROP TABLE forecasts; --",
         "\" OR 1=1 --",

@@ -1,8 +1,7 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
-use testkit::redis_server::RedisServer;
+use testkit::forecast_process::{ADMIN_KEY, DbKind, TestApi};
 
 struct Case {
     name: &'static str,
@@ -35,10 +34,8 @@ fn case(name: &'static str, body: &str, status: u16, detail: &'static str) -> Ca
 on_both_databases!(bad_input_is_a_4xx_problem_that_says_what_was_wrong);
 
 async fn bad_input_is_a_4xx_problem_that_says_what_was_wrong(db: DbKind) {
-    let redis = RedisServer::start();
-    let db = TestDb::new(db).await;
-    let process = ForecastBuilder::new(&db, redis.url()).env("HTTP__MAX_BODY_BYTES", 1024).start();
-    let api = Api::new(&process);
+    let TestApi { redis: _redis, db: _db, process: _process, api } =
+        TestApi::with(db, |api| api.env("HTTP__MAX_BODY_BYTES", 1024)).await;
     let existing = api.create("2026-11-23", 20, "Mild").await;
     let existing_path = format!("/api/weatherforecast/{}", existing["id"].as_str().unwrap());
     let valid = r#"{"date":"2026-11-23","temperatureC":1}"#;
