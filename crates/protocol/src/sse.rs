@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// The keepalive comment sent when a stream has been quiet for `keepalive_secs`.
 pub const PING: &[u8] = b": ping\n\n";
 
-/// Why a message could not become a frame (a [`crate::message::DropReason`] when dropped).
+/// Why a message could not become a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
     #[error("event name contains CR or LF")]

@@ -33,7 +33,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use self::request::{X_API_KEY, X_CORRELATION_ID, X_RELAY_CONNECTION_ID};
+use self::middleware::X_CORRELATION_ID;
+use self::request::{X_API_KEY, X_RELAY_CONNECTION_ID};
 use crate::state::AppState;
 
 pub fn router(

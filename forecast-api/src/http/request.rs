@@ -12,7 +12,6 @@ use crate::auth::Principal;
 use crate::events::EventContext;
 use crate::state::AppState;
 
-pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 pub const X_RELAY_CONNECTION_ID: HeaderName = HeaderName::from_static("x-relay-connection-id");
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
