@@ -11,6 +11,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -80,6 +81,15 @@ impl Handoff for NoHandoff {
     }
 }
 
+/// What every connection task shares: one `Arc` per task, so that a connection that stays open
+/// for hours (an event stream) holds a pointer, not copies.
+struct Shared<H> {
+    router: Router,
+    control: ServerControl,
+    header_read_timeout: Duration,
+    handoff: H,
+}
+
 /// Serves `router` on every accepted connection (after `handoff` had its look) until
 /// `control.stop_accepting`; each connection is a task of `tracker`.
 pub async fn serve(
@@ -90,9 +100,10 @@ pub async fn serve(
     header_read_timeout: Duration,
     handoff: impl Handoff,
 ) {
+    let shared = Arc::new(Shared { router, control, header_read_timeout, handoff });
     loop {
         let accepted = tokio::select! {
-            _ = control.stop_accepting.cancelled() => break,
+            _ = shared.control.stop_accepting.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -107,18 +118,17 @@ pub async fn serve(
         };
         // Events are small and latency-sensitive: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let control = control.clone();
-        let handoff = handoff.clone();
+        let shared = Arc::clone(&shared);
         tracker.spawn(async move {
-            let cut = control.cut_all.child_token();
-            let context = ConnectionContext { peer, cut };
-            let (stream, prefix) = match handoff.take(stream, context.clone()).await {
+            let context = ConnectionContext { peer, cut: shared.control.cut_all.child_token() };
+            let (stream, prefix) = match shared.handoff.take(stream, context.clone()).await {
                 Handed::Served => return,
                 Handed::Http(stream, prefix) => (stream, prefix),
             };
             // Boxed, so that a connection the hook serves has a task not sized for hyper's.
-            Box::pin(serve_with_hyper(stream, prefix, router, context, control, header_read_timeout)).await;
+            let Shared { router, control, header_read_timeout, .. } = &*shared;
+            Box::pin(serve_with_hyper(stream, prefix, router.clone(), context, control.clone(), *header_read_timeout))
+                .await;
         });
     }
     tracing::info!("stopped accepting connections");
