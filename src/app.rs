@@ -18,7 +18,7 @@ use crate::channels::ChannelRules;
 use crate::client_ip::PerIpLimiter;
 use crate::commands::SharedConnection;
 use crate::direct_stream::DirectStreams;
-use crate::health::Health;
+use crate::health::{DeliveryPath, Health};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
 use crate::log::LogReader;
@@ -26,12 +26,15 @@ use crate::metrics::RelayMetrics;
 use crate::replay::Replay;
 use crate::settings::RelaySettings;
 use crate::subscriber::Subscriber;
+use crate::tail::LogTail;
+use service::redis_target::RedisTarget;
 
 pub struct Relay {
     listener: TcpListener,
     settings: RelaySettings,
     state: Arc<AppState>,
-    subscriber: Subscriber,
+    tail: Option<LogTail>,
+    subscriber: Option<Subscriber>,
 }
 
 impl Relay {
@@ -40,38 +43,68 @@ impl Relay {
         let addr = settings.listen_addr()?;
         let rules = Arc::new(ChannelRules::new(settings.channel_rules()?));
         let metrics = RelayMetrics::new();
-        let health = Arc::new(Health::new(settings.redis.unready_after()));
+        let redis = Arc::new(RedisTarget::new(
+            settings.redis.endpoint(),
+            settings.redis.connect_timeout(),
+            metrics.redis_node.clone(),
+        ));
+        // Envelope channels are read from the log; raw ones (and envelope ones when there is no
+        // log) from a subscription. Each runs only when some channel needs it.
+        let log_enabled = !settings.redis.log_stream.is_empty();
+        let tail_needed = log_enabled && rules.has_envelope_rules();
+        let patterns = rules.subscribed_patterns(log_enabled);
+        let paths: Vec<DeliveryPath> = [
+            tail_needed.then_some(DeliveryPath::Log),
+            (!patterns.is_empty()).then_some(DeliveryPath::Subscription),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let health =
+            Arc::new(Health::new(settings.redis.unready_after(), &paths, metrics.redis_connected.clone()));
         let hub = Hub::new(
             metrics.clone(),
             usize::try_from(settings.limits.client_queue).unwrap_or(usize::MAX),
             usize::try_from(settings.limits.max_connections).unwrap_or(usize::MAX),
         );
-        let client = redis::Client::open(settings.redis.url.as_str()).context("invalid Redis URL")?;
         let max_message_bytes = usize::try_from(settings.limits.max_message_bytes).unwrap_or(usize::MAX);
-        let commands = Arc::new(SharedConnection::new(client.clone(), settings.redis.connect_timeout()));
+        let commands = Arc::new(SharedConnection::new(Arc::clone(&redis), settings.redis.connect_timeout()));
         let log = Arc::new(LogReader::new(Arc::clone(&commands), settings.redis.log_stream.clone()));
-        let replay = Arc::new(Replay {
-            log: Arc::clone(&log),
-            rules: Arc::clone(&rules),
-            metrics: metrics.clone(),
-            max_message_bytes,
-        });
+        let replay =
+            Arc::new(Replay { log, rules: Arc::clone(&rules), metrics: metrics.clone(), max_message_bytes });
         let auth = Arc::new(TokenVerifier::new(&settings.auth, Arc::clone(&commands))?);
-        let subscriber = Subscriber::new(
-            client,
-            settings.redis.clone(),
-            Arc::clone(&rules),
-            &settings.pod_id,
-            max_message_bytes,
-            Arc::clone(&hub),
-            Arc::clone(&health),
-            metrics.clone(),
-            log,
-        );
+        let tail = tail_needed.then(|| {
+            LogTail::new(
+                Arc::clone(&redis),
+                Arc::clone(&commands),
+                settings.redis.clone(),
+                &settings.pod_id,
+                Arc::clone(&rules),
+                max_message_bytes,
+                Arc::clone(&hub),
+                Arc::clone(&health),
+                metrics.clone(),
+            )
+        });
+        let subscriber = (!patterns.is_empty()).then(|| {
+            Subscriber::new(
+                Arc::clone(&redis),
+                Arc::clone(&commands),
+                settings.redis.clone(),
+                Arc::clone(&rules),
+                patterns,
+                &settings.pod_id,
+                max_message_bytes,
+                Arc::clone(&hub),
+                Arc::clone(&health),
+                metrics.clone(),
+            )
+        });
         let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let state = Arc::new(AppState {
             hub,
             health,
+            redis,
             metrics,
             replay,
             auth,
@@ -86,7 +119,7 @@ impl Relay {
                 .unwrap_or(usize::MAX),
             retry_after_secs: settings.sse.retry_ms.div_ceil(1000).max(1),
         });
-        Ok(Self { listener, settings, state, subscriber })
+        Ok(Self { listener, settings, state, tail, subscriber })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -96,9 +129,16 @@ impl Relay {
 
     /// Serves until `shutdown` completes, then drains within the grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self { listener, settings, state, subscriber } = self;
+        let Self { listener, settings, state, tail, subscriber } = self;
         let redis_cancel = CancellationToken::new();
-        let redis_task = tokio::spawn(subscriber.run(redis_cancel.clone()));
+        let redis_tasks = TaskTracker::new();
+        if let Some(tail) = tail {
+            redis_tasks.spawn(tail.run(redis_cancel.clone()));
+        }
+        if let Some(subscriber) = subscriber {
+            redis_tasks.spawn(subscriber.run(redis_cancel.clone()));
+        }
+        redis_tasks.close();
         let keepalive_task = {
             let hub = Arc::clone(&state.hub);
             let interval = settings.sse.keepalive();
@@ -146,7 +186,7 @@ impl Relay {
         }
         keepalive_task.abort();
         redis_cancel.cancel();
-        let _ = redis_task.await;
+        redis_tasks.wait().await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
         Ok(())
     }

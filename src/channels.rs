@@ -37,15 +37,22 @@ impl ChannelRules {
         Self { rules }
     }
 
-    /// The patterns to PSUBSCRIBE, each once.
-    pub fn patterns(&self) -> Vec<&str> {
-        let mut patterns: Vec<&str> = Vec::new();
+    /// The patterns to PSUBSCRIBE, each once: those of raw rules, and of envelope rules too
+    /// when there is no log to read them from.
+    pub fn subscribed_patterns(&self, log_enabled: bool) -> Vec<String> {
+        let mut patterns: Vec<String> = Vec::new();
         for rule in &self.rules {
-            if !patterns.contains(&rule.pattern.as_str()) {
-                patterns.push(rule.pattern.as_str());
+            let subscribed = rule.format == Format::Raw || !log_enabled;
+            if subscribed && !patterns.iter().any(|pattern| pattern == rule.pattern.as_str()) {
+                patterns.push(rule.pattern.as_str().to_owned());
             }
         }
         patterns
+    }
+
+    /// Whether some rule reads its channels from the log.
+    pub fn has_envelope_rules(&self) -> bool {
+        self.rules.iter().any(|rule| rule.format == Format::Envelope)
     }
 
     /// The rule that governs `channel`, if any.
@@ -159,10 +166,21 @@ mod tests {
     #[test]
     fn overlapping_patterns_deliver_once_through_the_first_rule() {
         let rules = ChannelRules::new(vec![rule("a.*"), rule("*.created"), rule("a.*")]);
-        assert_eq!(rules.patterns(), vec!["a.*", "*.created"]);
+        assert_eq!(rules.subscribed_patterns(true), vec!["a.*", "*.created"]);
         assert!(rules.accept(b"a.*", b"a.created").is_some());
         assert!(rules.accept(b"*.created", b"a.created").is_none());
         assert!(rules.accept(b"*.created", b"b.created").is_some());
+    }
+
+    #[test]
+    fn envelope_channels_are_subscribed_only_without_a_log() {
+        let envelope = ChannelRule { format: Format::Envelope, ..rule("weatherforecast.*") };
+        let rules = ChannelRules::new(vec![envelope, rule("*")]);
+        assert_eq!(rules.subscribed_patterns(true), vec!["*"]);
+        assert_eq!(rules.subscribed_patterns(false), vec!["weatherforecast.*", "*"]);
+        // A raw pattern that also matches an envelope channel does not deliver it.
+        assert!(rules.accept(b"*", b"weatherforecast.created").is_none());
+        assert!(rules.accept(b"*", b"user.42").is_some());
     }
 
     #[test]

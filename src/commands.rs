@@ -1,30 +1,36 @@
-//! One shared multiplexed Redis connection for the relay's short commands (log reads, ticket
-//! claims), established on first use and replaced after any failure. Every command is bounded
+//! One shared multiplexed Redis connection for the relay's short commands (log reads for
+//! replay, probe appends, ticket claims), established on first use and replaced after any
+//! failure that says the connection or the node is no longer usable. Every command is bounded
 //! by a timeout, so a wedged connection costs one timeout, not a hang.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex as AsyncMutex;
 
+use service::redis_target::{RedisTarget, TargetError, needs_new_connection};
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Target(#[from] TargetError),
     #[error("timed out after {0} ms")]
     Timeout(u128),
 }
 
 pub struct SharedConnection {
-    client: redis::Client,
+    target: Arc<RedisTarget>,
     timeout: Duration,
     connection: AsyncMutex<Option<MultiplexedConnection>>,
 }
 
 impl SharedConnection {
-    pub fn new(client: redis::Client, timeout: Duration) -> Self {
-        Self { client, timeout, connection: AsyncMutex::new(None) }
+    pub fn new(target: Arc<RedisTarget>, timeout: Duration) -> Self {
+        Self { target, timeout, connection: AsyncMutex::new(None) }
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, CommandError> {
@@ -32,34 +38,53 @@ impl SharedConnection {
         if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        let connection = tokio::time::timeout(
-            self.timeout,
-            self.client.get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| CommandError::Timeout(self.timeout.as_millis()))??;
+        let connect = async {
+            let resolved = self.target.client().await?;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.timeout));
+            Ok::<_, CommandError>(
+                resolved.client.get_multiplexed_async_connection_with_config(&config).await?,
+            )
+        };
+        let connection = tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| CommandError::Timeout(self.timeout.as_millis()))??;
         *slot = Some(connection.clone());
         Ok(connection)
     }
 
     pub async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, CommandError> {
         let mut connection = self.connection().await?;
-        let result = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection))
-            .await
+        let result = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await;
+        self.settle(result).await
+    }
+
+    /// Several commands in one round trip; the first error, if any, is the result.
+    pub async fn query_pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: redis::Pipeline,
+    ) -> Result<T, CommandError> {
+        let mut connection = self.connection().await?;
+        let result = tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut connection)).await;
+        self.settle(result).await
+    }
+
+    async fn settle<T>(
+        &self,
+        result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, CommandError> {
+        let result = result
             .map_err(|_| CommandError::Timeout(self.timeout.as_millis()))
             .and_then(|result| result.map_err(CommandError::from));
         if let Err(error) = &result {
-            // A reply that is an error (no such key…) says nothing about the connection.
-            let connection_fault = match error {
-                CommandError::Redis(error) => {
-                    error.is_io_error() || error.is_timeout() || error.is_connection_dropped()
-                }
-                CommandError::Timeout(_) => true,
+            // A reply that is an error (no such key…) says nothing about the connection; a
+            // broken connection or a node that is no longer the primary does.
+            let replace = match error {
+                CommandError::Redis(error) => needs_new_connection(error),
+                CommandError::Target(_) | CommandError::Timeout(_) => true,
             };
-            if connection_fault {
+            if replace {
                 *self.connection.lock().await = None;
             }
         }

@@ -1,15 +1,45 @@
 //! Readiness: whether this pod should receive new clients, and why not.
 //!
-//! Ready means: not draining, and Redis delivery proven (the subscription is established and
-//! the last probe came back) — or lost for less than `redis.unready_after_secs`, so that a
+//! Ready means: not draining, and Redis delivery proven on every path the relay runs — the log
+//! tail (envelope channels) and, when raw channels are configured, the subscription — each by a
+//! probe that came back through it; or lost for less than `redis.unready_after_secs`, so that a
 //! short Redis blip does not send every client of every pod elsewhere at once.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use prometheus::IntGauge;
+
+/// The relay's two ways of receiving events from Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryPath {
+    /// `XREAD` of the log: envelope channels.
+    Log,
+    /// `PSUBSCRIBE`: raw channels.
+    Subscription,
+}
+
+impl DeliveryPath {
+    fn index(self) -> usize {
+        match self {
+            Self::Log => 0,
+            Self::Subscription => 1,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Log => "log tail",
+            Self::Subscription => "subscription",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Health {
     unready_after: Duration,
+    /// `sse_relay_redis_connected`: 1 while every path is connected.
+    connected_gauge: IntGauge,
     // A std Mutex: tiny critical sections, never held across an await.
     state: Mutex<State>,
 }
@@ -17,10 +47,17 @@ pub struct Health {
 #[derive(Debug)]
 struct State {
     draining: bool,
-    /// Delivery proven on the current subscription (a probe came back).
+    paths: [PathState; 2],
+}
+
+#[derive(Debug, Default)]
+struct PathState {
+    enabled: bool,
+    connected: bool,
+    /// Delivery proven on the current connection (a probe came back).
     verified: bool,
     ever_verified: bool,
-    /// When delivery was last lost (subscription ended or a probe went unanswered).
+    /// When delivery was last lost (connection ended or a probe went unanswered).
     lost_at: Option<Instant>,
     last_error: Option<String>,
 }
@@ -29,7 +66,7 @@ struct State {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Readiness {
     pub ready: bool,
-    /// "subscribed", "reconnecting", "connecting" or "draining".
+    /// "subscribed" (every path delivering), "reconnecting", "connecting" or "draining".
     pub redis: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -38,17 +75,14 @@ pub struct Readiness {
 }
 
 impl Health {
-    pub fn new(unready_after: Duration) -> Self {
-        Self {
-            unready_after,
-            state: Mutex::new(State {
-                draining: false,
-                verified: false,
-                ever_verified: false,
-                lost_at: None,
-                last_error: None,
-            }),
+    /// `paths`: the delivery paths this relay runs (the subscription only with raw channels).
+    pub fn new(unready_after: Duration, paths: &[DeliveryPath], connected_gauge: IntGauge) -> Self {
+        let mut state = State { draining: false, paths: Default::default() };
+        for path in paths {
+            state.paths[path.index()].enabled = true;
         }
+        connected_gauge.set(0);
+        Self { unready_after, connected_gauge, state: Mutex::new(state) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -56,20 +90,36 @@ impl Health {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A probe came back on the current subscription.
-    pub fn delivery_verified(&self) {
-        let mut state = self.state();
-        state.verified = true;
-        state.ever_verified = true;
-        state.lost_at = None;
+    fn update_gauge(&self, state: &State) {
+        let all = state.paths.iter().filter(|path| path.enabled).all(|path| path.connected);
+        self.connected_gauge.set(i64::from(all));
     }
 
-    /// The subscription ended or stopped delivering; keep the first loss time.
-    pub fn delivery_lost(&self, error: String) {
+    /// `path` is connected (not yet proven).
+    pub fn connected(&self, path: DeliveryPath) {
         let mut state = self.state();
-        state.verified = false;
-        state.lost_at.get_or_insert_with(Instant::now);
-        state.last_error = Some(error);
+        state.paths[path.index()].connected = true;
+        self.update_gauge(&state);
+    }
+
+    /// A probe came back through `path`.
+    pub fn delivery_verified(&self, path: DeliveryPath) {
+        let mut state = self.state();
+        let path = &mut state.paths[path.index()];
+        path.verified = true;
+        path.ever_verified = true;
+        path.lost_at = None;
+    }
+
+    /// `path` ended or stopped delivering; keep the first loss time.
+    pub fn delivery_lost(&self, path: DeliveryPath, error: String) {
+        let mut state = self.state();
+        let path_state = &mut state.paths[path.index()];
+        path_state.connected = false;
+        path_state.verified = false;
+        path_state.lost_at.get_or_insert_with(Instant::now);
+        path_state.last_error = Some(format!("{}: {error}", path.name()));
+        self.update_gauge(&state);
     }
 
     /// Shutdown began: fail readiness for good.
@@ -79,35 +129,41 @@ impl Health {
 
     pub fn readiness(&self) -> Readiness {
         let state = self.state();
-        let last_error = state.last_error.clone();
+        let enabled = || {
+            [DeliveryPath::Log, DeliveryPath::Subscription]
+                .into_iter()
+                .filter(|path| state.paths[path.index()].enabled)
+        };
+        let last_error = enabled().find_map(|path| state.paths[path.index()].last_error.clone());
+        let mut readiness = Readiness { ready: false, redis: "subscribed", reason: None, last_error };
         if state.draining {
-            return Readiness {
-                ready: false,
-                redis: "draining",
-                reason: Some("shutting down".into()),
-                last_error,
-            };
+            readiness.redis = "draining";
+            readiness.reason = Some("shutting down".into());
+            return readiness;
         }
-        if state.verified {
-            return Readiness { ready: true, redis: "subscribed", reason: None, last_error };
+        readiness.ready = true;
+        for path in enabled() {
+            let path_state = &state.paths[path.index()];
+            if path_state.verified {
+                continue;
+            }
+            if !path_state.ever_verified {
+                readiness.ready = false;
+                readiness.redis = "connecting";
+                readiness.reason =
+                    Some(format!("waiting for the first probe to come back through the {}", path.name()));
+                return readiness;
+            }
+            let lost_for = path_state.lost_at.map_or(Duration::ZERO, |at| at.elapsed());
+            readiness.redis = "reconnecting";
+            if lost_for >= self.unready_after {
+                readiness.ready = false;
+                readiness.reason =
+                    Some(format!("no working Redis {} for {} ms", path.name(), lost_for.as_millis()));
+                return readiness;
+            }
         }
-        if !state.ever_verified {
-            return Readiness {
-                ready: false,
-                redis: "connecting",
-                reason: Some("waiting for the first Redis subscription to deliver a probe".into()),
-                last_error,
-            };
-        }
-        let lost_for = state.lost_at.map_or(Duration::ZERO, |at| at.elapsed());
-        let ready = lost_for < self.unready_after;
-        Readiness {
-            ready,
-            redis: "reconnecting",
-            reason: (!ready)
-                .then(|| format!("no working Redis subscription for {} ms", lost_for.as_millis())),
-            last_error,
-        }
+        readiness
     }
 }
 
@@ -115,35 +171,62 @@ impl Health {
 mod tests {
     use super::*;
 
+    fn health(unready_after: Duration, paths: &[DeliveryPath]) -> Health {
+        Health::new(unready_after, paths, IntGauge::new("connected", "test").unwrap())
+    }
+
     #[test]
-    fn not_ready_until_a_probe_proves_delivery() {
-        let health = Health::new(Duration::from_secs(10));
+    fn not_ready_until_a_probe_proves_delivery_on_every_path() {
+        let health = health(Duration::from_secs(10), &[DeliveryPath::Log, DeliveryPath::Subscription]);
         assert!(!health.readiness().ready);
-        health.delivery_verified();
+        health.delivery_verified(DeliveryPath::Log);
+        let readiness = health.readiness();
+        assert!(!readiness.ready);
+        assert_eq!(
+            readiness.reason.as_deref(),
+            Some("waiting for the first probe to come back through the subscription")
+        );
+        health.delivery_verified(DeliveryPath::Subscription);
         assert!(health.readiness().ready);
     }
 
     #[test]
     fn a_short_loss_keeps_the_pod_ready_a_long_one_does_not() {
-        let health = Health::new(Duration::from_secs(3600));
-        health.delivery_verified();
-        health.delivery_lost("connection refused".into());
+        let health = health(Duration::from_secs(3600), &[DeliveryPath::Log]);
+        health.delivery_verified(DeliveryPath::Log);
+        health.delivery_lost(DeliveryPath::Log, "connection refused".into());
         let readiness = health.readiness();
         assert!(readiness.ready);
         assert_eq!(readiness.redis, "reconnecting");
 
-        let health = Health::new(Duration::ZERO);
-        health.delivery_verified();
-        health.delivery_lost("probe not echoed".into());
+        let health = self::health(Duration::ZERO, &[DeliveryPath::Log]);
+        health.delivery_verified(DeliveryPath::Log);
+        health.delivery_lost(DeliveryPath::Log, "probe not echoed".into());
         let readiness = health.readiness();
         assert!(!readiness.ready);
-        assert_eq!(readiness.last_error.as_deref(), Some("probe not echoed"));
+        assert_eq!(readiness.last_error.as_deref(), Some("log tail: probe not echoed"));
+    }
+
+    #[test]
+    fn the_connected_gauge_needs_every_path() {
+        let gauge = IntGauge::new("connected", "test").unwrap();
+        let health = Health::new(
+            Duration::from_secs(1),
+            &[DeliveryPath::Log, DeliveryPath::Subscription],
+            gauge.clone(),
+        );
+        health.connected(DeliveryPath::Log);
+        assert_eq!(gauge.get(), 0);
+        health.connected(DeliveryPath::Subscription);
+        assert_eq!(gauge.get(), 1);
+        health.delivery_lost(DeliveryPath::Subscription, "closed".into());
+        assert_eq!(gauge.get(), 0);
     }
 
     #[test]
     fn draining_is_never_ready() {
-        let health = Health::new(Duration::from_secs(10));
-        health.delivery_verified();
+        let health = health(Duration::from_secs(10), &[DeliveryPath::Log]);
+        health.delivery_verified(DeliveryPath::Log);
         health.start_draining();
         assert!(!health.readiness().ready);
     }

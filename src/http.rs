@@ -16,13 +16,14 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use service::redis_target::RedisTarget;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use uuid::Uuid;
 
 use crate::auth::{AuthError, TokenVerifier};
 use crate::channels::{ChannelRules, Selection, Subscription};
 use crate::client_ip::{PerIpLimiter, client_ip};
-use crate::health::Health;
+use crate::health::{Health, Readiness};
 use crate::hub::{Hub, RegisterError};
 use crate::metrics::{RefusedReason, RelayMetrics};
 use crate::replay::Replay;
@@ -36,6 +37,8 @@ use service::server::ConnectionContext;
 pub struct AppState {
     pub hub: Arc<Hub>,
     pub health: Arc<Health>,
+    /// Where Redis is: the node in use, for `/readyz`.
+    pub redis: Arc<RedisTarget>,
     pub metrics: RelayMetrics,
     pub replay: Arc<Replay>,
     pub auth: Arc<TokenVerifier>,
@@ -319,10 +322,22 @@ async fn healthz() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"alive"}"#)
 }
 
+/// Readiness, and the Redis node in use with the failovers followed since start.
+#[derive(serde::Serialize)]
+struct ReadyBody {
+    #[serde(flatten)]
+    readiness: Readiness,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    failovers: u64,
+}
+
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let readiness = state.health.readiness();
     let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = serde_json::to_string(&readiness).unwrap_or_default();
+    let body =
+        ReadyBody { readiness, node: state.redis.current_primary(), failovers: state.redis.failovers() };
+    let body = serde_json::to_string(&body).unwrap_or_default();
     (status, [(header::CONTENT_TYPE, "application/json")], body)
 }
 

@@ -9,7 +9,9 @@
 //! - [`app`] — [`Relay`]: builds the parts, serves, drains on shutdown.
 //! - [`settings`] — the configuration sections and their validation.
 //! - [`channels`] — channel rules (format, access) and a client's channel selection.
-//! - [`subscriber`] — the supervised Redis subscription, its delivery probe and gap fill.
+//! - [`tail`] — envelope channels delivered from the log: the supervised `XREAD` tail, its
+//!   delivery probe, and recovery after a failover.
+//! - [`subscriber`] — raw channels: the supervised PSUBSCRIBE and its delivery probe.
 //! - [`commands`] — the shared Redis command connection (log reads, probes, tickets).
 //! - [`log`] — the Redis history log: paged reads after an id, resume points.
 //! - [`replay`] — the backlog for streams resuming with Last-Event-ID.
@@ -38,5 +40,6 @@ pub mod replay;
 pub mod settings;
 pub mod stream;
 pub mod subscriber;
+pub mod tail;
 
 pub use app::Relay;

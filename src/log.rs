@@ -1,9 +1,10 @@
 //! The Redis history log (`sse:log`): reading entries after an id, in pages, and resume points.
 //!
-//! Publishers append every envelope event to the log before publishing it (one Lua script), so
-//! ids are global and ordered across all pods and the log is the source of truth for replay on
-//! resume and for filling the relay's own gaps after a lost subscription.
+//! Publishers append every envelope event to the log (one Lua script), so ids are global and
+//! ordered across all pods and the log is the source of truth: the tail ([`crate::tail`])
+//! delivers from it, and streams resuming with Last-Event-ID replay from it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use protocol::log_id::StreamId;
@@ -46,7 +47,8 @@ pub struct LogReader {
     key: String,
 }
 
-type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
+/// An entry as `XRANGE`/`XREAD` return it: the id and the field/value pairs.
+pub(crate) type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
 
 impl LogReader {
     pub fn new(redis: Arc<SharedConnection>, key: String) -> Self {
@@ -62,8 +64,9 @@ impl LogReader {
         self.redis.query(command).await
     }
 
-    /// Up to [`PAGE_SIZE`] entries with ids greater than `after`, oldest first.
-    pub async fn read_after(&self, after: StreamId) -> Result<Vec<LogEntry>, LogError> {
+    /// Up to [`PAGE_SIZE`] entries with ids greater than `after`, oldest first; a malformed
+    /// one (without its channel or envelope) as its id, so that readers can step over it.
+    pub async fn read_after(&self, after: StreamId) -> Result<Vec<Result<LogEntry, StreamId>>, LogError> {
         let mut command = redis::cmd("XRANGE");
         command.arg(&self.key).arg(format!("({after}")).arg("+").arg("COUNT").arg(PAGE_SIZE);
         let raw: Vec<RawEntry> = self.query(command).await?;
@@ -72,68 +75,56 @@ impl LogReader {
 
     /// Whether everything after `after` is still in the log.
     ///
-    /// Trimming removes the oldest entries: if the oldest remaining entry is not newer than
-    /// `after`, everything newer is there. If it is newer, entries may have been trimmed, which
-    /// matters only if the stream ever lost entries (`entries-added` exceeds its `length`). An
-    /// id beyond the last one the stream generated means the log was reset; an entry deleted
-    /// with XDEL after `after` (`max-deleted-entry-id`) is a loss too. A missing stream holds
-    /// nothing after the start.
+    /// `after` is the id of the last entry the client received, so that entry must still be in
+    /// the log: then nothing after it was trimmed (trimming removes the oldest entries first),
+    /// and this is the log that issued it — a log lost in a failover, deleted and recreated, or
+    /// evicted does not hold it, whatever ids it has reached since. An entry after `after`
+    /// deleted with XDEL (`max-deleted-entry-id`) is a loss too. `0-0` (from the start) is
+    /// available while the log never lost an entry.
     pub async fn resume_point(&self, after: StreamId) -> Result<ResumePoint, LogError> {
-        use redis::Value;
-        let mut command = redis::cmd("XINFO");
-        command.arg("STREAM").arg(&self.key);
-        let info: std::collections::HashMap<String, Value> = match self.query(command).await {
-            Ok(info) => info,
+        let mut pipe = redis::pipe();
+        pipe.cmd("XRANGE").arg(&self.key).arg(after.to_string()).arg(after.to_string());
+        pipe.cmd("XINFO").arg("STREAM").arg(&self.key);
+        let (at, info): (Vec<RawEntry>, HashMap<String, redis::Value>) = match self
+            .redis
+            .query_pipeline(pipe)
+            .await
+        {
+            Ok(replies) => replies,
             Err(LogError::Redis(error)) if error.to_string().contains("no such key") => {
+                // No log at all: nothing was ever lost only if the client has seen nothing.
                 return Ok(if after == StreamId::ZERO { ResumePoint::Available } else { ResumePoint::Lost });
             }
             Err(error) => return Err(error),
         };
-        let as_id = |value: Option<&Value>| match value {
-            Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok()?.parse::<StreamId>().ok(),
-            Some(Value::SimpleString(text)) => text.parse::<StreamId>().ok(),
-            _ => None,
-        };
-        let as_int = |value: Option<&Value>| match value {
-            Some(Value::Int(n)) => Some(*n),
-            _ => None,
-        };
-        let last_generated = as_id(info.get("last-generated-id")).unwrap_or(StreamId::ZERO);
-        if after > last_generated {
+        if id_value(info.get("max-deleted-entry-id")).is_some_and(|deleted| deleted > after) {
             return Ok(ResumePoint::Lost);
         }
-        if as_id(info.get("max-deleted-entry-id")).is_some_and(|deleted| deleted > after) {
-            return Ok(ResumePoint::Lost);
+        if after != StreamId::ZERO {
+            return Ok(if at.is_empty() { ResumePoint::Lost } else { ResumePoint::Available });
         }
-        if after == last_generated {
-            return Ok(ResumePoint::Available);
-        }
-        let first = match info.get("first-entry") {
-            Some(Value::Array(entry)) => as_id(entry.first()),
-            _ => None,
-        };
-        if first.is_some_and(|first| first <= after) {
-            return Ok(ResumePoint::Available);
-        }
-        // The oldest entry is newer than `after` (or the stream is empty): did it ever lose any?
-        let lost_some = match (as_int(info.get("entries-added")), as_int(info.get("length"))) {
-            (Some(added), Some(length)) => added > length,
+        let lost_some = match (info.get("entries-added"), info.get("length")) {
+            (Some(redis::Value::Int(added)), Some(redis::Value::Int(length))) => added > length,
             // Before Redis 7 there is no count of entries added: assume the worst.
-            _ => after != StreamId::ZERO,
+            _ => true,
         };
         Ok(if lost_some { ResumePoint::Lost } else { ResumePoint::Available })
     }
+}
 
-    /// The newest id in the log, if any.
-    pub async fn last_id(&self) -> Result<Option<StreamId>, LogError> {
-        let mut last = redis::cmd("XREVRANGE");
-        last.arg(&self.key).arg("+").arg("-").arg("COUNT").arg(1);
-        let last: Vec<RawEntry> = self.query(last).await?;
-        Ok(last.first().and_then(|(id, _)| id.parse().ok()))
+/// A stream id in an `XINFO STREAM` reply.
+pub(crate) fn id_value(value: Option<&redis::Value>) -> Option<StreamId> {
+    match value {
+        Some(redis::Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        Some(redis::Value::SimpleString(text)) => text.parse().ok(),
+        _ => None,
     }
 }
 
-fn entry_from_raw((id, fields): RawEntry) -> Option<LogEntry> {
+/// The entry, or only its id when a field is missing (anyone with write access to the log can
+/// add such an entry; readers count it as dropped and step over it); `None` for an id Redis
+/// would never write.
+pub(crate) fn entry_from_raw((id, fields): RawEntry) -> Option<Result<LogEntry, StreamId>> {
     let id = id.parse().ok()?;
     let mut channel = None;
     let mut message = None;
@@ -144,5 +135,8 @@ fn entry_from_raw((id, fields): RawEntry) -> Option<LogEntry> {
             _ => {}
         }
     }
-    Some(LogEntry { id, channel: channel?, message: message? })
+    Some(match (channel, message) {
+        (Some(channel), Some(message)) => Ok(LogEntry { id, channel, message }),
+        _ => Err(id),
+    })
 }

@@ -7,6 +7,7 @@
 use prometheus::{Histogram, IntCounter, IntGauge};
 use protocol::message::DropReason;
 use service::metrics::{CounterBy, MetricsRegistry};
+use service::redis_target::NodeMetrics;
 
 /// Buckets of the sub-second round trips (probe, delivery).
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
@@ -31,8 +32,11 @@ pub struct RelayMetrics {
     pub connection_duration: Histogram,
     pub replayed_events: IntCounter,
     pub gap_filled_events: IntCounter,
+    pub redelivered_events_skipped: IntCounter,
+    pub log_divergences: IntCounter,
     pub resets: IntCounter,
     pub delivery_latency: Histogram,
+    pub redis_node: NodeMetrics,
 }
 
 /// Reasons a stream request is refused (`sse_relay_connections_refused_total{reason}`).
@@ -110,19 +114,19 @@ impl RelayMetrics {
                 "Clients disconnected because their queue was full",
             ),
             redis_connected: m
-                .gauge("sse_relay_redis_connected", "1 while the Redis subscription is established, else 0"),
+                .gauge("sse_relay_redis_connected", "1 while the log tail (and the subscription, with raw channels) is connected, else 0"),
             redis_reconnects: m.counter(
                 "sse_relay_redis_reconnects_total",
-                "Redis subscriptions re-established after a loss",
+                "Redis connections (log tail, subscription) re-established after a loss",
             ),
             probe_rtt: m.histogram(
                 "sse_relay_probe_rtt_seconds",
-                "Time for a probe published on the relay's own channel to come back",
+                "Time for a probe to come back through the log tail or the subscription",
                 LATENCY_BUCKETS,
             ),
             probe_failures: m.counter(
                 "sse_relay_probe_failures_total",
-                "Probes not echoed in time (subscription considered wedged)",
+                "Probes not back in time (the connection is considered wedged and replaced)",
             ),
             connection_duration: m.histogram(
                 "sse_relay_connection_duration_seconds",
@@ -135,7 +139,15 @@ impl RelayMetrics {
             ),
             gap_filled_events: m.counter(
                 "sse_relay_gap_filled_events_total",
-                "Events read from the log after the relay's own subscription was interrupted",
+                "Events published while the relay's log tail was disconnected, read after it reconnected",
+            ),
+            redelivered_events_skipped: m.counter(
+                "sse_relay_redelivered_events_skipped_total",
+                "Events published again after a failover lost them from the log, not delivered twice",
+            ),
+            log_divergences: m.counter(
+                "sse_relay_log_divergences_total",
+                "Reconnects to a log lacking entries the relay had read (a failover lost the primary's latest writes)",
             ),
             resets: m.counter(
                 "sse_relay_resets_total",
@@ -146,6 +158,7 @@ impl RelayMetrics {
                 "From an envelope's publish time (ts) to its frame being queued for clients",
                 DELIVERY_BUCKETS,
             ),
+            redis_node: NodeMetrics::new(&m, "sse_relay"),
             registry: m,
         }
     }

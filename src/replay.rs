@@ -16,6 +16,7 @@ use crate::hub::QueuedFrame;
 use crate::log::{LogReader, PAGE_SIZE, ResumePoint};
 use crate::metrics::RelayMetrics;
 use protocol::log_id::StreamId;
+use protocol::message::DropReason;
 use protocol::sse::reset_frame;
 use service::backoff::Backoff;
 
@@ -100,6 +101,14 @@ impl Replay {
             };
             let complete = page.len() < PAGE_SIZE;
             for entry in page {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(id) => {
+                        cursor = id;
+                        self.metrics.dropped(DropReason::BadEnvelope);
+                        continue;
+                    }
+                };
                 cursor = entry.id;
                 let Some(rule) = self.rules.logged_rule_for(&entry.channel) else { continue };
                 // The same rule as live delivery: asked for, and readable with this token.

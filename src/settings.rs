@@ -13,12 +13,13 @@ use crate::channels::{Access, ChannelRule};
 use protocol::message::Format;
 
 use protocol::glob::Pattern;
-use service::config::{ConfigError, ConfigErrors, Validate, require_positive, validate_redis_url};
+use service::config::{ConfigError, ConfigErrors, Validate, require_positive};
+use service::redis_target::{RedisEndpoint, SentinelSettings, TlsSettings};
 
 /// Environment variables starting with `SSE_RELAY__` override the file.
 pub const ENV_PREFIX: &str = "SSE_RELAY";
 /// Keys whose environment value is a comma-separated list.
-pub const LIST_KEYS: &[&str] = &["cors.allowed_origins"];
+pub const LIST_KEYS: &[&str] = &["cors.allowed_origins", "redis.sentinel.addresses"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,7 +40,14 @@ pub struct RelaySettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
+    /// `redis://` or `rediss://` (TLS); under Sentinel only its credentials and database count.
     pub url: String,
+    /// ACL user; overrides the URL's.
+    pub username: String,
+    /// File holding the password (a mounted Secret); overrides the URL's.
+    pub password_file: String,
+    pub tls: TlsSettings,
+    pub sentinel: SentinelSettings,
     /// Stream holding envelope history for replay; "" disables replay.
     pub log_stream: String,
     pub connect_timeout_ms: u64,
@@ -49,8 +57,11 @@ pub struct RedisSettings {
     pub backoff_max_ms: u64,
     /// How often a probe is published on the relay's own channel to prove delivery.
     pub probe_interval_ms: u64,
-    /// A probe not echoed within this time marks the subscription wedged.
+    /// A probe not back within this time marks the connection wedged.
     pub probe_timeout_ms: u64,
+    /// How long one `XREAD` of the log waits for new entries (the reply timeout is this plus
+    /// `connect_timeout_ms`).
+    pub tail_block_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +213,10 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            username: String::new(),
+            password_file: String::new(),
+            tls: TlsSettings::default(),
+            sentinel: SentinelSettings::default(),
             log_stream: "sse:log".into(),
             connect_timeout_ms: 2_000,
             unready_after_secs: 10,
@@ -209,6 +224,7 @@ impl Default for RedisSettings {
             backoff_max_ms: 5_000,
             probe_interval_ms: 5_000,
             probe_timeout_ms: 2_000,
+            tail_block_ms: 1_000,
         }
     }
 }
@@ -271,13 +287,15 @@ impl Validate for RelaySettings {
         if self.pod_id.is_empty() || self.pod_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
             errors.add(ConfigError::new("pod_id", "must be a non-empty name without spaces"));
         }
-        errors.check(validate_redis_url("redis.url", &self.redis.url));
+        self.redis.endpoint().validate("redis", errors);
         errors.check(require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms));
         errors.check(require_positive("redis.unready_after_secs", self.redis.unready_after_secs));
         errors.check(require_positive("redis.backoff_initial_ms", self.redis.backoff_initial_ms));
         errors.check(require_positive("redis.backoff_max_ms", self.redis.backoff_max_ms));
         errors.check(require_positive("redis.probe_interval_ms", self.redis.probe_interval_ms));
         errors.check(require_positive("redis.probe_timeout_ms", self.redis.probe_timeout_ms));
+        // 0 would block forever: a dead connection could never be noticed.
+        errors.check(require_positive("redis.tail_block_ms", self.redis.tail_block_ms));
         if self.redis.backoff_max_ms < self.redis.backoff_initial_ms {
             errors.add(ConfigError::new(
                 "redis.backoff_max_ms",
@@ -338,6 +356,16 @@ impl Validate for RelaySettings {
 }
 
 impl RedisSettings {
+    /// Where Redis is and how to reach it.
+    pub fn endpoint(&self) -> RedisEndpoint {
+        RedisEndpoint {
+            url: self.url.clone(),
+            username: self.username.clone(),
+            password_file: self.password_file.clone(),
+            tls: self.tls.clone(),
+            sentinel: self.sentinel.clone(),
+        }
+    }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
@@ -355,6 +383,9 @@ impl RedisSettings {
     }
     pub fn probe_timeout(&self) -> Duration {
         Duration::from_millis(self.probe_timeout_ms)
+    }
+    pub fn tail_block(&self) -> Duration {
+        Duration::from_millis(self.tail_block_ms)
     }
 }
 

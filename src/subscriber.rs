@@ -1,47 +1,45 @@
-//! The Redis side: one PSUBSCRIBE connection per pod, supervised.
+//! Raw channels: one PSUBSCRIBE connection per pod, supervised.
 //!
-//! The supervisor connects, subscribes every configured pattern plus this pod's probe channel,
-//! fills the gap since the last event it saw from the log (when a subscription comes back after
-//! a loss, the events published meanwhile are delivered first, in order, without duplicates),
-//! forwards messages to the hub, and proves delivery by publishing a nonce on the probe channel
-//! (through a second connection) that must come back on the subscription. When the connection
-//! ends, fails, or goes silent (a probe not echoed in time: a wedged connection keeps its socket
-//! open but delivers nothing), it marks delivery lost, backs off with jitter and starts again,
-//! until cancelled. Clients stay connected throughout: only new events pause.
+//! Raw messages (any publisher's plain `PUBLISH`) are not logged: they are delivered as they
+//! arrive and cannot be replayed. Envelope channels are read from the log instead
+//! ([`crate::tail`]); only a relay without a log (`redis.log_stream = ""`) subscribes to them,
+//! and delivers them without ids.
+//!
+//! The supervisor connects (to the node [`RedisTarget`] names now), subscribes the patterns
+//! plus this pod's probe channel, forwards messages to the hub, and proves delivery by
+//! publishing a nonce on the probe channel (through the command connection) that must come
+//! back on the subscription. When the connection ends, fails, or goes silent (a probe not
+//! echoed in time: a wedged connection keeps its socket open but delivers nothing), it marks
+//! delivery lost, backs off with jitter and starts again, until cancelled. Clients stay
+//! connected throughout: only new events pause.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
-use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::channels::{Access, ChannelRules, PROBE_CHANNEL_PREFIX};
-use crate::health::Health;
+use crate::commands::SharedConnection;
+use crate::health::{DeliveryPath, Health};
 use crate::hub::{Hub, QueuedFrame};
-use crate::log::{LogError, LogReader, PAGE_SIZE, ResumePoint};
 use crate::metrics::RelayMetrics;
 use crate::settings::RedisSettings;
-use protocol::log_id::StreamId;
 use protocol::message::{DropReason, decode};
-use protocol::sse::reset_frame;
 use service::backoff::Backoff;
+use service::redis_target::RedisTarget;
 
 pub struct Subscriber {
-    client: redis::Client,
+    target: Arc<RedisTarget>,
+    commands: Arc<SharedConnection>,
     settings: RedisSettings,
     rules: Arc<ChannelRules>,
+    patterns: Vec<String>,
     probe_channel: String,
     max_message_bytes: usize,
     hub: Arc<Hub>,
     health: Arc<Health>,
     metrics: RelayMetrics,
-    log: Arc<LogReader>,
-    /// The connection probes are published on; replaced whenever it fails.
-    publisher: Arc<AsyncMutex<Option<MultiplexedConnection>>>,
 }
 
 /// Why a subscription session ended.
@@ -55,34 +53,33 @@ enum SessionError {
     Closed,
     #[error("probe not echoed within {0} ms: the subscription is silent")]
     Wedged(u128),
-    #[error("cannot read the log to fill the gap: {0}")]
-    GapFill(LogError),
 }
 
 impl Subscriber {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        client: redis::Client,
+        target: Arc<RedisTarget>,
+        commands: Arc<SharedConnection>,
         settings: RedisSettings,
         rules: Arc<ChannelRules>,
+        patterns: Vec<String>,
         pod_id: &str,
         max_message_bytes: usize,
         hub: Arc<Hub>,
         health: Arc<Health>,
         metrics: RelayMetrics,
-        log: Arc<LogReader>,
     ) -> Self {
         Self {
-            client,
+            target,
+            commands,
             settings,
             rules,
+            patterns,
             probe_channel: format!("{PROBE_CHANNEL_PREFIX}{pod_id}"),
             max_message_bytes,
             hub,
             health,
             metrics,
-            log,
-            publisher: Arc::new(AsyncMutex::new(None)),
         }
     }
 
@@ -91,24 +88,21 @@ impl Subscriber {
         let mut backoff = Backoff::new(self.settings.backoff_initial(), self.settings.backoff_max());
         let mut sessions = 0u64;
         let mut failed_attempts = 0u64;
-        // The id of the newest envelope event delivered, across sessions: where gap fill starts.
-        let mut last_seen: Option<StreamId> = None;
         loop {
             let sessions_before = sessions;
             let result = tokio::select! {
                 _ = cancel.cancelled() => break,
-                result = self.session(&cancel, &mut backoff, &mut sessions, &mut last_seen) => result,
+                result = self.session(&cancel, &mut backoff, &mut sessions) => result,
             };
-            self.metrics.redis_connected.set(0);
             let Err(error) = result else { break };
-            self.health.delivery_lost(error.to_string());
+            self.health.delivery_lost(DeliveryPath::Subscription, error.to_string());
             let delay = backoff.next_delay();
             // One warning per state change (a working subscription lost, or the first attempt
             // failing); further failed attempts of the same outage are logged at debug level.
             if sessions != sessions_before || failed_attempts == 0 {
                 failed_attempts = 0;
                 tracing::warn!(
-                    redis.url = %redacted_url(&self.settings.url),
+                    redis = %self.target.describe(),
                     error = %error,
                     retry_in_ms = delay.as_millis() as u64,
                     "redis subscription down"
@@ -127,7 +121,6 @@ impl Subscriber {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
-        self.metrics.redis_connected.set(0);
         tracing::info!("redis subscriber stopped");
     }
 
@@ -136,24 +129,19 @@ impl Subscriber {
         cancel: &CancellationToken,
         backoff: &mut Backoff,
         sessions: &mut u64,
-        last_seen: &mut Option<StreamId>,
     ) -> Result<(), SessionError> {
         let timeout = self.settings.connect_timeout();
-        // Before the very first subscription, note where the log ends: events published between
-        // that moment and the subscription taking effect are then filled from the log too.
-        let first_start = match *last_seen {
-            None if self.log.enabled() => {
-                self.log.last_id().await.ok().map(|end| end.unwrap_or(StreamId::ZERO))
-            }
-            _ => None,
+        let connect = async {
+            let resolved = self.target.client().await.map_err(|error| error.to_string())?;
+            let pubsub = resolved.client.get_async_pubsub().await.map_err(|error| error.to_string())?;
+            Ok::<_, String>((pubsub, resolved.address))
         };
-        let mut pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
+        let (mut pubsub, address) = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| SessionError::Connect(format!("timed out after {} ms", timeout.as_millis())))?
-            .map_err(|error| SessionError::Connect(error.to_string()))?;
-        let patterns = self.rules.patterns();
+            .map_err(SessionError::Connect)?;
         let subscribe = async {
-            pubsub.psubscribe(&patterns).await?;
+            pubsub.psubscribe(&self.patterns).await?;
             pubsub.subscribe(&self.probe_channel).await
         };
         tokio::time::timeout(timeout, subscribe)
@@ -162,29 +150,16 @@ impl Subscriber {
             .map_err(|error| SessionError::Subscribe(error.to_string()))?;
         // The sink must outlive the stream: it owns the connection's write half.
         let (_sink, mut messages) = pubsub.split();
-        // Subscribed: new events now wait in `messages` while the log fills what was missed.
-        match (*last_seen, first_start) {
-            (Some(cursor), _) => self.fill_gap(cursor, true, last_seen).await?,
-            (None, Some(start)) => self.fill_gap(start, false, last_seen).await?,
-            // The log could not be read before subscribing: start from its end now, best effort.
-            (None, None) => {
-                if self.log.enabled()
-                    && let Ok(end) = self.log.last_id().await
-                {
-                    *last_seen = end;
-                }
-            }
-        }
 
         *sessions += 1;
         if *sessions > 1 {
             self.metrics.redis_reconnects.inc();
         }
-        self.metrics.redis_connected.set(1);
+        self.health.connected(DeliveryPath::Subscription);
         backoff.reset();
         tracing::info!(
-            redis.url = %redacted_url(&self.settings.url),
-            patterns = ?patterns,
+            redis.node = %address,
+            patterns = ?self.patterns,
             probe_channel = %self.probe_channel,
             "redis subscribed"
         );
@@ -192,7 +167,7 @@ impl Subscriber {
         let probe_timeout = self.settings.probe_timeout();
         let mut probe_tick = tokio::time::interval(self.settings.probe_interval());
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let probe_deadline = tokio::time::sleep(Duration::ZERO);
+        let probe_deadline = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(probe_deadline);
         let mut pending: Option<(u64, Instant)> = None;
 
@@ -201,21 +176,21 @@ impl Subscriber {
                 _ = cancel.cancelled() => return Ok(()),
                 message = messages.next() => {
                     let Some(message) = message else { return Err(SessionError::Closed) };
-                    self.handle(message, &mut pending, last_seen);
+                    self.handle(message, &mut pending);
                 }
                 _ = probe_tick.tick(), if pending.is_none() => {
                     let nonce = rand::random::<u64>();
                     let sent_at = Instant::now();
                     pending = Some((nonce, sent_at));
                     probe_deadline.as_mut().reset(sent_at + probe_timeout);
-                    tokio::spawn(publish_probe(
-                        self.client.clone(),
-                        Arc::clone(&self.publisher),
-                        self.probe_channel.clone(),
-                        nonce,
-                        timeout,
-                        probe_timeout,
-                    ));
+                    let commands = Arc::clone(&self.commands);
+                    let mut publish = redis::cmd("PUBLISH");
+                    publish.arg(&self.probe_channel).arg(nonce.to_string());
+                    tokio::spawn(async move {
+                        if let Err(error) = commands.query::<i64>(publish).await {
+                            tracing::debug!(error = %error, "probe publish failed");
+                        }
+                    });
                 }
                 _ = &mut probe_deadline, if pending.is_some() => {
                     self.metrics.probe_failures.inc();
@@ -225,12 +200,7 @@ impl Subscriber {
         }
     }
 
-    fn handle(
-        &self,
-        message: redis::Msg,
-        pending: &mut Option<(u64, Instant)>,
-        last_seen: &mut Option<StreamId>,
-    ) {
+    fn handle(&self, message: redis::Msg, pending: &mut Option<(u64, Instant)>) {
         let Ok(channel) = message.get_channel::<Vec<u8>>() else { return };
         let pattern = message.get_pattern::<Option<Vec<u8>>>().ok().flatten();
         let Some(pattern) = pattern else {
@@ -243,78 +213,18 @@ impl Subscriber {
         if channel.starts_with(PROBE_CHANNEL_PREFIX.as_bytes()) {
             return;
         }
+        // Only the governing rule's own pattern delivers: a channel that an envelope rule
+        // governs is read from the log, whatever raw pattern also matches it.
         let Some(rule) = self.rules.accept(&pattern, &channel) else { return };
         self.metrics.events_received.inc();
         match decode(rule.format, &channel, message.get_payload_bytes(), None, self.max_message_bytes) {
             Ok(decoded) => {
-                if let Some(id) = decoded.id {
-                    // Already delivered by the gap fill from the log.
-                    if Some(id) <= *last_seen {
-                        return;
-                    }
-                    *last_seen = Some(id);
-                }
                 self.metrics.observe_latency(decoded.published_micros);
-                let frame = QueuedFrame::new(decoded.id, decoded.frame);
+                let frame = QueuedFrame::new(None, decoded.frame);
                 self.hub.publish(&channel, rule.access == Access::Token, &frame, decoded.exclude);
             }
             Err(reason) => self.drop_message(&channel, reason),
         }
-    }
-
-    /// Delivers, in order, the logged events newer than `cursor` (those published while the
-    /// subscription was down), advancing `last_seen`. With `check_retention`, if the log no
-    /// longer reaches back to `cursor`, every stream is told to resynchronise with `relay.reset`.
-    async fn fill_gap(
-        &self,
-        mut cursor: StreamId,
-        check_retention: bool,
-        last_seen: &mut Option<StreamId>,
-    ) -> Result<(), SessionError> {
-        // From now on, a later gap starts here at the latest.
-        *last_seen = (*last_seen).max(Some(cursor));
-        if check_retention
-            && self.log.resume_point(cursor).await.map_err(SessionError::GapFill)? == ResumePoint::Lost
-        {
-            let reached = self.hub.broadcast(&QueuedFrame::new(
-                None,
-                reset_frame("the relay missed events that are no longer in the log"),
-            ));
-            self.metrics.resets.inc_by(reached as u64);
-            tracing::warn!(last_seen = %cursor, "gap too old for the log: streams told to reset");
-            *last_seen = self.log.last_id().await.map_err(SessionError::GapFill)?;
-            return Ok(());
-        }
-        let mut filled = 0u64;
-        loop {
-            let page = self.log.read_after(cursor).await.map_err(SessionError::GapFill)?;
-            let complete = page.len() < PAGE_SIZE;
-            for entry in page {
-                cursor = entry.id;
-                *last_seen = Some(entry.id);
-                let Some(rule) = self.rules.logged_rule_for(&entry.channel) else { continue };
-                match entry.decode(self.max_message_bytes) {
-                    Ok(decoded) => {
-                        self.hub.publish(
-                            &entry.channel,
-                            rule.access == Access::Token,
-                            &QueuedFrame::new(decoded.id, decoded.frame),
-                            decoded.exclude,
-                        );
-                        filled += 1;
-                        self.metrics.gap_filled_events.inc();
-                    }
-                    Err(reason) => self.drop_message(&entry.channel, reason),
-                }
-            }
-            if complete {
-                break;
-            }
-        }
-        if filled > 0 {
-            tracing::info!(events = filled, through = %cursor, "gap filled from the log");
-        }
-        Ok(())
     }
 
     fn drop_message(&self, channel: &[u8], reason: DropReason) {
@@ -332,63 +242,7 @@ impl Subscriber {
         if echoed == Some(nonce) {
             *pending = None;
             self.metrics.probe_rtt.observe(sent_at.elapsed().as_secs_f64());
-            self.health.delivery_verified();
+            self.health.delivery_verified(DeliveryPath::Subscription);
         }
-    }
-}
-
-/// Publishes one probe, reusing the probe connection and dropping it on any failure so the
-/// next probe starts from a fresh one.
-async fn publish_probe(
-    client: redis::Client,
-    slot: Arc<AsyncMutex<Option<MultiplexedConnection>>>,
-    channel: String,
-    nonce: u64,
-    connect_timeout: Duration,
-    response_timeout: Duration,
-) {
-    let mut slot = slot.lock().await;
-    if slot.is_none() {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(response_timeout));
-        match client.get_multiplexed_async_connection_with_config(&config).await {
-            Ok(connection) => *slot = Some(connection),
-            Err(error) => {
-                tracing::debug!(error = %error, "probe connection failed");
-                return;
-            }
-        }
-    }
-    let Some(connection) = slot.as_mut() else {
-        return;
-    };
-    let published: redis::RedisResult<i64> =
-        redis::cmd("PUBLISH").arg(&channel).arg(nonce.to_string()).query_async(connection).await;
-    if let Err(error) = published {
-        tracing::debug!(error = %error, "probe publish failed");
-        *slot = None;
-    }
-}
-
-/// The URL without its password, for logs.
-pub fn redacted_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_reach_the_logs() {
-        assert_eq!(redacted_url("redis://:secret@host:6379/0"), "redis://***@host:6379/0");
-        assert_eq!(redacted_url("redis://user:pw@host"), "redis://***@host");
-        assert_eq!(redacted_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

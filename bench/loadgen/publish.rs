@@ -104,6 +104,7 @@ impl Sink {
                     .arg(100_000)
                     .arg(&*channel)
                     .arg(envelope)
+                    .arg("0")
                     .invoke_async(connection)
                     .await?;
             }

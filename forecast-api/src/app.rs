@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use service::redis_target::RedisTarget;
 use service::server::{self, NoHandoff, ServerControl};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -62,14 +63,19 @@ impl ForecastApi {
         ];
         handlers.extend(extra_handlers);
         let publisher = EventPublisher::new(handlers, metrics.clone(), HANDLER_TIMEOUT);
+        let redis = Arc::new(RedisTarget::new(
+            settings.redis.endpoint(),
+            settings.redis.connect_timeout(),
+            metrics.redis_node.clone(),
+        ));
         let dispatcher = Dispatcher::new(
             store.clone(),
+            Arc::clone(&redis),
             settings.redis.clone(),
             settings.outbox.clone(),
             metrics.clone(),
             notify,
-        )
-        .context("invalid Redis URL")?;
+        );
         let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let state = Arc::new(AppState {
             keys: KeyVerifier::new(store.clone(), &settings.auth.admin_key),
@@ -82,6 +88,7 @@ impl ForecastApi {
             relay_public_url: settings.relay.public_url.clone(),
             relay_cookie_name: settings.relay.cookie_name.clone(),
             draining: AtomicBool::new(false),
+            redis,
         });
         Ok(Self { listener, settings, state, dispatcher, generated_admin_key })
     }

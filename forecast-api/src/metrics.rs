@@ -5,6 +5,7 @@
 
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use service::metrics::{CounterBy, MetricsRegistry};
+use service::redis_target::NodeMetrics;
 
 use crate::events::Channel;
 
@@ -19,9 +20,11 @@ pub struct ForecastMetrics {
     pub domain_events: CounterBy<Channel>,
     pub events_published: CounterBy<Channel>,
     pub publish_failures: IntCounter,
+    pub unreplicated: IntCounter,
     pub outbox_pending: IntGauge,
     pub handler_duration: HistogramVec,
     pub handler_failures: IntCounterVec,
+    pub redis_node: NodeMetrics,
 }
 
 impl ForecastMetrics {
@@ -55,6 +58,10 @@ impl ForecastMetrics {
                 "forecast_api_outbox_publish_failures_total",
                 "Failed attempts to publish outbox events (retried)",
             ),
+            unreplicated: m.counter(
+                "forecast_api_outbox_unreplicated_total",
+                "Outbox batches published but not confirmed by redis.min_replicas replicas in time (kept and published again)",
+            ),
             outbox_pending: m.gauge("forecast_api_outbox_pending", "Events written but not yet published"),
             handler_duration: m.histogram_vec(
                 "forecast_api_event_handler_duration_seconds",
@@ -67,6 +74,7 @@ impl ForecastMetrics {
                 "Event handlers that failed, panicked or timed out",
                 &["handler"],
             ),
+            redis_node: NodeMetrics::new(&m, "forecast_api"),
             registry: m,
         }
     }

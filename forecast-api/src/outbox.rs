@@ -1,10 +1,14 @@
 //! The outbox dispatcher: publishes committed outbox rows to Redis, in order, exactly once.
 //!
-//! Each row goes through [`PUBLISH_SCRIPT`] (dedup key, XADD to the history log, PUBLISH of the
-//! envelope with its log id) and is deleted once published. A crash between publishing and
-//! deleting only repeats the script, which the dedup key turns into a no-op. While Redis is
-//! unreachable the dispatcher retries with backoff and jitter; writes keep succeeding and the
-//! rows wait (`forecast_api_outbox_pending`).
+//! Each row goes through [`PUBLISH_SCRIPT`] (dedup key, XADD to the history log, and PUBLISH on
+//! the channel where configured) and is deleted once published — and, with
+//! `redis.min_replicas`, once `WAIT` confirms that many replicas hold the batch, so that a
+//! failover cannot lose an event the outbox already forgot. A crash between publishing and
+//! deleting, or a batch not confirmed in time, only repeats the script, which the dedup key
+//! turns into a no-op where the first write survived. While Redis is unreachable the dispatcher
+//! retries with backoff and jitter; writes keep succeeding and the rows wait
+//! (`forecast_api_outbox_pending`). Each (re)connect asks [`RedisTarget`] for the node to use,
+//! so the dispatcher follows a Sentinel failover.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,13 +25,14 @@ use crate::settings::{OutboxSettings, RedisSettings};
 use crate::store::{OutboxRow, Store};
 use protocol::envelope::{OutgoingEnvelope, PUBLISH_SCRIPT, now_micros};
 use service::backoff::Backoff;
+use service::redis_target::{RedisTarget, TargetError, needs_new_connection};
 
 /// The last attempt to empty the outbox at shutdown, at most.
 const FINAL_DRAIN: Duration = Duration::from_secs(2);
 
 pub struct Dispatcher {
     store: Store,
-    client: redis::Client,
+    target: Arc<RedisTarget>,
     redis: RedisSettings,
     settings: OutboxSettings,
     metrics: ForecastMetrics,
@@ -40,6 +45,12 @@ pub struct Dispatcher {
 enum PublishError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("redis: {0}")]
+    Target(#[from] TargetError),
+    #[error(
+        "only {confirmed} of redis.min_replicas = {wanted} replicas confirmed the batch within {timeout_ms} ms; it is published again later"
+    )]
+    Unreplicated { confirmed: i64, wanted: u32, timeout_ms: u64 },
     #[error("outbox row {seq} holds invalid JSON: {error}")]
     BadPayload { seq: i64, error: serde_json::Error },
 }
@@ -47,21 +58,22 @@ enum PublishError {
 impl Dispatcher {
     pub fn new(
         store: Store,
+        target: Arc<RedisTarget>,
         redis: RedisSettings,
         settings: OutboxSettings,
         metrics: ForecastMetrics,
         notify: Arc<Notify>,
-    ) -> Result<Self, redis::RedisError> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             store,
-            client: redis::Client::open(redis.url.as_str())?,
+            target,
             redis,
             settings,
             metrics,
             notify,
             script: redis::Script::new(PUBLISH_SCRIPT),
             connection: None,
-        })
+        }
     }
 
     /// Publishes until `cancel` fires, then makes one last attempt to empty the outbox.
@@ -135,13 +147,22 @@ impl Dispatcher {
                     }
                     Err(error) => {
                         self.metrics.publish_failures.inc();
-                        if matches!(error, PublishError::Redis(_)) {
-                            self.connection = None;
-                        }
+                        self.forget_connection_after(&error);
                         failure = Some(error);
                         break;
                     }
                 }
+            }
+            if !published.is_empty()
+                && self.redis.min_replicas > 0
+                && let Err(error) = self.wait_for_replicas().await
+            {
+                // Keep every row of the batch: each is published again, a no-op where the
+                // first write did reach the replicas.
+                self.metrics.unreplicated.inc();
+                self.forget_connection_after(&error);
+                published.clear();
+                failure = failure.or(Some(error));
             }
             let full = batch.rows.len() as i64 == limit;
             batch.complete(&published).await?;
@@ -167,16 +188,8 @@ impl Dispatcher {
             ts: now_micros(),
         }
         .to_json();
-        let connection = match self.connection.as_mut() {
-            Some(connection) => connection,
-            None => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.redis.connect_timeout()))
-                    .set_response_timeout(Some(self.redis.response_timeout()));
-                self.connection
-                    .insert(self.client.get_multiplexed_async_connection_with_config(&config).await?)
-            }
-        };
+        let publish_channels = self.redis.publish_channels;
+        let connection = connection(&mut self.connection, &self.target, &self.redis).await?;
         let _log_id: Option<String> = self
             .script
             .key(format!("{}{}", self.redis.dedup_prefix, row.event_id))
@@ -185,9 +198,35 @@ impl Dispatcher {
             .arg(self.redis.log_retention)
             .arg(&row.channel)
             .arg(envelope)
+            .arg(if publish_channels { "1" } else { "0" })
             .invoke_async(connection)
             .await?;
         Ok(())
+    }
+
+    /// `WAIT`s until `redis.min_replicas` replicas hold every write of this connection.
+    async fn wait_for_replicas(&mut self) -> Result<(), PublishError> {
+        let wanted = self.redis.min_replicas;
+        let timeout_ms = self.redis.wait_timeout_ms;
+        let connection = connection(&mut self.connection, &self.target, &self.redis).await?;
+        let confirmed: i64 = redis::cmd("WAIT").arg(wanted).arg(timeout_ms).query_async(connection).await?;
+        if confirmed < i64::from(wanted) {
+            return Err(PublishError::Unreplicated { confirmed, wanted, timeout_ms });
+        }
+        Ok(())
+    }
+
+    /// A broken connection, or a node that is no longer the primary, is replaced on the next
+    /// attempt (looking the primary up again).
+    fn forget_connection_after(&mut self, error: &PublishError) {
+        let replace = match error {
+            PublishError::Redis(error) => needs_new_connection(error),
+            PublishError::Target(_) | PublishError::Unreplicated { .. } => true,
+            PublishError::BadPayload { .. } => false,
+        };
+        if replace {
+            self.connection = None;
+        }
     }
 
     async fn update_pending(&self) {
@@ -195,4 +234,26 @@ impl Dispatcher {
             self.metrics.outbox_pending.set(pending);
         }
     }
+}
+
+/// The dispatcher's connection, made on first use for the node [`RedisTarget`] names now.
+async fn connection<'a>(
+    slot: &'a mut Option<MultiplexedConnection>,
+    target: &RedisTarget,
+    redis: &RedisSettings,
+) -> Result<&'a mut MultiplexedConnection, PublishError> {
+    let connection = match slot.take() {
+        Some(connection) => connection,
+        None => {
+            let resolved = target.client().await?;
+            // WAIT holds the reply for up to its timeout.
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(redis.connect_timeout()))
+                .set_response_timeout(Some(redis.response_timeout() + redis.wait_timeout()));
+            let connection = resolved.client.get_multiplexed_async_connection_with_config(&config).await?;
+            tracing::info!(redis.node = %resolved.address, "outbox publishing to redis");
+            connection
+        }
+    };
+    Ok(slot.insert(connection))
 }

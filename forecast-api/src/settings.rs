@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use service::config::{ConfigError, ConfigErrors, Validate, require_positive, validate_redis_url};
+use service::config::{ConfigError, ConfigErrors, Validate, require_positive};
+use service::redis_target::{RedisEndpoint, SentinelSettings, TlsSettings};
 
 /// Environment variables starting with `FORECAST_API__` override the file.
 pub const ENV_PREFIX: &str = "FORECAST_API";
 /// Keys whose environment value is a comma-separated list.
-pub const LIST_KEYS: &[&str] = &["cors.allowed_origins"];
+pub const LIST_KEYS: &[&str] = &["cors.allowed_origins", "redis.sentinel.addresses"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,7 +40,14 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
+    /// `redis://` or `rediss://` (TLS); under Sentinel only its credentials and database count.
     pub url: String,
+    /// ACL user; overrides the URL's.
+    pub username: String,
+    /// File holding the password (a mounted Secret); overrides the URL's.
+    pub password_file: String,
+    pub tls: TlsSettings,
+    pub sentinel: SentinelSettings,
     /// History stream the publish script appends to; "" publishes without a log (no replay).
     pub log_stream: String,
     /// Approximate number of entries kept in the log stream.
@@ -47,6 +55,16 @@ pub struct RedisSettings {
     /// How long an event id is remembered to keep publishing exactly-once.
     pub dedup_ttl_secs: u64,
     pub dedup_prefix: String,
+    /// Also PUBLISH each event on its channel, for subscribers other than the relay (which
+    /// reads the log). Always done when `log_stream` is empty.
+    pub publish_channels: bool,
+    /// An outbox row is done only once `WAIT` confirms this many replicas hold its event; until
+    /// then it is published again (the dedup key makes that a no-op where the first write
+    /// survived). 0 for a standalone Redis; 1 or more under Sentinel, so that a failover cannot
+    /// lose an event the outbox already forgot.
+    pub min_replicas: u32,
+    /// How long `WAIT` waits for those replicas.
+    pub wait_timeout_ms: u64,
     pub connect_timeout_ms: u64,
     pub response_timeout_ms: u64,
 }
@@ -123,10 +141,17 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            username: String::new(),
+            password_file: String::new(),
+            tls: TlsSettings::default(),
+            sentinel: SentinelSettings::default(),
             log_stream: "sse:log".into(),
             log_retention: 100_000,
             dedup_ttl_secs: 86_400,
             dedup_prefix: "sse:dedup:".into(),
+            publish_channels: false,
+            min_replicas: 0,
+            wait_timeout_ms: 1_000,
             connect_timeout_ms: 2_000,
             response_timeout_ms: 2_000,
         }
@@ -189,8 +214,21 @@ impl DatabaseSettings {
 }
 
 impl RedisSettings {
+    /// Where Redis is and how to reach it.
+    pub fn endpoint(&self) -> RedisEndpoint {
+        RedisEndpoint {
+            url: self.url.clone(),
+            username: self.username.clone(),
+            password_file: self.password_file.clone(),
+            tls: self.tls.clone(),
+            sentinel: self.sentinel.clone(),
+        }
+    }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.wait_timeout_ms)
     }
     pub fn response_timeout(&self) -> Duration {
         Duration::from_millis(self.response_timeout_ms)
@@ -232,11 +270,12 @@ impl Validate for ForecastSettings {
         errors.check(self.database.kind());
         errors.check(require_positive("database.max_connections", u64::from(self.database.max_connections)));
         errors.check(require_positive("database.connect_timeout_ms", self.database.connect_timeout_ms));
-        errors.check(validate_redis_url("redis.url", &self.redis.url));
+        self.redis.endpoint().validate("redis", errors);
         errors.check(require_positive("redis.log_retention", self.redis.log_retention));
         errors.check(require_positive("redis.dedup_ttl_secs", self.redis.dedup_ttl_secs));
         errors.check(require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms));
         errors.check(require_positive("redis.response_timeout_ms", self.redis.response_timeout_ms));
+        errors.check(require_positive("redis.wait_timeout_ms", self.redis.wait_timeout_ms));
         if self.redis.dedup_prefix.is_empty() {
             errors.add(ConfigError::new("redis.dedup_prefix", "must not be empty"));
         }

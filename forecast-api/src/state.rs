@@ -1,7 +1,10 @@
 //! What every request handler shares: the store, the API keys, the event publisher, the
-//! metrics and the relay-token settings.
+//! metrics, the relay-token settings and where Redis is.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+
+use service::redis_target::RedisTarget;
 
 use crate::auth::KeyVerifier;
 use crate::metrics::ForecastMetrics;
@@ -20,4 +23,6 @@ pub struct AppState {
     pub relay_cookie_name: String,
     /// Set at shutdown: `/readyz` answers 503.
     pub draining: AtomicBool,
+    /// The Redis node the outbox publishes to, for `/readyz`.
+    pub redis: Arc<RedisTarget>,
 }

@@ -6,6 +6,7 @@ mod cors;
 mod delivery;
 mod glob_matches_redis;
 mod limits;
+mod log_tail;
 mod metrics;
 mod outage;
 mod probe;

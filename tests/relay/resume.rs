@@ -202,21 +202,35 @@ async fn a_malformed_last_event_id_is_a_400_with_a_reason() {
 }
 
 #[tokio::test]
-async fn a_malformed_envelope_is_dropped_and_counted_while_the_next_valid_one_is_delivered() {
+async fn malformed_log_entries_are_dropped_and_counted_while_the_next_valid_one_is_delivered() {
     let TestRelay { redis, relay } = start().await;
     let mut stream = relay.open_stream("").await;
-    redis.publish("weatherforecast.created", "not json");
-    redis.publish("weatherforecast.created", r#"{"id":"1-0"}"#);
-    redis.publish("weatherforecast.created", r#"{"id":"1-0","event":"x\nevent: injected","data":1}"#);
+    let mut connection = redis.connection();
+    let mut append = |fields: &[(&str, &str)]| {
+        let mut command = redis::cmd("XADD");
+        command.arg("sse:log").arg("*");
+        for (name, value) in fields {
+            command.arg(name).arg(value);
+        }
+        command.query::<String>(&mut connection).unwrap()
+    };
+    append(&[("ch", "weatherforecast.created"), ("m", "not json")]);
+    append(&[("ch", "weatherforecast.created"), ("m", r#"{"event_id":"no data"}"#)]);
+    append(&[("ch", "weatherforecast.created"), ("m", r#"{"event":"x\nevent: injected","data":1}"#)]);
+    append(&[("m", r#"{"data":"no channel"}"#)]);
     let mut publisher = LogPublisher::connect(&redis.url()).await;
     let id = publisher.publish("weatherforecast.created", r#"{"ok":true}"#, None).await.unwrap();
     let event = stream.next_event(WAIT).await;
     assert_eq!(event.id.as_deref(), Some(id.as_str()));
     assert_eq!(event.data.as_deref(), Some(r#"{"ok":true}"#));
     let text = relay.metrics().await;
-    assert_eq!(testkit::metric(&text, "sse_relay_events_dropped_total{reason=\"bad_envelope\"}"), 2.0);
+    assert_eq!(testkit::metric(&text, "sse_relay_events_dropped_total{reason=\"bad_envelope\"}"), 3.0);
     assert_eq!(testkit::metric(&text, "sse_relay_events_dropped_total{reason=\"line_break_in_field\"}"), 1.0);
     assert!(testkit::metric(&text, "sse_relay_delivery_latency_seconds_count") >= 1.0);
+
+    // A resuming client steps over them the same way.
+    let (mut resumed, _) = relay.resume_stream("", Some("0-0")).await;
+    assert_eq!(resumed.next_event(WAIT).await.id.as_deref(), Some(id.as_str()));
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! test harness's own, written from the specification, not the relay's encoder run backwards.
 
 use proptest::prelude::*;
+use protocol::log_id::StreamId;
 use protocol::message::Format;
 use protocol::message::decode;
 use protocol::sse::encode_event;
@@ -75,8 +76,9 @@ proptest! {
         // Arbitrary bytes: a result either way, never a panic.
         let _ = decode(Format::Envelope, b"weatherforecast.created", &bytes, None, 65536);
         // A well-formed envelope whose data is a JSON string with hostile text.
-        let envelope = serde_json::json!({ "id": "17-3", "event_id": "e", "data": data, "ts": 1 }).to_string();
-        let decoded = decode(Format::Envelope, b"weatherforecast.created", envelope.as_bytes(), None, 1 << 20).unwrap();
+        let envelope = serde_json::json!({ "event_id": "e", "data": data, "ts": 1 }).to_string();
+        let log_id = Some(StreamId { ms: 17, seq: 3 });
+        let decoded = decode(Format::Envelope, b"weatherforecast.created", envelope.as_bytes(), log_id, 1 << 20).unwrap();
         let events = meaningful(SseParser::default().feed(&decoded.frame));
         prop_assert_eq!(events.len(), 1);
         let received: String = serde_json::from_str(events[0].data.as_deref().unwrap()).unwrap();

@@ -1,9 +1,11 @@
 //! Whole-system tests: both binaries together — an API write arriving on an event stream, the
 //! dashboard in a real browser, the configuration the Helm chart renders, and several replicas
-//! behind a real load balancer behaving as one system.
+//! behind a real load balancer behaving as one system, and the Redis deployments users run (TLS,
+//! ACL users).
 
 mod browser;
 mod chart_config;
 mod end_to_end;
 mod failover;
+mod redis_tls;
 mod topology;

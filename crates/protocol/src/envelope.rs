@@ -3,9 +3,9 @@
 //! An envelope is a JSON object
 //! `{"id":"<log id>","event_id":"<uuid>","event":"<optional name>","data":<any JSON>,
 //!   "correlation_id":"…","exclude":"<relay connection id>","ts":<unix µs>}`.
-//! Publishers build it without `id`; [`PUBLISH_SCRIPT`] appends it to the history stream, takes
-//! the stream id, and publishes the envelope with that id, atomically and exactly once per
-//! `event_id`.
+//! Publishers build it without `id`; [`PUBLISH_SCRIPT`] appends it to the history stream (whose
+//! entry id is the event's id), exactly once per `event_id`, and may also publish it on its
+//! channel with that id for other subscribers.
 
 use std::borrow::Cow;
 
@@ -16,11 +16,15 @@ use serde_json::value::RawValue;
 /// 1. `SET <dedup key> 1 NX EX <ttl>`; if the key existed, the event was published already: stop;
 /// 2. `XADD <log> MAXLEN ~ <retention> * ch <channel> m <envelope>` → the id (skipped when the
 ///    log key is empty: no history);
-/// 3. `PUBLISH <channel> <envelope with "id">`.
+/// 3. `PUBLISH <channel> <envelope with "id">` when asked to, or when there is no log (then the
+///    channel is the only way the event travels).
+///
+/// The relay reads envelope channels from the log, so step 3 is for other subscribers only.
+/// The dedup key and the log must be in one hash slot on a Redis Cluster.
 ///
 /// KEYS: dedup key, log stream (or ""). ARGV: ttl secs, retention, channel, envelope JSON
-/// without `id` (an object with at least one field). Returns the log id, "" without a log, or
-/// nil for a duplicate.
+/// without `id` (an object with at least one field), "1" to publish on the channel. Returns
+/// the log id, "" without a log, or nil for a duplicate.
 pub const PUBLISH_SCRIPT: &str = r#"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   return false
@@ -31,7 +35,9 @@ if KEYS[2] ~= '' then
   id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'ch', ARGV[3], 'm', envelope)
   envelope = '{"id":"' .. id .. '",' .. string.sub(envelope, 2)
 end
-redis.call('PUBLISH', ARGV[3], envelope)
+if ARGV[5] == '1' or KEYS[2] == '' then
+  redis.call('PUBLISH', ARGV[3], envelope)
+end
 return id
 "#;
 
@@ -60,8 +66,11 @@ impl OutgoingEnvelope<'_> {
 /// that it is forwarded byte for byte. Unknown fields are ignored (newer publishers).
 #[derive(Debug, Deserialize)]
 pub struct IncomingEnvelope<'a> {
+    /// Ignored by the relay (ids come from the log); read so that a non-string is refused.
     #[serde(borrow, default)]
     pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub event_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub event: Option<Cow<'a, str>>,
     #[serde(borrow)]

@@ -70,16 +70,19 @@ impl From<EncodeError> for DropReason {
 #[derive(Debug, Clone)]
 pub struct Decoded {
     pub frame: Bytes,
-    /// The log id (envelope events published through the log only).
+    /// The log id (envelope events read from the log only).
     pub id: Option<StreamId>,
+    /// The envelope's `event_id`: the same event published again carries the same one.
+    pub event_id: Option<Box<str>>,
     /// The relay connection that must not receive this event.
     pub exclude: Option<Uuid>,
     /// Publish time, unix µs, for the delivery latency histogram.
     pub published_micros: Option<i64>,
 }
 
-/// `log_id` is the entry id when the message comes from the log (where the stored envelope has
-/// no `id` field); live envelopes carry their id inside.
+/// `log_id` is the entry id when the message comes from the log. Ids come only from there: an
+/// `id` inside a published envelope is ignored, so that a client that can merely PUBLISH
+/// cannot make the relay or its clients skip or reorder logged events.
 pub fn decode(
     format: Format,
     channel: &[u8],
@@ -93,15 +96,11 @@ pub fn decode(
     match format {
         Format::Raw => {
             let frame = encode_event(None, channel, payload)?;
-            Ok(Decoded { frame, id: None, exclude: None, published_micros: None })
+            Ok(Decoded { frame, id: None, event_id: None, exclude: None, published_micros: None })
         }
         Format::Envelope => {
             let envelope = IncomingEnvelope::parse(payload).map_err(|_| DropReason::BadEnvelope)?;
-            let id = match (log_id, envelope.id.as_deref()) {
-                (Some(id), _) => Some(id),
-                (None, Some(text)) => Some(text.parse::<StreamId>().map_err(|_| DropReason::BadEnvelope)?),
-                (None, None) => None,
-            };
+            let id = log_id;
             let id_text = id.map(|id| id.to_string());
             let event = envelope.event.as_deref().map_or(channel, str::as_bytes);
             let frame =
@@ -109,6 +108,7 @@ pub fn decode(
             Ok(Decoded {
                 frame,
                 id,
+                event_id: envelope.event_id.as_deref().map(Box::from),
                 exclude: envelope.exclude.as_deref().and_then(|text| Uuid::parse_str(text).ok()),
                 published_micros: envelope.ts,
             })
@@ -125,11 +125,13 @@ mod tests {
     }
 
     #[test]
-    fn envelopes_become_events_with_their_id_name_and_raw_data() {
-        let payload = br#"{"id":"5-1","event_id":"e","data":{"t":25},"ts":7}"#;
-        let decoded = decode(Format::Envelope, b"weatherforecast.created", payload, None, 1000).unwrap();
+    fn envelopes_become_events_with_their_log_id_name_and_raw_data() {
+        let payload = br#"{"event_id":"e","data":{"t":25},"ts":7}"#;
+        let log_id = Some(StreamId { ms: 5, seq: 1 });
+        let decoded = decode(Format::Envelope, b"weatherforecast.created", payload, log_id, 1000).unwrap();
         assert_eq!(text(&decoded), "id: 5-1\nevent: weatherforecast.created\ndata: {\"t\":25}\n\n");
-        assert_eq!(decoded.id, Some(StreamId { ms: 5, seq: 1 }));
+        assert_eq!(decoded.id, log_id);
+        assert_eq!(decoded.event_id.as_deref(), Some("e"));
         assert_eq!(decoded.published_micros, Some(7));
 
         let named =
@@ -140,11 +142,21 @@ mod tests {
     }
 
     #[test]
+    fn an_id_inside_a_published_envelope_is_ignored() {
+        let forged = br#"{"id":"99999999999999-0","data":{}}"#;
+        let decoded = decode(Format::Envelope, b"weatherforecast.x", forged, None, 1000).unwrap();
+        assert_eq!(decoded.id, None);
+        assert_eq!(text(&decoded), "event: weatherforecast.x\ndata: {}\n\n");
+        let decoded = decode(Format::Envelope, b"ch", br#"{"id":"not an id","data":1}"#, None, 1000).unwrap();
+        assert_eq!(decoded.id, None);
+    }
+
+    #[test]
     fn malformed_or_hostile_envelopes_are_refused_with_a_reason() {
         let decode = |payload: &[u8]| decode(Format::Envelope, b"ch", payload, None, 100).map(|_| ());
         assert_eq!(decode(b"not json"), Err(DropReason::BadEnvelope));
         assert_eq!(decode(br#"{"id":"1-0"}"#), Err(DropReason::BadEnvelope));
-        assert_eq!(decode(br#"{"id":"one","data":1}"#), Err(DropReason::BadEnvelope));
+        assert_eq!(decode(br#"{"data":1,"event":7}"#), Err(DropReason::BadEnvelope));
         assert_eq!(decode(br#"{"event":"a\nb","data":1}"#), Err(DropReason::LineBreakInField));
         assert_eq!(decode(&[b'x'; 101]), Err(DropReason::TooLarge));
     }

@@ -171,16 +171,6 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Parses a `redis://` or `rediss://` URL, naming `key` on failure.
-pub fn validate_redis_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
-        return Err(ConfigError::new(key, format!("{url:?} is not a redis://, rediss:// or unix:// URL")));
-    }
-    redis::Client::open(url)
-        .map(|_| ())
-        .map_err(|error| ConfigError::new(key, format!("{url:?} is not a valid Redis URL: {error}")))
-}
-
 /// Checks a list of CORS origins (`https://app.example.com`, no path, no trailing slash).
 pub fn validate_origins(key: &str, origins: &[String]) -> Result<(), ConfigError> {
     for (i, origin) in origins.iter().enumerate() {

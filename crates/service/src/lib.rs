@@ -7,6 +7,7 @@
 //!   that name the offending keys.
 //! - [`telemetry`] — logging setup and the shutdown signal.
 //! - [`metrics`] — Prometheus metrics declared as a table, closed label sets as types.
+//! - [`redis_target`] — where Redis is and how to reach it: URL or Sentinel, TLS, credentials.
 //! - [`backoff`] — exponential backoff with jitter for reconnect loops.
 //! - [`server`] — the HTTP/1.1 accept loop: per-connection control, header read timeout,
 //!   graceful close, and a hand-off hook that may serve a connection before hyper does.
@@ -14,5 +15,6 @@
 pub mod backoff;
 pub mod config;
 pub mod metrics;
+pub mod redis_target;
 pub mod server;
 pub mod telemetry;

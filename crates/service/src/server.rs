@@ -127,8 +127,15 @@ pub async fn serve(
             };
             // Boxed, so that a connection the hook serves has a task not sized for hyper's.
             let Shared { router, control, header_read_timeout, .. } = &*shared;
-            Box::pin(serve_with_hyper(stream, prefix, router.clone(), context, control.clone(), *header_read_timeout))
-                .await;
+            Box::pin(serve_with_hyper(
+                stream,
+                prefix,
+                router.clone(),
+                context,
+                control.clone(),
+                *header_read_timeout,
+            ))
+            .await;
         });
     }
     tracing::info!("stopped accepting connections");

@@ -1,5 +1,5 @@
-//! Listens on Redis channel patterns and keeps every message, for assertions on what a
-//! publisher sent.
+//! What reached Redis, for assertions on what a publisher sent: the entries of the log (what
+//! the relay delivers), or the messages published on channel patterns.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,10 +7,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::eventually;
+use crate::redis_server::RedisServer;
 
 #[derive(Debug, Clone)]
 pub struct Published {
     pub channel: String,
+    /// The envelope with its log id, as the relay reads it.
     pub payload: String,
 }
 
@@ -25,10 +27,50 @@ pub struct EventTap {
     task: tokio::task::JoinHandle<()>,
 }
 
+type Entry = (String, Vec<(String, String)>);
+/// An `XREAD` reply: per stream, its entries; nil when the block time passed with none.
+type ReadReply = Option<Vec<(String, Vec<Entry>)>>;
+
 impl EventTap {
-    pub async fn start(redis_url: &str, patterns: &[&str]) -> Self {
-        let client = redis::Client::open(redis_url).expect("redis url");
-        let mut pubsub = client.get_async_pubsub().await.expect("connect pubsub");
+    /// Every entry of `sse:log`, from its start, as the envelope with its id.
+    pub async fn log(redis: &RedisServer) -> Self {
+        let mut connection =
+            redis.client().get_multiplexed_async_connection().await.expect("connect to redis");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let task = {
+            let messages = Arc::clone(&messages);
+            tokio::spawn(async move {
+                let mut cursor = "0-0".to_owned();
+                loop {
+                    let reply: redis::RedisResult<ReadReply> = redis::cmd("XREAD")
+                        .arg("BLOCK")
+                        .arg(200)
+                        .arg("STREAMS")
+                        .arg("sse:log")
+                        .arg(&cursor)
+                        .query_async(&mut connection)
+                        .await;
+                    let Ok(reply) = reply else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    for (id, fields) in reply.into_iter().flatten().flat_map(|(_, entries)| entries) {
+                        let field =
+                            |name: &str| fields.iter().find(|(key, _)| key == name).map(|(_, v)| v.clone());
+                        let (Some(channel), Some(envelope)) = (field("ch"), field("m")) else { continue };
+                        let payload = format!("{{\"id\":\"{id}\",{}", &envelope[1..]);
+                        messages.lock().unwrap().push(Published { channel, payload });
+                        cursor = id;
+                    }
+                }
+            })
+        };
+        Self { messages, task }
+    }
+
+    /// Every message published on `patterns` from now on.
+    pub async fn channels(redis: &RedisServer, patterns: &[&str]) -> Self {
+        let mut pubsub = redis.client().get_async_pubsub().await.expect("connect pubsub");
         for pattern in patterns {
             pubsub.psubscribe(*pattern).await.expect("psubscribe");
         }

@@ -12,6 +12,7 @@
 //! - [`sse_client`], [`sse_parser`], [`event_source`] — clients of the event stream.
 //! - [`event_tap`] — what reaches Redis: a pattern subscription that records every message.
 //! - [`log_publisher`] — publishing envelopes the way forecast-api does, and reading the log.
+//! - [`tls`] — a throwaway CA and certificates for TLS tests.
 
 pub mod event_source;
 pub mod event_tap;
@@ -25,6 +26,7 @@ pub mod relay_process;
 pub mod service_process;
 pub mod sse_client;
 pub mod sse_parser;
+pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! Publishes envelope events the way every publisher of this project does: through the Lua
-//! script that appends to the log and publishes with the log id.
+//! script that appends them to the log.
 
 use protocol::envelope::{OutgoingEnvelope, PUBLISH_SCRIPT, now_micros};
 use redis::aio::MultiplexedConnection;
@@ -55,6 +55,8 @@ impl LogPublisher {
             .arg(100_000)
             .arg(channel)
             .arg(envelope)
+            // The relay reads the log; nothing needs the channel.
+            .arg("0")
             .invoke_async(&mut self.connection)
             .await
     }

@@ -1,4 +1,5 @@
-//! A real redis-server on a free loopback port, killed on drop.
+//! A real redis-server on a free loopback port, killed on drop: plain, TLS-only (optionally
+//! requiring client certificates), with ACL users, or as a replica of another.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -7,11 +8,55 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::require_program;
+use crate::tls::TestCerts;
+
+/// The ACL user the harness itself signs in as when a server has [`RedisConfig::users`].
+pub const HARNESS_USER: &str = "harness";
+pub const HARNESS_PASSWORD: &str = "harness-secret";
+
+/// How a test Redis is started beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct RedisConfig {
+    /// Append-only file on, so data survives `restart`.
+    pub persistent: bool,
+    /// TLS only (no plain port), with these certificates.
+    pub tls: Option<RedisTls>,
+    /// ACL users as `--user` rules (`"relay on >pw ~sse:* +xread"`); the default user is then
+    /// off, and the harness signs in as [`HARNESS_USER`].
+    pub users: Vec<String>,
+    /// Start as a replica of the server on this port.
+    pub replica_of: Option<u16>,
+}
+
+/// A TLS-only server's certificates, and whether clients must present one.
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// Clients must present a certificate the CA signed (mutual TLS).
+    pub mutual: bool,
+}
+
+impl RedisTls {
+    pub fn new(certs: &TestCerts, mutual: bool) -> Self {
+        Self {
+            ca: certs.ca(),
+            server_cert: certs.server_cert(),
+            server_key: certs.server_key(),
+            client_cert: certs.client_cert(),
+            client_key: certs.client_key(),
+            mutual,
+        }
+    }
+}
 
 pub struct RedisServer {
     port: u16,
     dir: TempDir,
-    persistent: bool,
+    config: RedisConfig,
     child: Option<Child>,
     binary: PathBuf,
 }
@@ -19,11 +64,15 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a throwaway Redis (no persistence).
     pub fn start() -> Self {
-        Self::start_with(false)
+        Self::start_configured(RedisConfig::default())
     }
 
     /// `persistent` turns the append-only file on, so data survives `restart`.
     pub fn start_with(persistent: bool) -> Self {
+        Self::start_configured(RedisConfig { persistent, ..RedisConfig::default() })
+    }
+
+    pub fn start_configured(config: RedisConfig) -> Self {
         let binary = require_program(
             "redis-server",
             "run `scripts/ensure-deps.sh redis` (as root) or `apt-get install redis-server`",
@@ -31,7 +80,7 @@ impl RedisServer {
         let mut server = Self {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir for redis"),
-            persistent,
+            config,
             child: None,
             binary,
         };
@@ -40,11 +89,49 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(&self.binary)
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
-            .args(["--appendonly", if self.persistent { "yes" } else { "no" }])
+        let port = self.port.to_string();
+        let mut command = Command::new(&self.binary);
+        command.args(["--bind", "127.0.0.1", "--save", ""]);
+        match &self.config.tls {
+            None => command.args(["--port", &port]),
+            Some(tls) => command
+                .args(["--port", "0", "--tls-port", &port])
+                .arg("--tls-cert-file")
+                .arg(&tls.server_cert)
+                .arg("--tls-key-file")
+                .arg(&tls.server_key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .args(["--tls-auth-clients", if tls.mutual { "yes" } else { "no" }])
+                .args(["--tls-replication", "yes"]),
+        };
+        let persistent = self.config.persistent;
+        command
+            .args(["--appendonly", if persistent { "yes" } else { "no" }])
             // A persistent test server must not lose its last writes when killed.
-            .args(["--appendfsync", if self.persistent { "always" } else { "everysec" }])
+            .args(["--appendfsync", if persistent { "always" } else { "everysec" }]);
+        if !self.config.users.is_empty() {
+            command.args(["--user", "default", "off"]);
+            command.args([
+                "--user",
+                HARNESS_USER,
+                "on",
+                &format!(">{HARNESS_PASSWORD}"),
+                "~*",
+                "&*",
+                "+@all",
+            ]);
+            for user in &self.config.users {
+                command.arg("--user").args(user.split_whitespace());
+            }
+            if self.config.replica_of.is_some() {
+                command.args(["--masteruser", HARNESS_USER, "--masterauth", HARNESS_PASSWORD]);
+            }
+        }
+        if let Some(primary) = self.config.replica_of {
+            command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        let child = command
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -60,10 +147,7 @@ impl RedisServer {
     }
 
     fn answers_ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else {
-            return false;
-        };
-        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
+        let Ok(mut connection) = self.client().get_connection_with_timeout(Duration::from_millis(500)) else {
             return false;
         };
         redis::cmd("PING").query::<String>(&mut connection).is_ok()
@@ -73,8 +157,39 @@ impl RedisServer {
         self.port
     }
 
+    /// `redis://127.0.0.1:<port>`, or `rediss://` for a TLS server; no credentials.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.config.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// A client as the harness signs in: with its ACL user and, for TLS, the test CA and
+    /// client certificate.
+    pub fn client(&self) -> redis::Client {
+        let scheme = if self.config.tls.is_some() { "rediss" } else { "redis" };
+        let credentials = if self.config.users.is_empty() {
+            String::new()
+        } else {
+            format!("{HARNESS_USER}:{HARNESS_PASSWORD}@")
+        };
+        let url = format!("{scheme}://{credentials}127.0.0.1:{}", self.port);
+        match &self.config.tls {
+            None => redis::Client::open(url),
+            Some(tls) => {
+                let read = |path: &PathBuf| std::fs::read(path).expect("read test certificate");
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: Some(redis::ClientTlsConfig {
+                            client_cert: read(&tls.client_cert),
+                            client_key: read(&tls.client_key),
+                        }),
+                        root_cert: Some(read(&tls.ca)),
+                    },
+                )
+            }
+        }
+        .expect("test redis client")
     }
 
     /// Kills the server (SIGKILL: no goodbye to its clients).
@@ -93,9 +208,7 @@ impl RedisServer {
 
     /// A fresh synchronous connection, for publishing and inspecting.
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(5)))
-            .expect("connect to test redis")
+        self.client().get_connection_with_timeout(Duration::from_secs(5)).expect("connect to test redis")
     }
 
     /// PUBLISH, returning how many subscribers received it.

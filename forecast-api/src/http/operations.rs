@@ -21,7 +21,15 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ready"}"#).into_response(),
+        // Redis is not a condition of readiness (writes succeed while it is away; the outbox
+        // keeps the events), but the node in use and the failovers followed are reported.
+        Ok(Ok(())) => {
+            let body = serde_json::json!({
+                "status": "ready",
+                "redis": { "node": state.redis.current_primary(), "failovers": state.redis.failovers() },
+            });
+            ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        }
         Ok(Err(error)) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unreachable: {error}"))
                 .into_response()

@@ -3,11 +3,12 @@ use serde_json::{Value, json};
 use testkit::event_tap::EventTap;
 use testkit::forecast_process::{ADMIN_KEY, DbKind, TestApi};
 
-on_both_databases!(each_mutation_publishes_exactly_one_envelope_on_its_channel_and_one_log_entry);
+on_both_databases!(each_mutation_appends_exactly_one_envelope_to_the_log);
 
-async fn each_mutation_publishes_exactly_one_envelope_on_its_channel_and_one_log_entry(db: DbKind) {
+async fn each_mutation_appends_exactly_one_envelope_to_the_log(db: DbKind) {
     let TestApi { redis, db: _db, process, api } = TestApi::start(db).await;
-    let tap = EventTap::start(&redis.url(), &["weatherforecast.*", "admin.*"]).await;
+    let tap = EventTap::log(&redis).await;
+    let channels_tap = EventTap::channels(&redis, &["weatherforecast.*", "admin.*"]).await;
 
     let response = api
         .post("/api/weatherforecast", ADMIN_KEY)
@@ -65,7 +66,7 @@ async fn each_mutation_publishes_exactly_one_envelope_on_its_channel_and_one_log
     );
     let envelopes: Vec<Value> = messages.iter().map(|m| m.json()).collect();
 
-    // One log entry per event, whose id the published envelope carries.
+    // One log entry per event; the tap reads each as the relay does, the entry's id inside.
     let log: Vec<(String, Vec<(String, String)>)> =
         redis::cmd("XRANGE").arg("sse:log").arg("-").arg("+").query(&mut redis.connection()).unwrap();
     assert_eq!(log.len(), 6);
@@ -76,6 +77,7 @@ async fn each_mutation_publishes_exactly_one_envelope_on_its_channel_and_one_log
         let mut published = envelope.clone();
         published.as_object_mut().unwrap().remove("id");
         assert_eq!(logged, published, "the log holds the envelope without its id");
+        assert!(envelope["id"].as_str().is_some_and(|id| id.contains('-')));
         assert!(uuid::Uuid::parse_str(envelope["event_id"].as_str().unwrap()).is_ok());
         assert!(envelope["ts"].as_i64().unwrap() > 1_700_000_000_000_000, "ts is in microseconds");
     }
@@ -94,9 +96,11 @@ async fn each_mutation_publishes_exactly_one_envelope_on_its_channel_and_one_log
     assert_eq!(envelopes[4]["data"]["id"], key_id);
     assert!(!messages.iter().any(|m| m.payload.contains(secret)), "the key's secret is never published");
 
-    // The outbox is empty and nothing was published twice.
+    // The outbox is empty and nothing was published twice; nothing went to the channels, which
+    // only other subscribers than the relay would read (redis.publish_channels).
     process.wait_metric("forecast_api_outbox_pending", |pending| pending == 0.0).await;
     assert_eq!(tap.messages().len(), 6);
+    assert!(channels_tap.messages().is_empty(), "{:?}", channels_tap.messages());
     assert_eq!(
         process.metric("forecast_api_events_published_total{channel=\"weatherforecast.created\"}").await,
         2.0
@@ -109,4 +113,20 @@ async fn each_mutation_publishes_exactly_one_envelope_on_its_channel_and_one_log
         "{}",
         audit[0]
     );
+}
+
+/// For subscribers other than the relay, events can also be published on their channels, with
+/// the log id inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_publish_channels_each_event_is_also_published_on_its_channel_with_its_log_id() {
+    let TestApi { redis, db: _db, process: _process, api } =
+        TestApi::with(DbKind::Sqlite, |api| api.env("REDIS__PUBLISH_CHANNELS", true)).await;
+    let log = EventTap::log(&redis).await;
+    let channels = EventTap::channels(&redis, &["weatherforecast.*"]).await;
+    let created = api.create("2026-12-04", 4, "Clear").await;
+    let published = channels.wait_for(1).await;
+    let logged = log.wait_for(1).await;
+    assert_eq!(published[0].channel, "weatherforecast.created");
+    assert_eq!(published[0].json(), logged[0].json(), "the same envelope, the log's id inside");
+    assert_eq!(published[0].json()["data"], created);
 }

@@ -48,7 +48,7 @@ async fn a_failing_or_panicking_handler_affects_neither_the_others_nor_the_respo
     let base = format!("http://{}", api.local_addr());
     let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(api.run_until_stopped(stop.clone().cancelled_owned()));
-    let tap = EventTap::start(&redis.url(), &["weatherforecast.*"]).await;
+    let tap = EventTap::log(&redis).await;
 
     let response = reqwest::Client::new()
         .post(format!("{base}/api/weatherforecast"))

@@ -38,7 +38,7 @@ async fn writes_succeed_while_redis_is_down_and_every_event_goes_out_once_in_ord
     assert!(process.metric("forecast_api_outbox_publish_failures_total").await >= 1.0);
 
     redis.restart();
-    let tap = EventTap::start(&redis.url(), &["weatherforecast.*"]).await;
+    let tap = EventTap::log(&redis).await;
     process.wait_metric("forecast_api_outbox_pending", |pending| pending == 0.0).await;
     let messages = tap.wait_for(20).await;
 

@@ -32,7 +32,7 @@ async fn replicas_on_postgres_publish_the_events_of_a_forecast_in_order() {
         replica.wait_metric("forecast_api_outbox_pending", |pending| pending == 41.0).await;
     }
     redis.restart();
-    let tap = EventTap::start(&redis.url(), &["weatherforecast.*"]).await;
+    let tap = EventTap::log(&redis).await;
     let messages = tap.wait_for(41).await;
     let temperatures: Vec<i64> =
         messages.iter().map(|m| m.json()["data"]["temperatureC"].as_i64().unwrap()).collect();

@@ -1,0 +1,530 @@
+//! The log tail: envelope channels are delivered from the log itself.
+//!
+//! One dedicated connection per pod reads the log with `XREAD BLOCK` from the last id it read,
+//! and the hub fans each entry out to the streams that want its channel. Live delivery, gap
+//! fill and recovery are one mechanism: after any reconnect — a Redis restart, a network cut,
+//! a failover to another node — the tail continues from the last id it read, so nothing
+//! published meanwhile is missed and nothing is delivered twice. Ids come only from the log:
+//! nothing a client can PUBLISH touches envelope delivery.
+//!
+//! Proof of delivery: every `probe_interval_ms` the relay appends a nonce to its own probe
+//! stream (`<log>:probe:<pod id>`, read by the same `XREAD` as the log) through its command
+//! connection, which reaches the current primary; the nonce must come back through the tail
+//! within `probe_timeout_ms`. A tail that is connected but no longer fed (left on a node that
+//! was demoted or cut off from the writers) fails the probe and is reconnected, after looking
+//! the primary up again.
+//!
+//! A failover can lose the old primary's unreplicated tail. The tail then finds that the last
+//! entry it read is not in the log of the node it reconnected to: it goes back to the newest
+//! entry both logs share and continues from there, remembering the events it delivered from the
+//! lost part, so that the same events published again (the outbox republishes what Redis did
+//! not confirm as replicated) are not delivered twice. If it cannot find such an entry among
+//! those it remembers, every stream is told to resynchronise with `relay.reset`.
+
+use std::collections::{HashSet, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::channels::{Access, ChannelRules};
+use crate::commands::SharedConnection;
+use crate::health::{DeliveryPath, Health};
+use crate::hub::{Hub, QueuedFrame};
+use crate::log::{LogEntry, RawEntry, entry_from_raw};
+use crate::metrics::RelayMetrics;
+use crate::settings::RedisSettings;
+use protocol::log_id::StreamId;
+use protocol::message::{Decoded, DropReason};
+use protocol::sse::reset_frame;
+use service::backoff::Backoff;
+use service::redis_target::RedisTarget;
+
+/// Entries read per `XREAD`.
+const READ_COUNT: usize = 500;
+/// Entries (id and event) the tail remembers, to find where a replacement log diverged from
+/// the one it read and which events it already delivered.
+const REMEMBERED_ENTRIES: usize = 16_384;
+/// The [`event_key`] of a malformed entry (no channel or envelope).
+const MALFORMED: u64 = 0;
+/// Probe entries kept in a probe stream.
+const PROBE_STREAM_LENGTH: usize = 8;
+
+pub struct LogTail {
+    target: Arc<RedisTarget>,
+    commands: Arc<SharedConnection>,
+    settings: RedisSettings,
+    key: String,
+    probe_key: String,
+    rules: Arc<ChannelRules>,
+    max_message_bytes: usize,
+    hub: Arc<Hub>,
+    health: Arc<Health>,
+    metrics: RelayMetrics,
+}
+
+/// Why a tail session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot connect to Redis: {0}")]
+    Connect(String),
+    #[error("cannot read the log: {0}")]
+    Read(redis::RedisError),
+    #[error("probe not seen within {0} ms: the log tail is not fed")]
+    Unfed(u128),
+}
+
+/// Where the tail stands, across sessions.
+#[derive(Default)]
+struct Position {
+    /// The id after which to read; `None` before the first session found the log's end.
+    cursor: Option<StreamId>,
+    /// The last entries read (id, event), oldest first.
+    recent: VecDeque<(StreamId, u64)>,
+    /// Events delivered from a log that was since replaced and not yet seen again in the new
+    /// one: seen again, they are not delivered a second time.
+    vanished: HashSet<u64>,
+}
+
+impl Position {
+    fn remember(&mut self, id: StreamId, event: u64) {
+        if self.recent.len() == REMEMBERED_ENTRIES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((id, event));
+    }
+
+    /// Whether the entry (id and event) is one this tail read.
+    fn read_before(&self, id: StreamId, event: u64) -> bool {
+        self.recent.binary_search_by_key(&id, |(id, _)| *id).is_ok_and(|i| self.recent[i].1 == event)
+    }
+}
+
+impl LogTail {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        target: Arc<RedisTarget>,
+        commands: Arc<SharedConnection>,
+        settings: RedisSettings,
+        pod_id: &str,
+        rules: Arc<ChannelRules>,
+        max_message_bytes: usize,
+        hub: Arc<Hub>,
+        health: Arc<Health>,
+        metrics: RelayMetrics,
+    ) -> Self {
+        let key = settings.log_stream.clone();
+        Self {
+            probe_key: probe_key(&key, pod_id),
+            key,
+            target,
+            commands,
+            settings,
+            rules,
+            max_message_bytes,
+            hub,
+            health,
+            metrics,
+        }
+    }
+
+    /// Keeps the tail reading until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(self.settings.backoff_initial(), self.settings.backoff_max());
+        let mut position = Position::default();
+        let mut sessions = 0u64;
+        let mut failed_attempts = 0u64;
+        loop {
+            let sessions_before = sessions;
+            let result = tokio::select! {
+                _ = cancel.cancelled() => break,
+                result = self.session(&cancel, &mut backoff, &mut sessions, &mut position) => result,
+            };
+            let Err(error) = result else { break };
+            self.health.delivery_lost(DeliveryPath::Log, error.to_string());
+            let delay = backoff.next_delay();
+            // One warning per state change; further failed attempts of one outage at debug.
+            if sessions != sessions_before || failed_attempts == 0 {
+                failed_attempts = 0;
+                tracing::warn!(redis = %self.target.describe(), error = %error, retry_in_ms = delay.as_millis() as u64, "redis log tail down");
+            } else {
+                tracing::debug!(error = %error, attempt = failed_attempts, retry_in_ms = delay.as_millis() as u64, "redis log tail reconnect failed");
+            }
+            failed_attempts += 1;
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        tracing::info!("redis log tail stopped");
+    }
+
+    async fn connect(&self) -> Result<(MultiplexedConnection, String), SessionError> {
+        let timeout = self.settings.connect_timeout();
+        let resolved =
+            self.target.client().await.map_err(|error| SessionError::Connect(error.to_string()))?;
+        // The read blocks for up to `tail_block_ms`: the reply may take that long, and more.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(self.settings.tail_block() + timeout));
+        let connection = tokio::time::timeout(
+            timeout,
+            resolved.client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| SessionError::Connect(format!("timed out after {} ms", timeout.as_millis())))?
+        .map_err(|error| SessionError::Connect(error.to_string()))?;
+        Ok((connection, resolved.address))
+    }
+
+    async fn session(
+        &self,
+        cancel: &CancellationToken,
+        backoff: &mut Backoff,
+        sessions: &mut u64,
+        position: &mut Position,
+    ) -> Result<(), SessionError> {
+        let (mut connection, address) = self.connect().await?;
+        let log_end = last_generated_id(&mut connection, &self.key).await.map_err(SessionError::Read)?;
+        match position.cursor {
+            None => position.cursor = Some(log_end),
+            Some(cursor) => {
+                self.locate(&mut connection, cursor, log_end, position).await.map_err(SessionError::Read)?
+            }
+        }
+        *sessions += 1;
+        if *sessions > 1 {
+            self.metrics.redis_reconnects.inc();
+        }
+        self.health.connected(DeliveryPath::Log);
+        backoff.reset();
+        tracing::info!(redis.node = %address, log = %self.key, from = %position.cursor.unwrap_or(log_end), "redis log tail reading");
+
+        let probe_timeout = self.settings.probe_timeout();
+        let mut probe_tick = tokio::time::interval(self.settings.probe_interval());
+        probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending: Option<(u64, Instant)> = None;
+        let mut probe_cursor = StreamId::ZERO;
+        // Entries up to the log's end at reconnect were published while the tail was away.
+        let gap_end = (*sessions > 1).then_some(log_end);
+        let mut read =
+            Box::pin(self.read(connection.clone(), position.cursor.unwrap_or(log_end), probe_cursor));
+        loop {
+            let probe_deadline = pending.map(|(_, sent_at)| sent_at + probe_timeout);
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                reply = &mut read => {
+                    let reply = reply.map_err(SessionError::Read)?;
+                    for (key, entries) in reply {
+                        if key == self.probe_key {
+                            for (id, nonce) in entries.iter().filter_map(probe_entry) {
+                                probe_cursor = id;
+                                self.probe_seen(nonce, &mut pending);
+                            }
+                        } else if key == self.key {
+                            self.deliver(entries, position, gap_end);
+                        }
+                    }
+                    read.set(self.read(connection.clone(), position.cursor.unwrap_or(log_end), probe_cursor));
+                }
+                _ = probe_tick.tick(), if pending.is_none() => {
+                    let nonce = rand::random::<u64>();
+                    pending = Some((nonce, Instant::now()));
+                    let commands = Arc::clone(&self.commands);
+                    let probe_key = self.probe_key.clone();
+                    let expire_ms = self.settings.probe_interval_ms.saturating_mul(10).max(60_000);
+                    tokio::spawn(async move {
+                        if let Err(error) = publish_probe(&commands, &probe_key, nonce, expire_ms).await {
+                            tracing::debug!(error = %error, "probe append failed");
+                        }
+                    });
+                }
+                _ = sleep_until(probe_deadline), if probe_deadline.is_some() => {
+                    self.metrics.probe_failures.inc();
+                    return Err(SessionError::Unfed(probe_timeout.as_millis()));
+                }
+            }
+        }
+    }
+
+    /// One `XREAD` of the log and the probe stream.
+    fn read(
+        &self,
+        mut connection: MultiplexedConnection,
+        cursor: StreamId,
+        probe_cursor: StreamId,
+    ) -> impl Future<Output = redis::RedisResult<Vec<(String, Vec<RawEntry>)>>> + use<> {
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(self.settings.tail_block_ms)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(&self.probe_key)
+            .arg(cursor.to_string())
+            .arg(probe_cursor.to_string());
+        async move {
+            let reply: Option<Vec<(String, Vec<RawEntry>)>> = command.query_async(&mut connection).await?;
+            Ok(reply.unwrap_or_default())
+        }
+    }
+
+    fn deliver(&self, entries: Vec<RawEntry>, position: &mut Position, gap_end: Option<StreamId>) {
+        for entry in entries.into_iter().filter_map(entry_from_raw) {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(id) => {
+                    position.cursor = Some(id);
+                    position.remember(id, MALFORMED);
+                    self.drop_message(b"", DropReason::BadEnvelope);
+                    continue;
+                }
+            };
+            position.cursor = Some(entry.id);
+            let rule = self.rules.logged_rule_for(&entry.channel);
+            let decoded = rule.map(|_| entry.decode(self.max_message_bytes));
+            let event = event_key(&entry, decoded.as_ref().and_then(|decoded| decoded.as_ref().ok()));
+            position.remember(entry.id, event);
+            if position.vanished.remove(&event) {
+                // Delivered from the log this one replaced, published again since.
+                self.metrics.redelivered_events_skipped.inc();
+                continue;
+            }
+            let (Some(rule), Some(decoded)) = (rule, decoded) else { continue };
+            self.metrics.events_received.inc();
+            match decoded {
+                Ok(decoded) => {
+                    if gap_end.is_some_and(|end| entry.id <= end) {
+                        self.metrics.gap_filled_events.inc();
+                    }
+                    self.metrics.observe_latency(decoded.published_micros);
+                    let frame = QueuedFrame::new(decoded.id, decoded.frame);
+                    self.hub.publish(&entry.channel, rule.access == Access::Token, &frame, decoded.exclude);
+                }
+                Err(reason) => self.drop_message(&entry.channel, reason),
+            }
+        }
+    }
+
+    /// Finds where to continue on a (re)connected node, given the last id read.
+    ///
+    /// Usually the last entry read is in the log and the tail continues after it. If it is
+    /// not, this node's log is not the one the tail read (a failover lost its tail, or the log
+    /// was deleted or trimmed past it): continue after the newest entry both share, if the tail
+    /// remembers one, else tell every stream to resynchronise.
+    async fn locate(
+        &self,
+        connection: &mut MultiplexedConnection,
+        cursor: StreamId,
+        log_end: StreamId,
+        position: &mut Position,
+    ) -> redis::RedisResult<()> {
+        let Some(&(last_read, last_event)) = position.recent.back() else {
+            // Nothing read yet: the cursor is where the log ended at the first connect.
+            return Ok(());
+        };
+        debug_assert_eq!(last_read, cursor);
+        if entry_at(connection, &self.key, cursor)
+            .await?
+            .is_some_and(|entry| self.event_key_of(&entry) == last_event)
+        {
+            return Ok(());
+        }
+        // Walk back from the cursor to the newest entry this tail read.
+        let oldest_remembered = position.recent.front().map_or(cursor, |(id, _)| *id);
+        let mut upper = format!("{cursor}");
+        let shared = 'search: loop {
+            let mut command = redis::cmd("XREVRANGE");
+            command.arg(&self.key).arg(&upper).arg("-").arg("COUNT").arg(100);
+            let page: Vec<RawEntry> = command.query_async(connection).await?;
+            let complete = page.len() < 100;
+            for entry in page.into_iter().filter_map(entry_from_raw) {
+                let id = entry.as_ref().map_or_else(|id| *id, |entry| entry.id);
+                if id < oldest_remembered {
+                    break 'search None;
+                }
+                if position.read_before(id, self.event_key_of(&entry)) {
+                    break 'search Some(id);
+                }
+                upper = format!("({id}");
+            }
+            if complete {
+                break None;
+            }
+        };
+        match shared {
+            Some(shared) => {
+                // Everything read after the shared entry is gone from this log.
+                let split = position.recent.partition_point(|(id, _)| *id <= shared);
+                let vanished: Vec<(StreamId, u64)> = position.recent.drain(split..).collect();
+                position.vanished.extend(vanished.iter().map(|(_, event)| *event));
+                self.metrics.log_divergences.inc();
+                tracing::warn!(
+                    log = %self.key,
+                    last_read = %cursor,
+                    continue_after = %shared,
+                    events = vanished.len(),
+                    "the log of this Redis node lacks events the relay delivered (a failover lost the previous primary's latest writes); continuing from the newest shared entry, without delivering those events twice"
+                );
+                position.cursor = Some(shared);
+            }
+            None => {
+                let reached = self.hub.broadcast(&QueuedFrame::new(
+                    None,
+                    reset_frame("the relay missed events that are no longer in the log"),
+                ));
+                self.metrics.resets.inc_by(reached as u64);
+                tracing::warn!(log = %self.key, last_read = %cursor, "the log no longer holds the relay's position: streams told to reset");
+                position.recent.clear();
+                position.vanished.clear();
+                position.cursor = Some(log_end);
+            }
+        }
+        Ok(())
+    }
+
+    /// [`event_key`] of an entry read outside [`Self::deliver`], computed the same way.
+    fn event_key_of(&self, entry: &Result<LogEntry, StreamId>) -> u64 {
+        let Ok(entry) = entry else { return MALFORMED };
+        let decoded = self
+            .rules
+            .logged_rule_for(&entry.channel)
+            .and_then(|_| entry.decode(self.max_message_bytes).ok());
+        event_key(entry, decoded.as_ref())
+    }
+
+    fn probe_seen(&self, nonce: u64, pending: &mut Option<(u64, Instant)>) {
+        let Some((expected, sent_at)) = *pending else { return };
+        if nonce == expected {
+            *pending = None;
+            self.metrics.probe_rtt.observe(sent_at.elapsed().as_secs_f64());
+            self.health.delivery_verified(DeliveryPath::Log);
+        }
+    }
+
+    fn drop_message(&self, channel: &[u8], reason: DropReason) {
+        self.metrics.dropped(reason);
+        // Debug level: a misbehaving publisher must not flood the logs; the metric counts it.
+        let reason: &str = reason.into();
+        tracing::debug!(channel = %String::from_utf8_lossy(channel).escape_debug(), reason, "message dropped");
+    }
+}
+
+/// The probe stream of a pod: beside the log, in the same hash slot when the log's key has a
+/// hash tag, so that one `XREAD` reads both.
+pub fn probe_key(log: &str, pod_id: &str) -> String {
+    format!("{log}:probe:{pod_id}")
+}
+
+/// Appends a probe nonce through the command connection (the current primary). The stream is
+/// capped and expires, so pods that are gone leave nothing behind.
+async fn publish_probe(
+    commands: &SharedConnection,
+    key: &str,
+    nonce: u64,
+    expire_ms: u64,
+) -> Result<(), crate::commands::CommandError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("XADD")
+        .arg(key)
+        .arg("MAXLEN")
+        .arg(PROBE_STREAM_LENGTH)
+        .arg("*")
+        .arg("n")
+        .arg(nonce.to_string())
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(key)
+        .arg(expire_ms)
+        .ignore();
+    commands.query_pipeline::<()>(pipe).await
+}
+
+fn probe_entry((id, fields): &RawEntry) -> Option<(StreamId, u64)> {
+    let id = id.parse().ok()?;
+    let nonce = fields.iter().find(|(name, _)| name == b"n")?;
+    Some((id, std::str::from_utf8(&nonce.1).ok()?.parse().ok()?))
+}
+
+/// The log's last generated id on this node (`0-0` when there is no log yet).
+async fn last_generated_id(
+    connection: &mut MultiplexedConnection,
+    key: &str,
+) -> redis::RedisResult<StreamId> {
+    let mut command = redis::cmd("XINFO");
+    command.arg("STREAM").arg(key);
+    let info: redis::RedisResult<std::collections::HashMap<String, redis::Value>> =
+        command.query_async(connection).await;
+    match info {
+        Ok(info) => Ok(crate::log::id_value(info.get("last-generated-id")).unwrap_or(StreamId::ZERO)),
+        Err(error) if error.to_string().contains("no such key") => Ok(StreamId::ZERO),
+        Err(error) => Err(error),
+    }
+}
+
+async fn entry_at(
+    connection: &mut MultiplexedConnection,
+    key: &str,
+    id: StreamId,
+) -> redis::RedisResult<Option<Result<LogEntry, StreamId>>> {
+    let mut command = redis::cmd("XRANGE");
+    command.arg(key).arg(id.to_string()).arg(id.to_string());
+    let entries: Vec<RawEntry> = command.query_async(connection).await?;
+    Ok(entries.into_iter().find_map(entry_from_raw))
+}
+
+/// What identifies an event across logs: its `event_id` (the same when a publisher publishes it
+/// again), or else its content. Hashes are compared within one process only.
+fn event_key(entry: &LogEntry, decoded: Option<&Decoded>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    match decoded.and_then(|decoded| decoded.event_id.as_deref()) {
+        Some(event_id) => event_id.hash(&mut hasher),
+        None => (&entry.channel, &entry.message).hash(&mut hasher),
+    }
+    hasher.finish()
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_recognises_entries_it_read_by_id_and_event() {
+        let mut position = Position::default();
+        let id = |ms| StreamId { ms, seq: 0 };
+        for ms in 1..=3 {
+            position.remember(id(ms), ms * 10);
+        }
+        assert!(position.read_before(id(2), 20));
+        assert!(!position.read_before(id(2), 99), "same id, other event: another log's entry");
+        assert!(!position.read_before(id(4), 40));
+    }
+
+    #[test]
+    fn the_tail_remembers_a_bounded_number_of_entries() {
+        let mut position = Position::default();
+        for ms in 0..(REMEMBERED_ENTRIES as u64 + 10) {
+            position.remember(StreamId { ms, seq: 0 }, ms);
+        }
+        assert_eq!(position.recent.len(), REMEMBERED_ENTRIES);
+        assert_eq!(position.recent.front().unwrap().0.ms, 10);
+    }
+
+    #[test]
+    fn probe_streams_share_the_logs_hash_tag() {
+        assert_eq!(probe_key("sse:log", "pod-1"), "sse:log:probe:pod-1");
+        assert_eq!(probe_key("sse:{p3}:log", "pod-1"), "sse:{p3}:log:probe:pod-1");
+    }
+}
