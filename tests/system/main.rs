@@ -7,5 +7,6 @@ mod browser;
 mod chart_config;
 mod end_to_end;
 mod failover;
+mod redis_acl;
 mod redis_tls;
 mod topology;

@@ -60,3 +60,28 @@ async fn writes_succeed_while_redis_is_down_and_every_event_goes_out_once_in_ord
     assert!(versions.windows(2).all(|w| w[0] < w[1]), "updates of one forecast stay in order: {versions:?}");
     let _: Value = api.get(&path).send().await.unwrap().json().await.unwrap();
 }
+
+/// With `redis.min_replicas`, a row is done only once a replica holds its event: until then the
+/// event is published again and again (and logged once, thanks to its dedup key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_no_replica_confirmed_stays_in_the_outbox_until_one_does() {
+    use testkit::redis_server::{RedisConfig, RedisServer};
+
+    let TestApi { redis, db: _db, process, api } = TestApi::with(DbKind::Sqlite, |api| {
+        api.env("REDIS__MIN_REPLICAS", 1).env("REDIS__WAIT_TIMEOUT_MS", 100)
+    })
+    .await;
+    let tap = EventTap::log(&redis).await;
+    api.create("2026-12-04", 7, "Unconfirmed").await;
+    process.wait_metric("forecast_api_outbox_unreplicated_total", |n| n >= 3.0).await;
+    assert_eq!(process.metric("forecast_api_outbox_pending").await, 1.0, "kept while no replica confirms");
+    assert_eq!(tap.messages().len(), 1, "published again, logged once");
+
+    let _replica = RedisServer::start_configured(RedisConfig {
+        replica_of: Some(redis.port()),
+        ..RedisConfig::default()
+    });
+    process.wait_metric("forecast_api_outbox_pending", |pending| pending == 0.0).await;
+    let log_length: i64 = redis::cmd("XLEN").arg("sse:log").query(&mut redis.connection()).unwrap();
+    assert_eq!(log_length, 1);
+}
