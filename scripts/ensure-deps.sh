@@ -33,6 +33,8 @@ for component in "$@"; do
             if ! have redis-server || ! have redis-cli; then
                 apt_install redis-server redis-tools
             fi
+            # Sentinel, for the failover tests.
+            if ! have redis-sentinel; then apt_install redis-sentinel; fi
             ;;
         openssl)
             if ! have openssl; then apt_install openssl; fi

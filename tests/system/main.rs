@@ -9,4 +9,5 @@ mod end_to_end;
 mod failover;
 mod redis_acl;
 mod redis_tls;
+mod sentinel_failover;
 mod topology;

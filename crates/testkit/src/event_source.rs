@@ -32,9 +32,24 @@ pub struct EventSource {
 impl EventSource {
     /// Starts reading `url` (an `/events` URL) and reconnecting until dropped.
     pub fn open(http: reqwest::Client, url: String) -> Self {
+        Self::start(http, url, None)
+    }
+
+    /// As [`EventSource::open`], and also drops its stream every `every` and reconnects at once
+    /// with `Last-Event-ID`, as a page navigating or a flaky network would.
+    pub fn open_dropping(http: reqwest::Client, url: String, every: Duration) -> Self {
+        Self::start(http, url, Some(every))
+    }
+
+    fn start(http: reqwest::Client, url: String, drop_every: Option<Duration>) -> Self {
         let received = Arc::new(Mutex::new(Received::default()));
-        let task = tokio::spawn(read_forever(http, url, Arc::clone(&received)));
+        let task = tokio::spawn(read_forever(http, url, drop_every, Arc::clone(&received)));
         Self { received, task }
+    }
+
+    /// Streams opened so far.
+    pub fn connections(&self) -> usize {
+        self.received.lock().unwrap().attachments.len()
     }
 
     /// Events with data, `relay.connected` left out, in arrival order.
@@ -62,7 +77,12 @@ impl Drop for EventSource {
     }
 }
 
-async fn read_forever(http: reqwest::Client, url: String, received: Arc<Mutex<Received>>) {
+async fn read_forever(
+    http: reqwest::Client,
+    url: String,
+    drop_every: Option<Duration>,
+    received: Arc<Mutex<Received>>,
+) {
     let mut last_event_id: Option<String> = None;
     loop {
         let mut request = http.get(&url).header("accept", "text/event-stream");
@@ -87,7 +107,16 @@ async fn read_forever(http: reqwest::Client, url: String, received: Arc<Mutex<Re
             .to_owned();
         let mut parser = SseParser::default();
         let mut attached = false;
-        while let Ok(Some(chunk)) = response.chunk().await {
+        let drop_at = drop_every.map(|every| Instant::now() + every);
+        loop {
+            let chunk = match drop_at {
+                Some(at) => match tokio::time::timeout_at(at, response.chunk()).await {
+                    Ok(chunk) => chunk,
+                    Err(_) => break,
+                },
+                None => response.chunk().await,
+            };
+            let Ok(Some(chunk)) = chunk else { break };
             let mut received = received.lock().unwrap();
             for event in parser.feed(&chunk) {
                 if event.event.as_deref() == Some("relay.connected") {

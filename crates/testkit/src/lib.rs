@@ -9,6 +9,7 @@
 //! - [`forecast_process`] — the `forecast-api` binary, its test databases and an API client.
 //! - [`service_process`] — a service binary as a child process, its logs and endpoints.
 //! - [`redis_server`], [`postgres`], [`nginx`], [`proxy`] — real servers and a cuttable TCP proxy.
+//! - [`sentinel`] — a primary, replicas and `redis-sentinel` processes watching them.
 //! - [`sse_client`], [`sse_parser`], [`event_source`] — clients of the event stream.
 //! - [`event_tap`] — what reaches Redis: a pattern subscription that records every message.
 //! - [`log_publisher`] — publishing envelopes the way forecast-api does, and reading the log.
@@ -23,6 +24,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod redis_server;
 pub mod relay_process;
+pub mod sentinel;
 pub mod service_process;
 pub mod sse_client;
 pub mod sse_parser;

@@ -91,7 +91,8 @@ impl RedisServer {
     fn spawn(&mut self) {
         let port = self.port.to_string();
         let mut command = Command::new(&self.binary);
-        command.args(["--bind", "127.0.0.1", "--save", ""]);
+        // Replicas sync at once rather than after the default 5 s of waiting for more of them.
+        command.args(["--bind", "127.0.0.1", "--save", "", "--repl-diskless-sync-delay", "0"]);
         match &self.config.tls {
             None => command.args(["--port", &port]),
             Some(tls) => command
@@ -144,6 +145,25 @@ impl RedisServer {
             assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
+        if self.config.replica_of.is_some() {
+            while !self.replication_link_up() {
+                assert!(
+                    Instant::now() < deadline,
+                    "replica on port {} did not sync with its primary",
+                    self.port
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn replication_link_up(&self) -> bool {
+        let info: Option<String> = self
+            .client()
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()
+            .and_then(|mut connection| redis::cmd("INFO").arg("replication").query(&mut connection).ok());
+        info.is_some_and(|info| info.lines().any(|line| line.trim() == "master_link_status:up"))
     }
 
     fn answers_ping(&self) -> bool {
@@ -190,6 +210,17 @@ impl RedisServer {
             }
         }
         .expect("test redis client")
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`…) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let Some(child) = &self.child else { return };
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     /// Kills the server (SIGKILL: no goodbye to its clients).
