@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the system programs the project needs when they are missing.
-# Usage: scripts/ensure-deps.sh [redis] [postgres] [openssl] [schemathesis] [browser] [nginx]
+# Usage: scripts/ensure-deps.sh [redis] [sentinel] [postgres] [openssl] [schemathesis] [browser] [nginx]
 #                               [nchan] [bench] [deploy-tools]
 set -eu
 
@@ -33,7 +33,9 @@ for component in "$@"; do
             if ! have redis-server || ! have redis-cli; then
                 apt_install redis-server redis-tools
             fi
-            # Sentinel, for the failover tests.
+            ;;
+        sentinel)
+            # redis-sentinel, for the failover tests.
             if ! have redis-sentinel; then apt_install redis-sentinel; fi
             ;;
         openssl)

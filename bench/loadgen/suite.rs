@@ -387,13 +387,23 @@ fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Val
         ("latency_light", plan.latency_clients, plan.latency_rate, plan.latency_secs),
     ];
     for (scenario, clients, rate, secs) in loads {
-        figures[scenario] = fanout(args, plan, target, &format!("bench.{scenario}"), clients, rate, secs)?;
+        figures[scenario] =
+            fanout(args, plan, target, &format!("bench.{scenario}"), clients, rate, secs, false)?;
+        std::thread::sleep(plan.settle);
+    }
+    // The relay's envelope path: the same fan-out, published through the log script and
+    // delivered from the log (the references have no log).
+    if target.name == "sse-relay" {
+        let (clients, rate, secs) = (plan.fanout_clients, plan.fanout_rate, plan.fanout_secs);
+        figures["fanout_envelope"] =
+            fanout(args, plan, target, "benchlog.fanout", clients, rate, secs, true)?;
         std::thread::sleep(plan.settle);
     }
     figures["storm"] = storm(args, plan, target)?;
     Ok(figures)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn fanout(
     args: &SuiteArgs,
     plan: &Plan,
@@ -402,6 +412,7 @@ fn fanout(
     clients: usize,
     rate: u64,
     secs: u64,
+    envelope: bool,
 ) -> anyhow::Result<Value> {
     let mut streams = Clients::open(args, target.server.addr, &(target.path)(channel), clients, 0)?;
     streams.wait_for("open", clients as u64, Duration::from_secs(60))?;
@@ -410,7 +421,7 @@ fn fanout(
     let count = rate * secs;
     let cpu_before = target.server.cpu_secs();
     let started = Instant::now();
-    let published = publish(target, channel, false, rate, count, 0)?;
+    let published = publish(target, channel, envelope, rate, count, 0)?;
     let last_event = streams.wait_quiet(count * clients as u64, Duration::from_secs(2))?;
     let cpu = target.server.cpu_secs() - cpu_before;
     let mut report = streams.report(count)?;

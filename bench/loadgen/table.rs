@@ -13,6 +13,10 @@ const ROWS: &[(&str, &str, &str, bool)] = &[
     ("fan-out: latency p50 (ms)", "fanout", "latency_p50_ms", true),
     ("fan-out: latency p99 (ms)", "fanout", "latency_p99_ms", true),
     ("fan-out: latency max (ms)", "fanout", "latency_max_ms", true),
+    ("fan-out, envelope from the log: CPU s/million", "fanout_envelope", "cpu_secs_per_million", true),
+    ("fan-out, envelope from the log: events missing", "fanout_envelope", "silently_missing", true),
+    ("fan-out, envelope from the log: p50 (ms)", "fanout_envelope", "latency_p50_ms", true),
+    ("fan-out, envelope from the log: p99 (ms)", "fanout_envelope", "latency_p99_ms", true),
     ("overload: deliveries per second", "overload", "deliveries_per_sec", false),
     ("overload: publisher rate achieved (msg/s)", "overload", "rate_achieved", false),
     ("overload: clients complete", "overload", "complete", false),
@@ -71,6 +75,18 @@ pub fn render(results: &Value) -> String {
         }
         out.push_str(&line);
         out.push('\n');
+    }
+    // The envelope path against the raw one, both the relay's, in the same run.
+    let relay = &results["servers"]["relay"];
+    if let (Some(envelope), Some(raw)) = (
+        relay["fanout_envelope"]["cpu_secs_per_million"].as_f64(),
+        relay["fanout"]["cpu_secs_per_million"].as_f64(),
+    ) && raw > 0.0
+    {
+        out.push_str(&format!(
+            "relay CPU per million deliveries, envelope (from the log) / raw (subscription): {:.2}×\n",
+            envelope / raw
+        ));
     }
     out
 }

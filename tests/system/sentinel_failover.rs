@@ -327,3 +327,54 @@ async fn a_failover_that_loses_the_old_primarys_latest_writes_loses_and_doubles_
     let event = stream.next_event(Duration::from_secs(10)).await;
     assert_eq!(key_of(&event), key_of_forecast("weatherforecast.created", &live));
 }
+
+/// Sentinel over mutual TLS: both services find the primary through TLS-only sentinels,
+/// deliver through it, and follow a failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_services_follow_a_primary_through_sentinels_over_mutual_tls() {
+    use testkit::redis_server::RedisTls;
+    use testkit::tls::TestCerts;
+
+    let certs = TestCerts::generate();
+    let mut set = SentinelSet::start_with(1, 3, Some(RedisTls::new(&certs, true)));
+    let tls = |builder: RelayBuilder| {
+        builder
+            .env("REDIS__SENTINEL__TLS", true)
+            .env("REDIS__TLS__CA_FILE", certs.ca().display())
+            .env("REDIS__TLS__CERT_FILE", certs.client_cert().display())
+            .env("REDIS__TLS__KEY_FILE", certs.client_key().display())
+    };
+    let relay = tls(RelayBuilder::new("rediss://127.0.0.1:1")
+        .channels(ENVELOPE_CHANNELS)
+        .env("REDIS__SENTINEL__MASTER_NAME", MASTER_NAME)
+        .env("REDIS__SENTINEL__ADDRESSES", set.addresses().join(",")))
+    .start();
+    relay.wait_ready().await;
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api_process = ForecastBuilder::new(&db, "rediss://127.0.0.1:1")
+        .env("REDIS__SENTINEL__MASTER_NAME", MASTER_NAME)
+        .env("REDIS__SENTINEL__ADDRESSES", set.addresses().join(","))
+        .env("REDIS__SENTINEL__TLS", true)
+        .env("REDIS__TLS__CA_FILE", certs.ca().display())
+        .env("REDIS__TLS__CERT_FILE", certs.client_cert().display())
+        .env("REDIS__TLS__KEY_FILE", certs.client_key().display())
+        .env("REDIS__MIN_REPLICAS", 1)
+        .start();
+    let api = Api::new(&api_process);
+    let mut stream = relay.open_stream("?channel=weatherforecast.*").await;
+    let before = api.create("2026-12-04", 2, "before the failover").await;
+    let event = stream.next_event(Duration::from_secs(10)).await;
+    assert_eq!(key_of(&event), key_of_forecast("weatherforecast.created", &before));
+
+    let old = set.primary().port();
+    set.primary().kill();
+    eventually(Duration::from_secs(30), "a new primary", || async {
+        set.primary_port().filter(|port| *port != old)
+    })
+    .await;
+    let after = api.create("2026-12-04", 3, "after the failover").await;
+    let event = stream.next_event(Duration::from_secs(30)).await;
+    assert_eq!(key_of(&event), key_of_forecast("weatherforecast.created", &after));
+    let ready: Value = relay.get("/readyz").await.json().await.unwrap();
+    assert!(ready["failovers"].as_u64() >= Some(1), "{ready}");
+}

@@ -41,6 +41,21 @@ pub struct RedisTls {
 }
 
 impl RedisTls {
+    /// A client of `url` (`rediss://…`) presenting the test client certificate.
+    pub fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        let read = |path: &PathBuf| std::fs::read(path).expect("read test certificate");
+        redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: Some(redis::ClientTlsConfig {
+                    client_cert: read(&self.client_cert),
+                    client_key: read(&self.client_key),
+                }),
+                root_cert: Some(read(&self.ca)),
+            },
+        )
+    }
+
     pub fn new(certs: &TestCerts, mutual: bool) -> Self {
         Self {
             ca: certs.ca(),
@@ -195,19 +210,7 @@ impl RedisServer {
         let url = format!("{scheme}://{credentials}127.0.0.1:{}", self.port);
         match &self.config.tls {
             None => redis::Client::open(url),
-            Some(tls) => {
-                let read = |path: &PathBuf| std::fs::read(path).expect("read test certificate");
-                redis::Client::build_with_tls(
-                    url,
-                    redis::TlsCertificates {
-                        client_tls: Some(redis::ClientTlsConfig {
-                            client_cert: read(&tls.client_cert),
-                            client_key: read(&tls.client_key),
-                        }),
-                        root_cert: Some(read(&tls.ca)),
-                    },
-                )
-            }
+            Some(tls) => tls.client(&url),
         }
         .expect("test redis client")
     }

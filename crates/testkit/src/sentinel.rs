@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::redis_server::{RedisConfig, RedisServer, free_port};
+use crate::redis_server::{RedisConfig, RedisServer, RedisTls, free_port};
 use crate::require_program;
 
 /// The master name the sentinels monitor.
@@ -22,6 +22,7 @@ pub struct SentinelSet {
 struct Sentinel {
     port: u16,
     child: Child,
+    tls: Option<RedisTls>,
     _dir: TempDir,
 }
 
@@ -30,23 +31,31 @@ impl SentinelSet {
     /// which notice a dead primary within a second; returns once every sentinel sees every
     /// replica and the other sentinels.
     pub fn start(replicas: usize, sentinels: usize) -> Self {
+        Self::start_with(replicas, sentinels, None)
+    }
+
+    /// As [`SentinelSet::start`]; with `tls`, every server and sentinel speaks TLS only (and
+    /// replicates and monitors over TLS).
+    pub fn start_with(replicas: usize, sentinels: usize, tls: Option<RedisTls>) -> Self {
         let binary = require_program(
             "redis-sentinel",
-            "run `scripts/ensure-deps.sh redis` (as root) or `apt-get install redis-sentinel`",
+            "run `scripts/ensure-deps.sh sentinel` (as root) or `apt-get install redis-sentinel`",
         );
-        let primary = RedisServer::start();
+        let primary =
+            RedisServer::start_configured(RedisConfig { tls: tls.clone(), ..RedisConfig::default() });
         let mut servers = vec![];
         let primary_port = primary.port();
         servers.push(primary);
         for _ in 0..replicas {
             servers.push(RedisServer::start_configured(RedisConfig {
                 replica_of: Some(primary_port),
+                tls: tls.clone(),
                 ..RedisConfig::default()
             }));
         }
         let quorum = sentinels / 2 + 1;
         let sentinels: Vec<Sentinel> =
-            (0..sentinels).map(|_| Sentinel::start(&binary, primary_port, quorum)).collect();
+            (0..sentinels).map(|_| Sentinel::start(&binary, primary_port, quorum, tls.clone())).collect();
         let set = Self { servers, sentinels };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !set.fully_discovered(replicas) {
@@ -124,14 +133,25 @@ impl SentinelSet {
 }
 
 impl Sentinel {
-    fn start(binary: &PathBuf, primary_port: u16, quorum: usize) -> Self {
+    fn start(binary: &PathBuf, primary_port: u16, quorum: usize, tls: Option<RedisTls>) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir for a sentinel");
         let config = dir.path().join("sentinel.conf");
+        let listen = match &tls {
+            None => format!("port {port}\n"),
+            Some(tls) => format!(
+                "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients {}\ntls-replication yes\n",
+                tls.server_cert.display(),
+                tls.server_key.display(),
+                tls.ca.display(),
+                if tls.mutual { "yes" } else { "no" }
+            ),
+        };
         std::fs::write(
             &config,
             format!(
-                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
+                "{listen}bind 127.0.0.1\ndaemonize no\ndir {dir}\n\
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} {quorum}\n\
                  sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                  sentinel failover-timeout {MASTER_NAME} 5000\n\
@@ -146,7 +166,7 @@ impl Sentinel {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-sentinel");
-        let sentinel = Self { port, child, _dir: dir };
+        let sentinel = Self { port, child, tls, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while sentinel.connection().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c)).is_err() {
             assert!(Instant::now() < deadline, "redis-sentinel did not start on port {port}");
@@ -156,8 +176,11 @@ impl Sentinel {
     }
 
     fn connection(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?
-            .get_connection_with_timeout(Duration::from_millis(500))
+        let client = match &self.tls {
+            None => redis::Client::open(format!("redis://127.0.0.1:{}", self.port))?,
+            Some(tls) => tls.client(&format!("rediss://127.0.0.1:{}", self.port))?,
+        };
+        client.get_connection_with_timeout(Duration::from_millis(500))
     }
 }
 

@@ -1,5 +1,6 @@
-//! Throwaway TLS material made with `openssl`: a CA, a server certificate for 127.0.0.1 and a
-//! client certificate for mutual TLS, in a temporary directory removed on drop.
+//! Throwaway TLS material made with `openssl`: a CA, a server certificate for 127.0.0.1 (also
+//! valid as a client certificate, as Redis replicas and sentinels present theirs) and a client
+//! certificate for mutual TLS, in a temporary directory removed on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +33,7 @@ impl TestCerts {
         .concat());
         std::fs::write(
             dir.path().join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .expect("write server.ext");
         std::fs::write(dir.path().join("client.ext"), "extendedKeyUsage=clientAuth\n")

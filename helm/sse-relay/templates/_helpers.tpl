@@ -104,6 +104,110 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/*
+How one service reaches Redis beyond its URL: credentials, TLS, Sentinel.
+(dict "root" $ "prefix" "SSE_RELAY" "credentials" .Values.redis.credentials.relay) → env entries;
+files come from the volumes of "sse-relay.redisVolumes", mounted by "sse-relay.redisVolumeMounts".
+*/}}
+{{- define "sse-relay.redisEnv" -}}
+{{- $redis := .root.Values.redis }}
+{{- $prefix := printf "%s__REDIS__" .prefix }}
+{{ include "sse-relay.redisUrlEnv" (dict "root" .root "name" (printf "%sURL" $prefix)) }}
+{{- with .credentials.username }}
+- name: {{ $prefix }}USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- if .credentials.passwordSecret.name }}
+- name: {{ $prefix }}PASSWORD_FILE
+  value: /etc/redis/credentials/password
+{{- end }}
+{{- if $redis.tls.secretName }}
+{{- if $redis.tls.caKey }}
+- name: {{ $prefix }}TLS__CA_FILE
+  value: {{ printf "/etc/redis/tls/%s" $redis.tls.caKey | quote }}
+{{- end }}
+{{- if $redis.tls.certKey }}
+- name: {{ $prefix }}TLS__CERT_FILE
+  value: {{ printf "/etc/redis/tls/%s" $redis.tls.certKey | quote }}
+- name: {{ $prefix }}TLS__KEY_FILE
+  value: {{ printf "/etc/redis/tls/%s" $redis.tls.keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- if $redis.tls.insecureSkipVerify }}
+- name: {{ $prefix }}TLS__INSECURE_SKIP_VERIFY
+  value: "true"
+{{- end }}
+{{- with $redis.sentinel }}
+{{- if .masterName }}
+- name: {{ $prefix }}SENTINEL__MASTER_NAME
+  value: {{ .masterName | quote }}
+- name: {{ $prefix }}SENTINEL__ADDRESSES
+  value: {{ join "," .addresses | quote }}
+{{- with .username }}
+- name: {{ $prefix }}SENTINEL__USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- if .passwordSecret.name }}
+- name: {{ $prefix }}SENTINEL__PASSWORD_FILE
+  value: /etc/redis/sentinel-credentials/password
+{{- end }}
+{{- if .tls }}
+- name: {{ $prefix }}SENTINEL__TLS
+  value: "true"
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret files of "sse-relay.redisEnv": (dict "root" $ "credentials" …). */}}
+{{- define "sse-relay.redisVolumes" -}}
+{{- $redis := .root.Values.redis }}
+{{- with .credentials.passwordSecret }}
+{{- if .name }}
+- name: redis-credentials
+  secret:
+    secretName: {{ .name }}
+    items:
+      - key: {{ .key }}
+        path: password
+{{- end }}
+{{- end }}
+{{- if $redis.tls.secretName }}
+- name: redis-tls
+  secret:
+    secretName: {{ $redis.tls.secretName }}
+{{- end }}
+{{- with $redis.sentinel.passwordSecret }}
+{{- if and $redis.sentinel.masterName .name }}
+- name: redis-sentinel-credentials
+  secret:
+    secretName: {{ .name }}
+    items:
+      - key: {{ .key }}
+        path: password
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "sse-relay.redisVolumeMounts" -}}
+{{- $redis := .root.Values.redis }}
+{{- if .credentials.passwordSecret.name }}
+- name: redis-credentials
+  mountPath: /etc/redis/credentials
+  readOnly: true
+{{- end }}
+{{- if $redis.tls.secretName }}
+- name: redis-tls
+  mountPath: /etc/redis/tls
+  readOnly: true
+{{- end }}
+{{- if and $redis.sentinel.masterName $redis.sentinel.passwordSecret.name }}
+- name: redis-sentinel-credentials
+  mountPath: /etc/redis/sentinel-credentials
+  readOnly: true
+{{- end }}
+{{- end }}
+
 {{/* Where browsers reach the relay. */}}
 {{- define "sse-relay.relayPublicUrl" -}}
 {{- if .Values.forecastApi.relayPublicUrl }}
