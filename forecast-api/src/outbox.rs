@@ -130,6 +130,8 @@ impl Dispatcher {
 
     /// Publishes batches until the outbox is empty (or another replica holds the lock).
     async fn drain(&mut self) -> anyhow::Result<()> {
+        // What waits now, before publishing (at start, rows left by a previous run).
+        self.update_pending().await;
         let limit = i64::from(self.settings.batch_size);
         loop {
             let Some(batch) = self.store.next_outbox_batch(limit).await? else { return Ok(()) };

@@ -47,8 +47,12 @@ fn documented_acl_users() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_services_work_under_the_documented_minimal_acl_users() {
-    let redis = RedisServer::start_configured(RedisConfig {
-        users: documented_acl_users(),
+    let users = documented_acl_users();
+    let redis = RedisServer::start_configured(RedisConfig { users: users.clone(), ..RedisConfig::default() });
+    // A replica, so that the outbox's WAIT (redis.min_replicas) runs under the ACL too.
+    let _replica = RedisServer::start_configured(RedisConfig {
+        users,
+        replica_of: Some(redis.port()),
         ..RedisConfig::default()
     });
     let secrets = tempfile::tempdir().unwrap();
@@ -100,6 +104,11 @@ async fn both_services_work_under_the_documented_minimal_acl_users() {
     relay.wait_metric("sse_relay_probe_rtt_seconds_count", |count| count >= probes + 2.0).await;
     assert_eq!(relay.metric("sse_relay_probe_failures_total").await, 0.0);
     assert_eq!(relay.get("/readyz").await.status(), 200);
-    let denied = relay.logs().into_iter().chain(api_process.logs()).find(|line| line.contains("NOPERM"));
-    assert_eq!(denied, None, "no command was refused");
+    let logs: Vec<String> = relay.logs().into_iter().chain(api_process.logs()).collect();
+    assert_eq!(logs.iter().find(|line| line.contains("NOPERM")), None, "no command was refused");
+    assert_eq!(
+        logs.iter().find(|line| line.contains(RELAY_PASSWORD) || line.contains(API_PASSWORD)),
+        None,
+        "passwords are never logged"
+    );
 }

@@ -99,11 +99,19 @@ impl RedisServer {
             child: None,
             binary,
         };
-        server.spawn();
-        server
+        // The port was free when chosen; another process may take it before this one binds it.
+        for _ in 0..3 {
+            if server.spawn() {
+                return server;
+            }
+            server.port = free_port();
+        }
+        panic!("redis-server could not bind a free port in three attempts");
     }
 
-    fn spawn(&mut self) {
+    /// Starts the server and waits until it answers (and, as a replica, has synced); false when
+    /// it exited at once (its port taken).
+    fn spawn(&mut self) -> bool {
         let port = self.port.to_string();
         let mut command = Command::new(&self.binary);
         // Replicas sync at once rather than after the default 5 s of waiting for more of them.
@@ -154,9 +162,17 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers_ping() {
+        // The answer must come from this process, not from another that holds the port.
+        while self.answering_process() != Some(pid) {
+            if let Some(child) = self.child.as_mut()
+                && child.try_wait().ok().flatten().is_some()
+            {
+                self.child = None;
+                return false;
+            }
             assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -170,6 +186,14 @@ impl RedisServer {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        true
+    }
+
+    /// The `process_id` of the server answering on this port.
+    fn answering_process(&self) -> Option<u32> {
+        let mut connection = self.client().get_connection_with_timeout(Duration::from_millis(500)).ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut connection).ok()?;
+        info.lines().find_map(|line| line.trim().strip_prefix("process_id:")?.parse().ok())
     }
 
     fn replication_link_up(&self) -> bool {
@@ -179,13 +203,6 @@ impl RedisServer {
             .ok()
             .and_then(|mut connection| redis::cmd("INFO").arg("replication").query(&mut connection).ok());
         info.is_some_and(|info| info.lines().any(|line| line.trim() == "master_link_status:up"))
-    }
-
-    fn answers_ping(&self) -> bool {
-        let Ok(mut connection) = self.client().get_connection_with_timeout(Duration::from_millis(500)) else {
-            return false;
-        };
-        redis::cmd("PING").query::<String>(&mut connection).is_ok()
     }
 
     pub fn port(&self) -> u16 {
@@ -237,7 +254,7 @@ impl RedisServer {
     /// Starts the server again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        assert!(self.spawn(), "redis-server could not bind port {} again", self.port);
     }
 
     /// A fresh synchronous connection, for publishing and inspecting.

@@ -133,6 +133,12 @@ impl RelayBuilder {
         self
     }
 
+    /// Sets any environment variable of the process (`SSL_CERT_FILE`…).
+    pub fn process_env(mut self, name: &str, value: impl ToString) -> Self {
+        self.env.push((name.to_owned(), value.to_string()));
+        self
+    }
+
     pub fn start(self) -> RelayProcess {
         let dir = tempfile::tempdir().expect("temp dir for relay config");
         let config = dir.path().join("relay.toml");
