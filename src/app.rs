@@ -25,6 +25,7 @@ use crate::log::LogReader;
 use crate::metrics::RelayMetrics;
 use crate::replay::Replay;
 use crate::settings::RelaySettings;
+use crate::source::{SourceContext, supervise};
 use crate::subscriber::Subscriber;
 use crate::tail::LogTail;
 use service::redis_target::RedisTarget;
@@ -33,6 +34,7 @@ pub struct Relay {
     listener: TcpListener,
     settings: RelaySettings,
     state: Arc<AppState>,
+    sources: Arc<SourceContext>,
     tail: Option<LogTail>,
     subscriber: Option<Subscriber>,
 }
@@ -73,33 +75,19 @@ impl Relay {
         let replay =
             Arc::new(Replay { log, rules: Arc::clone(&rules), metrics: metrics.clone(), max_message_bytes });
         let auth = Arc::new(TokenVerifier::new(&settings.auth, Arc::clone(&commands))?);
-        let tail = tail_needed.then(|| {
-            LogTail::new(
-                Arc::clone(&redis),
-                Arc::clone(&commands),
-                settings.redis.clone(),
-                &settings.pod_id,
-                Arc::clone(&rules),
-                max_message_bytes,
-                Arc::clone(&hub),
-                Arc::clone(&health),
-                metrics.clone(),
-            )
+        let sources = Arc::new(SourceContext {
+            target: Arc::clone(&redis),
+            commands: Arc::clone(&commands),
+            settings: settings.redis.clone(),
+            rules: Arc::clone(&rules),
+            max_message_bytes,
+            hub: Arc::clone(&hub),
+            health: Arc::clone(&health),
+            metrics: metrics.clone(),
         });
-        let subscriber = (!patterns.is_empty()).then(|| {
-            Subscriber::new(
-                Arc::clone(&redis),
-                Arc::clone(&commands),
-                settings.redis.clone(),
-                Arc::clone(&rules),
-                patterns,
-                &settings.pod_id,
-                max_message_bytes,
-                Arc::clone(&hub),
-                Arc::clone(&health),
-                metrics.clone(),
-            )
-        });
+        let tail = tail_needed.then(|| LogTail::new(Arc::clone(&sources), &settings.pod_id));
+        let subscriber =
+            (!patterns.is_empty()).then(|| Subscriber::new(Arc::clone(&sources), patterns, &settings.pod_id));
         let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let state = Arc::new(AppState {
             hub,
@@ -119,7 +107,7 @@ impl Relay {
                 .unwrap_or(usize::MAX),
             retry_after_secs: settings.sse.retry_ms.div_ceil(1000).max(1),
         });
-        Ok(Self { listener, settings, state, tail, subscriber })
+        Ok(Self { listener, settings, state, sources, tail, subscriber })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -129,14 +117,14 @@ impl Relay {
 
     /// Serves until `shutdown` completes, then drains within the grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self { listener, settings, state, tail, subscriber } = self;
+        let Self { listener, settings, state, sources, tail, subscriber } = self;
         let redis_cancel = CancellationToken::new();
         let redis_tasks = TaskTracker::new();
         if let Some(tail) = tail {
-            redis_tasks.spawn(tail.run(redis_cancel.clone()));
+            redis_tasks.spawn(supervise(tail, Arc::clone(&sources), redis_cancel.clone()));
         }
         if let Some(subscriber) = subscriber {
-            redis_tasks.spawn(subscriber.run(redis_cancel.clone()));
+            redis_tasks.spawn(supervise(subscriber, Arc::clone(&sources), redis_cancel.clone()));
         }
         redis_tasks.close();
         let keepalive_task = {

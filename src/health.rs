@@ -27,7 +27,8 @@ impl DeliveryPath {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// As logs and `/readyz` name it.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Log => "log tail",
             Self::Subscription => "subscription",

@@ -12,6 +12,8 @@
 //! - [`tail`] — envelope channels delivered from the log: the supervised `XREAD` tail, its
 //!   delivery probe, and recovery after a failover.
 //! - [`subscriber`] — raw channels: the supervised PSUBSCRIBE and its delivery probe.
+//! - [`source`] — what both share: the parts they deliver with, and their supervisor
+//!   (reconnect with backoff, readiness, one warning per outage).
 //! - [`commands`] — the shared Redis command connection (log reads, probes, tickets).
 //! - [`log`] — the Redis history log: paged reads after an id, resume points.
 //! - [`replay`] — the backlog for streams resuming with Last-Event-ID.
@@ -38,6 +40,7 @@ pub mod log;
 pub mod metrics;
 pub mod replay;
 pub mod settings;
+pub mod source;
 pub mod stream;
 pub mod subscriber;
 pub mod tail;

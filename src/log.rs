@@ -35,8 +35,10 @@ impl LogEntry {
 pub enum ResumePoint {
     /// Every entry after the id is still in the log.
     Available,
-    /// Entries after the id were trimmed (or the log was reset): the client must resynchronise.
-    Lost,
+    /// Entries after the id were trimmed, or the log is not the one that issued it: the client
+    /// must resynchronise. `newest` is the log's newest entry then: what the client refetches
+    /// includes everything up to it.
+    Lost { newest: Option<StreamId> },
 }
 
 pub use crate::commands::CommandError as LogError;
@@ -85,30 +87,36 @@ impl LogReader {
         let mut pipe = redis::pipe();
         pipe.cmd("XRANGE").arg(&self.key).arg(after.to_string()).arg(after.to_string());
         pipe.cmd("XINFO").arg("STREAM").arg(&self.key);
-        let (at, info): (Vec<RawEntry>, HashMap<String, redis::Value>) = match self
-            .redis
-            .query_pipeline(pipe)
-            .await
-        {
-            Ok(replies) => replies,
-            Err(LogError::Redis(error)) if error.to_string().contains("no such key") => {
-                // No log at all: nothing was ever lost only if the client has seen nothing.
-                return Ok(if after == StreamId::ZERO { ResumePoint::Available } else { ResumePoint::Lost });
-            }
-            Err(error) => return Err(error),
+        let (at, info): (Vec<RawEntry>, HashMap<String, redis::Value>) =
+            match self.redis.query_pipeline(pipe).await {
+                Ok(replies) => replies,
+                Err(LogError::Redis(error)) if error.to_string().contains("no such key") => {
+                    // No log at all: nothing was ever lost only if the client has seen nothing.
+                    return Ok(if after == StreamId::ZERO {
+                        ResumePoint::Available
+                    } else {
+                        ResumePoint::Lost { newest: None }
+                    });
+                }
+                Err(error) => return Err(error),
+            };
+        let newest = match info.get("last-entry") {
+            Some(redis::Value::Array(entry)) => id_value(entry.first()),
+            _ => None,
         };
+        let lost = ResumePoint::Lost { newest };
         if id_value(info.get("max-deleted-entry-id")).is_some_and(|deleted| deleted > after) {
-            return Ok(ResumePoint::Lost);
+            return Ok(lost);
         }
         if after != StreamId::ZERO {
-            return Ok(if at.is_empty() { ResumePoint::Lost } else { ResumePoint::Available });
+            return Ok(if at.is_empty() { lost } else { ResumePoint::Available });
         }
         let lost_some = match (info.get("entries-added"), info.get("length")) {
             (Some(redis::Value::Int(added)), Some(redis::Value::Int(length))) => added > length,
             // Before Redis 7 there is no count of entries added: assume the worst.
             _ => true,
         };
-        Ok(if lost_some { ResumePoint::Lost } else { ResumePoint::Available })
+        Ok(if lost_some { lost } else { ResumePoint::Available })
     }
 }
 

@@ -70,8 +70,14 @@ impl Replay {
                     }
                     break;
                 }
-                Ok(ResumePoint::Lost) => {
+                Ok(ResumePoint::Lost { newest }) => {
                     self.reset(&tx, "events after Last-Event-ID are no longer in the log").await;
+                    // The client refetches its state as of now: live events up to the log's
+                    // newest entry (which the tail may deliver a moment after this stream
+                    // registered) are in it.
+                    if let Some(newest) = newest {
+                        let _ = tx.send(ReplayItem::SeenThrough(newest)).await;
+                    }
                     return;
                 }
                 Err(error) => {

@@ -22,6 +22,7 @@
 //! those it remembers, every stream is told to resynchronise with `relay.reset`.
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -30,18 +31,15 @@ use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::{Access, ChannelRules};
+use crate::channels::Access;
 use crate::commands::SharedConnection;
-use crate::health::{DeliveryPath, Health};
-use crate::hub::{Hub, QueuedFrame};
+use crate::health::DeliveryPath;
+use crate::hub::QueuedFrame;
 use crate::log::{LogEntry, RawEntry, entry_from_raw};
-use crate::metrics::RelayMetrics;
-use crate::settings::RedisSettings;
+use crate::source::{Established, Source, SourceContext};
 use protocol::log_id::StreamId;
 use protocol::message::{Decoded, DropReason};
 use protocol::sse::reset_frame;
-use service::backoff::Backoff;
-use service::redis_target::RedisTarget;
 
 /// Entries read per `XREAD`.
 const READ_COUNT: usize = 500;
@@ -54,21 +52,20 @@ const MALFORMED: u64 = 0;
 const PROBE_STREAM_LENGTH: usize = 8;
 
 pub struct LogTail {
-    target: Arc<RedisTarget>,
-    commands: Arc<SharedConnection>,
-    settings: RedisSettings,
+    reader: TailReader,
+    position: Position,
+}
+
+/// What reads the log; kept apart from the [`Position`] it advances.
+struct TailReader {
+    ctx: Arc<SourceContext>,
     key: String,
     probe_key: String,
-    rules: Arc<ChannelRules>,
-    max_message_bytes: usize,
-    hub: Arc<Hub>,
-    health: Arc<Health>,
-    metrics: RelayMetrics,
 }
 
 /// Why a tail session ended.
 #[derive(Debug, thiserror::Error)]
-enum SessionError {
+pub enum SessionError {
     #[error("cannot connect to Redis: {0}")]
     Connect(String),
     #[error("cannot read the log: {0}")]
@@ -104,72 +101,38 @@ impl Position {
 }
 
 impl LogTail {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        target: Arc<RedisTarget>,
-        commands: Arc<SharedConnection>,
-        settings: RedisSettings,
-        pod_id: &str,
-        rules: Arc<ChannelRules>,
-        max_message_bytes: usize,
-        hub: Arc<Hub>,
-        health: Arc<Health>,
-        metrics: RelayMetrics,
-    ) -> Self {
-        let key = settings.log_stream.clone();
+    /// The tail of `ctx.settings.log_stream`, with the probe stream of pod `pod_id`.
+    pub fn new(ctx: Arc<SourceContext>, pod_id: &str) -> Self {
+        let key = ctx.settings.log_stream.clone();
         Self {
-            probe_key: probe_key(&key, pod_id),
-            key,
-            target,
-            commands,
-            settings,
-            rules,
-            max_message_bytes,
-            hub,
-            health,
-            metrics,
+            reader: TailReader { probe_key: probe_key(&key, pod_id), key, ctx },
+            position: Position::default(),
         }
     }
+}
 
-    /// Keeps the tail reading until `cancel` fires.
-    pub async fn run(self, cancel: CancellationToken) {
-        let mut backoff = Backoff::new(self.settings.backoff_initial(), self.settings.backoff_max());
-        let mut position = Position::default();
-        let mut sessions = 0u64;
-        let mut failed_attempts = 0u64;
-        loop {
-            let sessions_before = sessions;
-            let result = tokio::select! {
-                _ = cancel.cancelled() => break,
-                result = self.session(&cancel, &mut backoff, &mut sessions, &mut position) => result,
-            };
-            let Err(error) = result else { break };
-            self.health.delivery_lost(DeliveryPath::Log, error.to_string());
-            let delay = backoff.next_delay();
-            // One warning per state change; further failed attempts of one outage at debug.
-            if sessions != sessions_before || failed_attempts == 0 {
-                failed_attempts = 0;
-                tracing::warn!(redis = %self.target.describe(), error = %error, retry_in_ms = delay.as_millis() as u64, "redis log tail down");
-            } else {
-                tracing::debug!(error = %error, attempt = failed_attempts, retry_in_ms = delay.as_millis() as u64, "redis log tail reconnect failed");
-            }
-            failed_attempts += 1;
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(delay) => {}
-            }
-        }
-        tracing::info!("redis log tail stopped");
+impl Source for LogTail {
+    const PATH: DeliveryPath = DeliveryPath::Log;
+    type Error = SessionError;
+
+    fn session<'a>(
+        &'a mut self,
+        cancel: &'a CancellationToken,
+        established: Established<'a>,
+    ) -> impl Future<Output = Result<(), SessionError>> + Send + 'a {
+        self.reader.session(cancel, established, &mut self.position)
     }
+}
 
+impl TailReader {
     async fn connect(&self) -> Result<(MultiplexedConnection, String), SessionError> {
-        let timeout = self.settings.connect_timeout();
+        let timeout = self.ctx.settings.connect_timeout();
         let resolved =
-            self.target.client().await.map_err(|error| SessionError::Connect(error.to_string()))?;
+            self.ctx.target.client().await.map_err(|error| SessionError::Connect(error.to_string()))?;
         // The read blocks for up to `tail_block_ms`: the reply may take that long, and more.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(self.settings.tail_block() + timeout));
+            .set_response_timeout(Some(self.ctx.settings.tail_block() + timeout));
         let connection = tokio::time::timeout(
             timeout,
             resolved.client.get_multiplexed_async_connection_with_config(&config),
@@ -183,8 +146,7 @@ impl LogTail {
     async fn session(
         &self,
         cancel: &CancellationToken,
-        backoff: &mut Backoff,
-        sessions: &mut u64,
+        established: Established<'_>,
         position: &mut Position,
     ) -> Result<(), SessionError> {
         let (mut connection, address) = self.connect().await?;
@@ -195,21 +157,17 @@ impl LogTail {
                 self.locate(&mut connection, cursor, log_end, position).await.map_err(SessionError::Read)?
             }
         }
-        *sessions += 1;
-        if *sessions > 1 {
-            self.metrics.redis_reconnects.inc();
-        }
-        self.health.connected(DeliveryPath::Log);
-        backoff.reset();
+        let reconnected = established.reconnected();
+        established.now();
         tracing::info!(redis.node = %address, log = %self.key, from = %position.cursor.unwrap_or(log_end), "redis log tail reading");
 
-        let probe_timeout = self.settings.probe_timeout();
-        let mut probe_tick = tokio::time::interval(self.settings.probe_interval());
+        let probe_timeout = self.ctx.settings.probe_timeout();
+        let mut probe_tick = tokio::time::interval(self.ctx.settings.probe_interval());
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending: Option<(u64, Instant)> = None;
         let mut probe_cursor = StreamId::ZERO;
         // Entries up to the log's end at reconnect were published while the tail was away.
-        let gap_end = (*sessions > 1).then_some(log_end);
+        let gap_end = reconnected.then_some(log_end);
         let mut read =
             Box::pin(self.read(connection.clone(), position.cursor.unwrap_or(log_end), probe_cursor));
         loop {
@@ -233,9 +191,9 @@ impl LogTail {
                 _ = probe_tick.tick(), if pending.is_none() => {
                     let nonce = rand::random::<u64>();
                     pending = Some((nonce, Instant::now()));
-                    let commands = Arc::clone(&self.commands);
+                    let commands = Arc::clone(&self.ctx.commands);
                     let probe_key = self.probe_key.clone();
-                    let expire_ms = self.settings.probe_interval_ms.saturating_mul(10).max(60_000);
+                    let expire_ms = self.ctx.settings.probe_interval_ms.saturating_mul(10).max(60_000);
                     tokio::spawn(async move {
                         if let Err(error) = publish_probe(&commands, &probe_key, nonce, expire_ms).await {
                             tracing::debug!(error = %error, "probe append failed");
@@ -243,7 +201,7 @@ impl LogTail {
                     });
                 }
                 _ = sleep_until(probe_deadline), if probe_deadline.is_some() => {
-                    self.metrics.probe_failures.inc();
+                    self.ctx.metrics.probe_failures.inc();
                     return Err(SessionError::Unfed(probe_timeout.as_millis()));
                 }
             }
@@ -262,7 +220,7 @@ impl LogTail {
             .arg("COUNT")
             .arg(READ_COUNT)
             .arg("BLOCK")
-            .arg(self.settings.tail_block_ms)
+            .arg(self.ctx.settings.tail_block_ms)
             .arg("STREAMS")
             .arg(&self.key)
             .arg(&self.probe_key)
@@ -281,32 +239,37 @@ impl LogTail {
                 Err(id) => {
                     position.cursor = Some(id);
                     position.remember(id, MALFORMED);
-                    self.drop_message(b"", DropReason::BadEnvelope);
+                    self.ctx.drop_message(b"", DropReason::BadEnvelope);
                     continue;
                 }
             };
             position.cursor = Some(entry.id);
-            let rule = self.rules.logged_rule_for(&entry.channel);
-            let decoded = rule.map(|_| entry.decode(self.max_message_bytes));
+            let rule = self.ctx.rules.logged_rule_for(&entry.channel);
+            let decoded = rule.map(|_| entry.decode(self.ctx.max_message_bytes));
             let event = event_key(&entry, decoded.as_ref().and_then(|decoded| decoded.as_ref().ok()));
             position.remember(entry.id, event);
             if position.vanished.remove(&event) {
                 // Delivered from the log this one replaced, published again since.
-                self.metrics.redelivered_events_skipped.inc();
+                self.ctx.metrics.redelivered_events_skipped.inc();
                 continue;
             }
             let (Some(rule), Some(decoded)) = (rule, decoded) else { continue };
-            self.metrics.events_received.inc();
+            self.ctx.metrics.events_received.inc();
             match decoded {
                 Ok(decoded) => {
                     if gap_end.is_some_and(|end| entry.id <= end) {
-                        self.metrics.gap_filled_events.inc();
+                        self.ctx.metrics.gap_filled_events.inc();
                     }
-                    self.metrics.observe_latency(decoded.published_micros);
+                    self.ctx.metrics.observe_latency(decoded.published_micros);
                     let frame = QueuedFrame::new(decoded.id, decoded.frame);
-                    self.hub.publish(&entry.channel, rule.access == Access::Token, &frame, decoded.exclude);
+                    self.ctx.hub.publish(
+                        &entry.channel,
+                        rule.access == Access::Token,
+                        &frame,
+                        decoded.exclude,
+                    );
                 }
-                Err(reason) => self.drop_message(&entry.channel, reason),
+                Err(reason) => self.ctx.drop_message(&entry.channel, reason),
             }
         }
     }
@@ -363,7 +326,7 @@ impl LogTail {
                 let split = position.recent.partition_point(|(id, _)| *id <= shared);
                 let vanished: Vec<(StreamId, u64)> = position.recent.drain(split..).collect();
                 position.vanished.extend(vanished.iter().map(|(_, event)| *event));
-                self.metrics.log_divergences.inc();
+                self.ctx.metrics.log_divergences.inc();
                 tracing::warn!(
                     log = %self.key,
                     last_read = %cursor,
@@ -374,11 +337,11 @@ impl LogTail {
                 position.cursor = Some(shared);
             }
             None => {
-                let reached = self.hub.broadcast(&QueuedFrame::new(
+                let reached = self.ctx.hub.broadcast(&QueuedFrame::new(
                     None,
                     reset_frame("the relay missed events that are no longer in the log"),
                 ));
-                self.metrics.resets.inc_by(reached as u64);
+                self.ctx.metrics.resets.inc_by(reached as u64);
                 tracing::warn!(log = %self.key, last_read = %cursor, "the log no longer holds the relay's position: streams told to reset");
                 position.recent.clear();
                 position.vanished.clear();
@@ -392,9 +355,10 @@ impl LogTail {
     fn event_key_of(&self, entry: &Result<LogEntry, StreamId>) -> u64 {
         let Ok(entry) = entry else { return MALFORMED };
         let decoded = self
+            .ctx
             .rules
             .logged_rule_for(&entry.channel)
-            .and_then(|_| entry.decode(self.max_message_bytes).ok());
+            .and_then(|_| entry.decode(self.ctx.max_message_bytes).ok());
         event_key(entry, decoded.as_ref())
     }
 
@@ -402,16 +366,9 @@ impl LogTail {
         let Some((expected, sent_at)) = *pending else { return };
         if nonce == expected {
             *pending = None;
-            self.metrics.probe_rtt.observe(sent_at.elapsed().as_secs_f64());
-            self.health.delivery_verified(DeliveryPath::Log);
+            self.ctx.metrics.probe_rtt.observe(sent_at.elapsed().as_secs_f64());
+            self.ctx.health.delivery_verified(DeliveryPath::Log);
         }
-    }
-
-    fn drop_message(&self, channel: &[u8], reason: DropReason) {
-        self.metrics.dropped(reason);
-        // Debug level: a misbehaving publisher must not flood the logs; the metric counts it.
-        let reason: &str = reason.into();
-        tracing::debug!(channel = %String::from_utf8_lossy(channel).escape_debug(), reason, "message dropped");
     }
 }
 

@@ -133,9 +133,9 @@ fn assert_complete(client: &str, events: &[SseEvent], expected: &[EventKey], res
     assert_eq!(next, expected.len(), "{client}: everything up to the last write");
 }
 
-/// Brings every client to the last write. A client told to reset is live again once a write
-/// reaches it (until then each resume from its vanished id is reset again): keep writing until
-/// none's last event is a reset, then one last write, which every client must end with.
+/// Brings every client to the last write. A client whose last id vanished with a lost write is
+/// told to reset whenever it resumes, and is live again only once a later write reaches it: so
+/// write, give every client a moment to end with that write, and write again until all do.
 async fn settle(
     clients: &[EventSource],
     writes: &Writes,
@@ -143,25 +143,20 @@ async fn settle(
     api_process: &ServiceProcess,
 ) -> Vec<EventKey> {
     let deadline = Instant::now() + Duration::from_secs(40);
-    while clients.iter().any(|client| {
-        client.events().last().is_some_and(|event| event.event.as_deref() == Some("relay.reset"))
-    }) {
-        assert!(Instant::now() < deadline, "clients told to reset never went live again");
+    loop {
         writes.make(api, 1, Duration::from_millis(1)).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        api_process.wait_metric("forecast_api_outbox_pending", |pending| pending == 0.0).await;
+        let expected = writes.snapshot();
+        let last = expected.last().cloned();
+        let round = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < round {
+            if clients.iter().all(|client| client.events().last().map(key_of_any) == Some(last.clone())) {
+                return expected;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(Instant::now() < deadline, "clients did not all end with the last write within 40 s");
     }
-    writes.make(api, 1, Duration::from_millis(1)).await;
-    api_process.wait_metric("forecast_api_outbox_pending", |pending| pending == 0.0).await;
-    let expected = writes.snapshot();
-    let last = expected.last().cloned();
-    eventually(Duration::from_secs(40), "every client to receive the last write", || async {
-        clients
-            .iter()
-            .all(|client| client.events().last().map(key_of_any) == Some(last.clone()))
-            .then_some(())
-    })
-    .await;
-    expected
 }
 
 /// [`key_of`], and `None` for a `relay.reset`.
@@ -176,26 +171,49 @@ async fn wait_for_clients(clients: &[EventSource], count: usize) {
     .await;
 }
 
+/// 1 primary, 2 replicas and 3 sentinels; a relay and forecast-api following them; 50 clients
+/// connected and 50 that drop and resume every 250–740 ms, all attached.
+struct Scenario {
+    set: SentinelSet,
+    relay: RelayProcess,
+    db: TestDb,
+    api_process: ServiceProcess,
+    api: Api,
+    connected: Vec<EventSource>,
+    resuming: Vec<EventSource>,
+}
+
+impl Scenario {
+    async fn start() -> Self {
+        let set = SentinelSet::start(2, 3);
+        let relay = relay(&set);
+        relay.wait_ready().await;
+        let db = TestDb::new(DbKind::Sqlite).await;
+        let api_process = api(&set, &db);
+        let api = Api::new(&api_process);
+        let http = reqwest::Client::new();
+        let connected: Vec<EventSource> =
+            (0..50).map(|_| EventSource::open(http.clone(), relay.url(STREAM))).collect();
+        let resuming: Vec<EventSource> = (0..50)
+            .map(|i| {
+                EventSource::open_dropping(
+                    http.clone(),
+                    relay.url(STREAM),
+                    Duration::from_millis(250 + 10 * i),
+                )
+            })
+            .collect();
+        eventually(Duration::from_secs(20), "every client attached", || async {
+            connected.iter().chain(&resuming).all(|client| client.current().is_some()).then_some(())
+        })
+        .await;
+        Self { set, relay, db, api_process, api, connected, resuming }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_killed_mid_stream_loses_no_event_and_doubles_none() {
-    let mut set = SentinelSet::start(2, 3);
-    let relay = relay(&set);
-    relay.wait_ready().await;
-    let db = TestDb::new(DbKind::Sqlite).await;
-    let api_process = api(&set, &db);
-    let api = Api::new(&api_process);
-    let http = reqwest::Client::new();
-    let connected: Vec<EventSource> =
-        (0..50).map(|_| EventSource::open(http.clone(), relay.url(STREAM))).collect();
-    let resuming: Vec<EventSource> = (0..50)
-        .map(|i| {
-            EventSource::open_dropping(http.clone(), relay.url(STREAM), Duration::from_millis(250 + 10 * i))
-        })
-        .collect();
-    eventually(Duration::from_secs(20), "every client attached", || async {
-        connected.iter().chain(&resuming).all(|client| client.current().is_some()).then_some(())
-    })
-    .await;
+    let Scenario { mut set, relay, db: _db, api_process, api, connected, resuming } = Scenario::start().await;
 
     let writes = Writes::default();
     let writer = {
@@ -244,30 +262,14 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_doubles_none() {
     }
     assert!(relay.metric("sse_relay_redis_failovers_total").await >= 1.0);
     let ready: Value = relay.get("/readyz").await.json().await.unwrap();
-    assert_eq!(ready["node"], format!("127.0.0.1:{new}"), "{ready}");
+    let primary = set.primary_port().expect("the sentinels agree on a primary");
+    assert_eq!(ready["node"], format!("127.0.0.1:{primary}"), "{ready}");
     assert!(ready["failovers"].as_u64() >= Some(1), "{ready}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_that_loses_the_old_primarys_latest_writes_loses_and_doubles_nothing_for_clients() {
-    let mut set = SentinelSet::start(2, 3);
-    let relay = relay(&set);
-    relay.wait_ready().await;
-    let db = TestDb::new(DbKind::Sqlite).await;
-    let api_process = api(&set, &db);
-    let api = Api::new(&api_process);
-    let http = reqwest::Client::new();
-    let connected: Vec<EventSource> =
-        (0..50).map(|_| EventSource::open(http.clone(), relay.url(STREAM))).collect();
-    let resuming: Vec<EventSource> = (0..50)
-        .map(|i| {
-            EventSource::open_dropping(http.clone(), relay.url(STREAM), Duration::from_millis(250 + 10 * i))
-        })
-        .collect();
-    eventually(Duration::from_secs(20), "every client attached", || async {
-        connected.iter().chain(&resuming).all(|client| client.current().is_some()).then_some(())
-    })
-    .await;
+    let Scenario { mut set, relay, db: _db, api_process, api, connected, resuming } = Scenario::start().await;
 
     let writes = Writes::default();
     writes.make(&api, 10, Duration::from_millis(20)).await;

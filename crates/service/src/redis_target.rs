@@ -62,7 +62,9 @@ impl SentinelSettings {
     }
 }
 
-/// The connection part of a `[redis]` section, as both services write it.
+/// The connection part of a `[redis]` section, as both services write it. Each service's
+/// settings repeat these fields rather than flatten this struct into theirs: serde cannot
+/// combine `flatten` with `deny_unknown_fields`, which turns a misspelt key into an error.
 #[derive(Debug, Clone)]
 pub struct RedisEndpoint {
     /// `redis://[user:password@]host:port[/db]` or `rediss://…`; under Sentinel only its

@@ -1,0 +1,126 @@
+//! What the relay's two sources of events — the log tail and the raw subscription — share: the
+//! parts they deliver with, and the supervisor that keeps one running: connect, deliver, notice
+//! the end, mark delivery lost, back off with jitter, and start again, until cancelled. Clients
+//! stay connected throughout; only new events pause.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::channels::ChannelRules;
+use crate::commands::SharedConnection;
+use crate::health::{DeliveryPath, Health};
+use crate::hub::Hub;
+use crate::metrics::RelayMetrics;
+use crate::settings::RedisSettings;
+use protocol::message::DropReason;
+use service::backoff::Backoff;
+use service::redis_target::RedisTarget;
+
+/// The parts a source delivers with.
+pub struct SourceContext {
+    pub target: Arc<RedisTarget>,
+    /// Short commands: probes, and the tail's reads when it looks for its place.
+    pub commands: Arc<SharedConnection>,
+    pub settings: RedisSettings,
+    pub rules: Arc<ChannelRules>,
+    pub max_message_bytes: usize,
+    pub hub: Arc<Hub>,
+    pub health: Arc<Health>,
+    pub metrics: RelayMetrics,
+}
+
+impl SourceContext {
+    pub fn drop_message(&self, channel: &[u8], reason: DropReason) {
+        self.metrics.dropped(reason);
+        // Debug level: a misbehaving publisher must not flood the logs; the metric counts it.
+        let reason: &str = reason.into();
+        tracing::debug!(channel = %String::from_utf8_lossy(channel).escape_debug(), reason, "message dropped");
+    }
+}
+
+/// A source of events from Redis.
+pub trait Source: Send {
+    const PATH: DeliveryPath;
+    type Error: Display + Send;
+
+    /// Connects and delivers until `cancel` fires (`Ok`) or the connection fails or goes
+    /// silent; calls [`Established::now`] once it delivers.
+    fn session<'a>(
+        &'a mut self,
+        cancel: &'a CancellationToken,
+        established: Established<'a>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'a;
+}
+
+/// Handed to each session, to say when its connection delivers.
+pub struct Established<'a> {
+    path: DeliveryPath,
+    context: &'a SourceContext,
+    backoff: &'a mut Backoff,
+    sessions: &'a mut u64,
+}
+
+impl Established<'_> {
+    /// Whether a session delivered before this one.
+    pub fn reconnected(&self) -> bool {
+        *self.sessions > 0
+    }
+
+    /// The connection is up: counts a reconnect after the first session, marks the path
+    /// connected (proven only by its probe), and resets the backoff.
+    pub fn now(self) {
+        *self.sessions += 1;
+        if *self.sessions > 1 {
+            self.context.metrics.redis_reconnects.inc();
+        }
+        self.context.health.connected(self.path);
+        self.backoff.reset();
+    }
+}
+
+/// Runs `source` (which delivers with `context`) until `cancel` fires.
+pub async fn supervise<S: Source>(mut source: S, context: Arc<SourceContext>, cancel: CancellationToken) {
+    let name = S::PATH.name();
+    let mut backoff = Backoff::new(context.settings.backoff_initial(), context.settings.backoff_max());
+    let mut sessions = 0u64;
+    let mut failed_attempts = 0u64;
+    loop {
+        let sessions_before = sessions;
+        let established =
+            Established { path: S::PATH, context: &context, backoff: &mut backoff, sessions: &mut sessions };
+        let result = tokio::select! {
+            _ = cancel.cancelled() => break,
+            result = source.session(&cancel, established) => result,
+        };
+        let Err(error) = result else { break };
+        context.health.delivery_lost(S::PATH, error.to_string());
+        let delay = backoff.next_delay();
+        // One warning per state change (working delivery lost, or the first attempt failing);
+        // further failed attempts of the same outage are logged at debug level.
+        if sessions != sessions_before || failed_attempts == 0 {
+            failed_attempts = 0;
+            tracing::warn!(
+                redis = %context.target.describe(),
+                error = %error,
+                retry_in_ms = delay.as_millis() as u64,
+                "redis {name} down"
+            );
+        } else {
+            tracing::debug!(
+                error = %error,
+                attempt = failed_attempts,
+                retry_in_ms = delay.as_millis() as u64,
+                "redis {name} reconnect failed"
+            );
+        }
+        failed_attempts += 1;
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    tracing::info!("redis {name} stopped");
+}
