@@ -1,12 +1,15 @@
 //! Fan-out: the registry of open streams and the delivery of each encoded frame to them.
 //!
-//! Streams with the same [`Selection`] form a group, so a message is matched once per distinct
-//! selection and then handed to every member as a clone of one `Bytes` (a reference count, no
-//! copy). Each stream has a bounded queue; when a queue is full the client is not keeping up:
+//! Streams with the same [`Subscription`] form a group, so a message is matched once per distinct
+//! subscription and then handed to every member as a clone of one `Bytes` (a reference count, no
+//! copy). Groups are found by index, not by scanning them all: a group asking for one exact
+//! channel (`user.42`) by that channel, one asking for one literal prefix (`orders.eu.*`) by the
+//! channel's prefixes; only the others (every channel, several patterns, other wildcards) are
+//! matched one by one. Each stream has a bounded queue; when a queue is full the client is not keeping up:
 //! it is removed and its connection is cut at once (it resumes elsewhere), so one slow reader
 //! never delays the others nor makes the relay hold an unbounded backlog for it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -16,8 +19,9 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::channels::Subscription;
+use crate::channels::{Selection, Subscription};
 use crate::metrics::RelayMetrics;
+use protocol::glob::Shape;
 use protocol::log_id::StreamId;
 
 /// One queued event, shared by every stream it is queued for. A queue slot is one pointer, so
@@ -230,8 +234,88 @@ pub struct Hub {
 #[derive(Default)]
 struct Inner {
     groups: HashMap<Subscription, Group>,
+    index: Index,
     /// Set when shutdown begins: no new members.
     closing: bool,
+}
+
+/// Where the groups that may want a channel are found (see the module documentation).
+#[derive(Default)]
+struct Index {
+    exact: HashMap<Box<[u8]>, Vec<Subscription>>,
+    prefix: HashMap<Box<[u8]>, Vec<Subscription>>,
+    /// The lengths of the prefixes in `prefix`, each with how many prefixes have it: a channel
+    /// is looked up once per length present.
+    prefix_lengths: BTreeMap<usize, usize>,
+    scanned: Vec<Subscription>,
+}
+
+impl Index {
+    fn slot(subscription: &Subscription) -> Shape<'_> {
+        match &subscription.selection {
+            Selection::Patterns(patterns) if patterns.len() == 1 => patterns[0].shape(),
+            _ => Shape::Other,
+        }
+    }
+
+    fn add(&mut self, subscription: &Subscription) {
+        match Self::slot(subscription) {
+            Shape::Exact(channel) => self.exact.entry(channel.into()).or_default().push(subscription.clone()),
+            Shape::Prefix(prefix) => {
+                let groups = self.prefix.entry(prefix.into()).or_default();
+                if groups.is_empty() {
+                    *self.prefix_lengths.entry(prefix.len()).or_default() += 1;
+                }
+                groups.push(subscription.clone());
+            }
+            Shape::Other => self.scanned.push(subscription.clone()),
+        }
+    }
+
+    fn remove(&mut self, subscription: &Subscription) {
+        fn take(groups: &mut Vec<Subscription>, subscription: &Subscription) {
+            if let Some(at) = groups.iter().position(|s| s == subscription) {
+                groups.swap_remove(at);
+            }
+        }
+        match Self::slot(subscription) {
+            Shape::Exact(channel) => {
+                if let Some(groups) = self.exact.get_mut(channel) {
+                    take(groups, subscription);
+                    if groups.is_empty() {
+                        self.exact.remove(channel);
+                    }
+                }
+            }
+            Shape::Prefix(prefix) => {
+                if let Some(groups) = self.prefix.get_mut(prefix) {
+                    take(groups, subscription);
+                    if groups.is_empty() {
+                        self.prefix.remove(prefix);
+                        if let Some(count) = self.prefix_lengths.get_mut(&prefix.len()) {
+                            *count -= 1;
+                            if *count == 0 {
+                                self.prefix_lengths.remove(&prefix.len());
+                            }
+                        }
+                    }
+                }
+            }
+            Shape::Other => take(&mut self.scanned, subscription),
+        }
+    }
+
+    /// The groups that may want `channel`; each still checks its subscription.
+    fn candidates<'a>(&'a self, channel: &'a [u8]) -> impl Iterator<Item = &'a Subscription> + 'a {
+        let exact = self.exact.get(channel).into_iter().flatten();
+        let prefixed = self
+            .prefix_lengths
+            .keys()
+            .take_while(move |length| **length <= channel.len())
+            .filter_map(move |length| self.prefix.get(&channel[..*length]))
+            .flatten();
+        exact.chain(prefixed).chain(&self.scanned)
+    }
 }
 
 #[derive(Default)]
@@ -311,12 +395,12 @@ impl Hub {
                 self.open.fetch_sub(1, Ordering::AcqRel);
                 return Err(RegisterError::Closing);
             }
-            inner
-                .groups
-                .entry(subscription.clone())
-                .or_default()
-                .members
-                .insert(key, Member { queue, cut, connection_id });
+            let Inner { groups, index, .. } = &mut *inner;
+            let group = groups.entry(subscription.clone()).or_insert_with(|| {
+                index.add(&subscription);
+                Group::default()
+            });
+            group.members.insert(key, Member { queue, cut, connection_id });
         }
         self.metrics.connections.inc();
         self.metrics.connections_accepted.inc();
@@ -342,60 +426,28 @@ impl Hub {
         frame: &QueuedFrame,
         exclude: Option<Uuid>,
     ) -> usize {
-        self.deliver(|subscription| subscription.wants(channel, token_only), frame, exclude)
+        let mut delivery = Delivery::new(frame, exclude, self.queue_capacity);
+        {
+            let mut inner = self.inner();
+            let Inner { groups, index, .. } = &mut *inner;
+            for subscription in index.candidates(channel) {
+                if subscription.wants(channel, token_only)
+                    && let Some(group) = groups.get_mut(subscription)
+                {
+                    delivery.push_to(group);
+                }
+            }
+        }
+        delivery.finish(&self.metrics)
     }
 
     /// Queues `frame` for every stream (relay-wide notices such as `relay.reset`).
     pub fn broadcast(&self, frame: &QueuedFrame) -> usize {
-        self.deliver(|_| true, frame, None)
-    }
-
-    fn deliver(
-        &self,
-        wants: impl Fn(&Subscription) -> bool,
-        frame: &QueuedFrame,
-        exclude: Option<Uuid>,
-    ) -> usize {
-        let mut delivered = 0;
-        let mut slow: Vec<Uuid> = Vec::new();
-        {
-            let mut inner = self.inner();
-            for (subscription, group) in inner.groups.iter_mut() {
-                if !wants(subscription) {
-                    continue;
-                }
-                group.members.retain(|_, member| {
-                    if exclude == Some(member.connection_id) {
-                        return true;
-                    }
-                    match member.queue.push(frame, self.queue_capacity) {
-                        Push::Queued => {
-                            delivered += 1;
-                            true
-                        }
-                        Push::Full => {
-                            member.cut.cancel();
-                            slow.push(member.connection_id);
-                            false
-                        }
-                        // The stream is gone; its guard is about to unregister it.
-                        Push::Gone => false,
-                    }
-                });
-            }
+        let mut delivery = Delivery::new(frame, None, self.queue_capacity);
+        for group in self.inner().groups.values_mut() {
+            delivery.push_to(group);
         }
-        self.metrics.events_delivered.inc_by(delivered as u64);
-        if !slow.is_empty() {
-            self.metrics.slow_client_disconnects.inc_by(slow.len() as u64);
-            for connection_id in slow {
-                tracing::warn!(
-                    conn.id = %connection_id,
-                    queue = self.queue_capacity,
-                    "slow client disconnected: its queue was full"
-                );
-            }
-        }
-        delivered
+        delivery.finish(&self.metrics)
     }
 
     /// Keeps quiet streams alive: every half `interval`, a stream that had nothing queued since
@@ -450,8 +502,62 @@ impl Hub {
         let removed = group.members.remove(&key).is_some();
         if group.members.is_empty() {
             inner.groups.remove(subscription);
+            inner.index.remove(subscription);
         }
         removed
+    }
+}
+
+/// One frame on its way to groups: what was queued, and who was too slow to take it.
+struct Delivery<'a> {
+    frame: &'a QueuedFrame,
+    exclude: Option<Uuid>,
+    capacity: usize,
+    delivered: usize,
+    slow: Vec<Uuid>,
+}
+
+impl<'a> Delivery<'a> {
+    fn new(frame: &'a QueuedFrame, exclude: Option<Uuid>, capacity: usize) -> Self {
+        Self { frame, exclude, capacity, delivered: 0, slow: Vec::new() }
+    }
+
+    fn push_to(&mut self, group: &mut Group) {
+        group.members.retain(|_, member| {
+            if self.exclude == Some(member.connection_id) {
+                return true;
+            }
+            match member.queue.push(self.frame, self.capacity) {
+                Push::Queued => {
+                    self.delivered += 1;
+                    true
+                }
+                Push::Full => {
+                    member.cut.cancel();
+                    self.slow.push(member.connection_id);
+                    false
+                }
+                // The stream is gone; its guard is about to unregister it.
+                Push::Gone => false,
+            }
+        });
+    }
+
+    /// Counts, and logs the slow clients cut (outside the hub's lock); returns how many streams
+    /// got the frame.
+    fn finish(self, metrics: &RelayMetrics) -> usize {
+        metrics.events_delivered.inc_by(self.delivered as u64);
+        if !self.slow.is_empty() {
+            metrics.slow_client_disconnects.inc_by(self.slow.len() as u64);
+            for connection_id in self.slow {
+                tracing::warn!(
+                    conn.id = %connection_id,
+                    queue = self.capacity,
+                    "slow client disconnected: its queue was full"
+                );
+            }
+        }
+        self.delivered
     }
 }
 
@@ -527,6 +633,30 @@ mod tests {
         assert_eq!(got_a.bytes.as_ptr(), frame.bytes.as_ptr(), "shared, not copied");
         assert_eq!(got_b.bytes.as_ptr(), frame.bytes.as_ptr());
         assert!(c.rx.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn streams_are_found_by_channel_by_prefix_or_by_pattern_and_leave_no_trace() {
+        let hub = hub(8, 100);
+        let exact = open(&hub, selection(&["user.42"]));
+        let prefix = open(&hub, selection(&["orders.eu.*"]));
+        let other = open(&hub, selection(&["*.created"]));
+        let two = open(&hub, selection(&["user.42", "orders.*"]));
+        let everything = open(&hub, Selection::All);
+        let frame = QueuedFrame::new(None, Bytes::from_static(b"x"));
+        let reached = |channel: &[u8]| hub.publish(channel, false, &frame, None);
+        assert_eq!(reached(b"user.42"), 3, "exact, two, everything");
+        assert_eq!(reached(b"user.420"), 1, "everything");
+        assert_eq!(reached(b"orders.eu.1"), 3, "prefix, two, everything");
+        assert_eq!(reached(b"orders.us.1"), 2, "two, everything");
+        assert_eq!(reached(b"orders.eu.created"), 4, "prefix, other, two, everything");
+        assert_eq!(reached(b"orders.eu."), 3, "a prefix matches the channel that is only the prefix");
+        drop((exact, prefix, other, two, everything));
+        let inner = hub.inner();
+        assert!(inner.groups.is_empty());
+        let index = &inner.index;
+        assert!(index.exact.is_empty() && index.prefix.is_empty() && index.prefix_lengths.is_empty());
+        assert!(index.scanned.is_empty());
     }
 
     #[tokio::test]

@@ -77,6 +77,29 @@ impl Pattern {
     pub fn matches(&self, channel: &[u8]) -> bool {
         redis_match(self.0.as_bytes(), channel)
     }
+
+    /// What the pattern looks like to an index: one channel, every channel with a literal
+    /// prefix, or anything else (matched one by one).
+    pub fn shape(&self) -> Shape<'_> {
+        let bytes = self.0.as_bytes();
+        let special = |b: &u8| matches!(b, b'*' | b'?' | b'[' | b'\\');
+        match bytes.iter().position(special) {
+            None => Shape::Exact(bytes),
+            Some(at) if at == bytes.len() - 1 && bytes[at] == b'*' => Shape::Prefix(&bytes[..at]),
+            Some(_) => Shape::Other,
+        }
+    }
+}
+
+/// See [`Pattern::shape`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape<'a> {
+    /// Matches exactly this channel.
+    Exact(&'a [u8]),
+    /// Matches every channel that starts with these bytes, except the empty channel (which
+    /// Redis's matcher never matches with `*` alone).
+    Prefix(&'a [u8]),
+    Other,
 }
 
 impl fmt::Display for Pattern {
@@ -395,6 +418,22 @@ mod tests {
         }
 
         #[test]
+        fn an_exact_or_prefix_shape_matches_what_the_pattern_matches(
+            pattern in "[ab.\\-*?\\[\\]^\\\\é]{1,8}",
+            channel in "[ab.\\-*\\[\\]\\\\zé]{0,7}",
+        ) {
+            if let Ok(pattern) = Pattern::parse(&pattern) {
+                let channel = channel.as_bytes();
+                let by_shape = match pattern.shape() {
+                    Shape::Exact(literal) => channel == literal,
+                    Shape::Prefix(prefix) => !channel.is_empty() && channel.starts_with(prefix),
+                    Shape::Other => return Ok(()),
+                };
+                proptest::prop_assert_eq!(by_shape, pattern.matches(channel), "{:?} vs {:?}", pattern, channel);
+            }
+        }
+
+        #[test]
         fn overlapping_patterns_share_a_channel(
             a in "[ab.*?\\[\\]^-]{1,6}",
             b in "[ab.*?\\[\\]^-]{1,6}",
@@ -410,6 +449,17 @@ mod tests {
                     proptest::prop_assert!(!witness);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn shapes_of_patterns() {
+        let other = |s: &str| Pattern::parse(s).unwrap().shape() == Shape::Other;
+        assert_eq!(Pattern::parse("user.42").unwrap().shape(), Shape::Exact(b"user.42"));
+        assert_eq!(Pattern::parse("orders.eu.*").unwrap().shape(), Shape::Prefix(b"orders.eu."));
+        assert_eq!(Pattern::parse("*").unwrap().shape(), Shape::Prefix(b""));
+        for pattern in ["a*b", "a.?", "a[bc]", "a\\*", "*.created", "a**"] {
+            assert!(other(pattern), "{pattern}");
         }
     }
 
