@@ -34,7 +34,6 @@ pub struct Relay {
     listener: TcpListener,
     settings: RelaySettings,
     state: Arc<AppState>,
-    sources: Arc<SourceContext>,
     tail: Option<LogTail>,
     subscriber: Option<Subscriber>,
 }
@@ -107,7 +106,7 @@ impl Relay {
                 .unwrap_or(usize::MAX),
             retry_after_secs: settings.sse.retry_ms.div_ceil(1000).max(1),
         });
-        Ok(Self { listener, settings, state, sources, tail, subscriber })
+        Ok(Self { listener, settings, state, tail, subscriber })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -117,14 +116,14 @@ impl Relay {
 
     /// Serves until `shutdown` completes, then drains within the grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self { listener, settings, state, sources, tail, subscriber } = self;
+        let Self { listener, settings, state, tail, subscriber } = self;
         let redis_cancel = CancellationToken::new();
         let redis_tasks = TaskTracker::new();
         if let Some(tail) = tail {
-            redis_tasks.spawn(supervise(tail, Arc::clone(&sources), redis_cancel.clone()));
+            redis_tasks.spawn(supervise(tail, redis_cancel.clone()));
         }
         if let Some(subscriber) = subscriber {
-            redis_tasks.spawn(supervise(subscriber, Arc::clone(&sources), redis_cancel.clone()));
+            redis_tasks.spawn(supervise(subscriber, redis_cancel.clone()));
         }
         redis_tasks.close();
         let keepalive_task = {

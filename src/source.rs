@@ -46,6 +46,9 @@ pub trait Source: Send {
     const PATH: DeliveryPath;
     type Error: Display + Send;
 
+    /// The parts it delivers with.
+    fn context(&self) -> &Arc<SourceContext>;
+
     /// Connects and delivers until `cancel` fires (`Ok`) or the connection fails or goes
     /// silent; calls [`Established::now`] once it delivers.
     fn session<'a>(
@@ -81,9 +84,12 @@ impl Established<'_> {
     }
 }
 
-/// Runs `source` (which delivers with `context`) until `cancel` fires.
-pub async fn supervise<S: Source>(mut source: S, context: Arc<SourceContext>, cancel: CancellationToken) {
+/// Runs `source` until `cancel` fires.
+pub async fn supervise<S: Source>(mut source: S, cancel: CancellationToken) {
     let name = S::PATH.name();
+    // Its own handle: a session borrows the source mutably, while its `Established` (and the
+    // outage handling between sessions) needs the context.
+    let context = Arc::clone(source.context());
     let mut backoff = Backoff::new(context.settings.backoff_initial(), context.settings.backoff_max());
     let mut sessions = 0u64;
     let mut failed_attempts = 0u64;

@@ -55,6 +55,10 @@ impl Source for Subscriber {
     const PATH: DeliveryPath = DeliveryPath::Subscription;
     type Error = SessionError;
 
+    fn context(&self) -> &Arc<SourceContext> {
+        &self.ctx
+    }
+
     fn session<'a>(
         &'a mut self,
         cancel: &'a CancellationToken,

@@ -115,6 +115,10 @@ impl Source for LogTail {
     const PATH: DeliveryPath = DeliveryPath::Log;
     type Error = SessionError;
 
+    fn context(&self) -> &Arc<SourceContext> {
+        &self.reader.ctx
+    }
+
     fn session<'a>(
         &'a mut self,
         cancel: &'a CancellationToken,
