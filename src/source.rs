@@ -6,7 +6,9 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::channels::ChannelRules;
@@ -84,6 +86,63 @@ impl Established<'_> {
     }
 }
 
+/// A session's delivery probe: the nonce on its way back, and until when it may take.
+///
+/// Only time spent waiting on Redis counts against the timeout: time spent delivering what was
+/// read is added to the deadline. The echo can be queued behind a backlog the relay is still
+/// working through, and a busy relay is not a silent connection — reconnecting it would lose the
+/// raw messages published meanwhile.
+pub struct Probe {
+    timeout: Duration,
+    pending: Option<PendingProbe>,
+}
+
+struct PendingProbe {
+    nonce: u64,
+    sent_at: Instant,
+    /// Time spent delivering since the probe was sent.
+    busy: Duration,
+}
+
+impl Probe {
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout, pending: None }
+    }
+
+    /// Starts a probe; returns its nonce, to be sent.
+    pub fn start(&mut self) -> u64 {
+        let nonce = rand::random::<u64>();
+        self.pending = Some(PendingProbe { nonce, sent_at: Instant::now(), busy: Duration::ZERO });
+        nonce
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// When the probe on its way times out, counting the delivery time so far.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.pending.as_ref().map(|pending| pending.sent_at + self.timeout + pending.busy)
+    }
+
+    /// The session spent `spent` delivering rather than waiting on Redis.
+    pub fn busy(&mut self, spent: Duration) {
+        if let Some(pending) = &mut self.pending {
+            pending.busy += spent;
+        }
+    }
+
+    /// `nonce` came back: the round trip, if it is the probe on its way.
+    pub fn echoed(&mut self, nonce: u64) -> Option<Duration> {
+        let pending = self.pending.take_if(|pending| pending.nonce == nonce)?;
+        Some(pending.sent_at.elapsed())
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
 /// Runs `source` until `cancel` fires.
 pub async fn supervise<S: Source>(mut source: S, cancel: CancellationToken) {
     let name = S::PATH.name();
@@ -129,4 +188,28 @@ pub async fn supervise<S: Source>(mut source: S, cancel: CancellationToken) {
         }
     }
     tracing::info!("redis {name} stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn delivery_time_moves_a_probes_deadline_and_only_its_own_nonce_ends_it() {
+        let mut probe = Probe::new(Duration::from_secs(2));
+        assert_eq!(probe.deadline(), None);
+        let nonce = probe.start();
+        let sent_at = Instant::now();
+        assert_eq!(probe.deadline(), Some(sent_at + Duration::from_secs(2)));
+        probe.busy(Duration::from_millis(1500));
+        assert_eq!(probe.deadline(), Some(sent_at + Duration::from_millis(3500)));
+        assert_eq!(probe.echoed(nonce.wrapping_add(1)), None, "another probe's nonce");
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert_eq!(probe.echoed(nonce), Some(Duration::from_millis(300)));
+        assert!(!probe.is_pending());
+        probe.busy(Duration::from_secs(1));
+        let next = probe.start();
+        assert_ne!(next, nonce);
+        assert_eq!(probe.deadline(), Some(Instant::now() + Duration::from_secs(2)), "busy time is per probe");
+    }
 }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::{Access, PROBE_CHANNEL_PREFIX};
 use crate::health::DeliveryPath;
 use crate::hub::QueuedFrame;
-use crate::source::{Established, Source, SourceContext};
+use crate::source::{Established, Probe, Source, SourceContext};
 use protocol::message::decode;
 
 pub struct Subscriber {
@@ -103,25 +103,27 @@ impl Subscriber {
             "redis subscribed"
         );
 
-        let probe_timeout = self.ctx.settings.probe_timeout();
+        let mut probe = Probe::new(self.ctx.settings.probe_timeout());
         let mut probe_tick = tokio::time::interval(self.ctx.settings.probe_interval());
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let probe_deadline = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(probe_deadline);
-        let mut pending: Option<(u64, Instant)> = None;
 
         loop {
+            // Biased: messages already read come before the probe's deadline, so an echo queued
+            // behind them is seen before the probe is given up.
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return Ok(()),
                 message = messages.next() => {
                     let Some(message) = message else { return Err(SessionError::Closed) };
-                    self.handle(message, &mut pending);
+                    let started = Instant::now();
+                    self.handle(message, &mut probe);
+                    probe.busy(started.elapsed());
                 }
-                _ = probe_tick.tick(), if pending.is_none() => {
-                    let nonce = rand::random::<u64>();
-                    let sent_at = Instant::now();
-                    pending = Some((nonce, sent_at));
-                    probe_deadline.as_mut().reset(sent_at + probe_timeout);
+                _ = probe_tick.tick(), if !probe.is_pending() => {
+                    let nonce = probe.start();
+                    probe_deadline.as_mut().reset(probe.deadline().expect("a probe was started"));
                     let commands = Arc::clone(&self.ctx.commands);
                     let mut publish = redis::cmd("PUBLISH");
                     publish.arg(&self.probe_channel).arg(nonce.to_string());
@@ -131,21 +133,27 @@ impl Subscriber {
                         }
                     });
                 }
-                _ = &mut probe_deadline, if pending.is_some() => {
-                    self.ctx.metrics.probe_failures.inc();
-                    return Err(SessionError::Wedged(probe_timeout.as_millis()));
+                _ = &mut probe_deadline, if probe.is_pending() => {
+                    // Delivery time since the probe was sent moved its deadline on.
+                    match probe.deadline() {
+                        Some(deadline) if deadline > Instant::now() => probe_deadline.as_mut().reset(deadline),
+                        _ => {
+                            self.ctx.metrics.probe_failures.inc();
+                            return Err(SessionError::Wedged(probe.timeout().as_millis()));
+                        }
+                    }
                 }
             }
         }
     }
 
-    fn handle(&self, message: redis::Msg, pending: &mut Option<(u64, Instant)>) {
+    fn handle(&self, message: redis::Msg, probe: &mut Probe) {
         let Ok(channel) = message.get_channel::<Vec<u8>>() else { return };
         let pattern = message.get_pattern::<Option<Vec<u8>>>().ok().flatten();
         let Some(pattern) = pattern else {
             // Plain SUBSCRIBE is used only for this pod's probe channel.
             if channel == self.probe_channel.as_bytes() {
-                self.probe_echoed(message.get_payload_bytes(), pending);
+                self.probe_echoed(message.get_payload_bytes(), probe);
             }
             return;
         };
@@ -166,14 +174,10 @@ impl Subscriber {
         }
     }
 
-    fn probe_echoed(&self, payload: &[u8], pending: &mut Option<(u64, Instant)>) {
-        let Some((nonce, sent_at)) = *pending else {
-            return;
-        };
+    fn probe_echoed(&self, payload: &[u8], probe: &mut Probe) {
         let echoed = std::str::from_utf8(payload).ok().and_then(|text| text.parse::<u64>().ok());
-        if echoed == Some(nonce) {
-            *pending = None;
-            self.ctx.metrics.probe_rtt.observe(sent_at.elapsed().as_secs_f64());
+        if let Some(round_trip) = echoed.and_then(|nonce| probe.echoed(nonce)) {
+            self.ctx.metrics.probe_rtt.observe(round_trip.as_secs_f64());
             self.ctx.health.delivery_verified(DeliveryPath::Subscription);
         }
     }

@@ -36,7 +36,7 @@ use crate::commands::SharedConnection;
 use crate::health::DeliveryPath;
 use crate::hub::QueuedFrame;
 use crate::log::{LogEntry, RawEntry, entry_from_raw};
-use crate::source::{Established, Source, SourceContext};
+use crate::source::{Established, Probe, Source, SourceContext};
 use protocol::log_id::StreamId;
 use protocol::message::{Decoded, DropReason};
 use protocol::sse::reset_frame;
@@ -165,36 +165,38 @@ impl TailReader {
         established.now();
         tracing::info!(redis.node = %address, log = %self.key, from = %position.cursor.unwrap_or(log_end), "redis log tail reading");
 
-        let probe_timeout = self.ctx.settings.probe_timeout();
+        let mut probe = Probe::new(self.ctx.settings.probe_timeout());
         let mut probe_tick = tokio::time::interval(self.ctx.settings.probe_interval());
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut pending: Option<(u64, Instant)> = None;
         let mut probe_cursor = StreamId::ZERO;
         // Entries up to the log's end at reconnect were published while the tail was away.
         let gap_end = reconnected.then_some(log_end);
         let mut read =
             Box::pin(self.read(connection.clone(), position.cursor.unwrap_or(log_end), probe_cursor));
         loop {
-            let probe_deadline = pending.map(|(_, sent_at)| sent_at + probe_timeout);
+            let probe_deadline = probe.deadline();
+            // Biased: a reply already in is read before the probe's deadline is looked at.
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return Ok(()),
                 reply = &mut read => {
+                    let started = Instant::now();
                     let reply = reply.map_err(SessionError::Read)?;
                     for (key, entries) in reply {
                         if key == self.probe_key {
                             for (id, nonce) in entries.iter().filter_map(probe_entry) {
                                 probe_cursor = id;
-                                self.probe_seen(nonce, &mut pending);
+                                self.probe_seen(nonce, &mut probe);
                             }
                         } else if key == self.key {
                             self.deliver(entries, position, gap_end);
                         }
                     }
                     read.set(self.read(connection.clone(), position.cursor.unwrap_or(log_end), probe_cursor));
+                    probe.busy(started.elapsed());
                 }
-                _ = probe_tick.tick(), if pending.is_none() => {
-                    let nonce = rand::random::<u64>();
-                    pending = Some((nonce, Instant::now()));
+                _ = probe_tick.tick(), if !probe.is_pending() => {
+                    let nonce = probe.start();
                     let commands = Arc::clone(&self.ctx.commands);
                     let probe_key = self.probe_key.clone();
                     let expire_ms = self.ctx.settings.probe_interval_ms.saturating_mul(10).max(60_000);
@@ -206,7 +208,7 @@ impl TailReader {
                 }
                 _ = sleep_until(probe_deadline), if probe_deadline.is_some() => {
                     self.ctx.metrics.probe_failures.inc();
-                    return Err(SessionError::Unfed(probe_timeout.as_millis()));
+                    return Err(SessionError::Unfed(probe.timeout().as_millis()));
                 }
             }
         }
@@ -366,11 +368,9 @@ impl TailReader {
         event_key(entry, decoded.as_ref())
     }
 
-    fn probe_seen(&self, nonce: u64, pending: &mut Option<(u64, Instant)>) {
-        let Some((expected, sent_at)) = *pending else { return };
-        if nonce == expected {
-            *pending = None;
-            self.ctx.metrics.probe_rtt.observe(sent_at.elapsed().as_secs_f64());
+    fn probe_seen(&self, nonce: u64, probe: &mut Probe) {
+        if let Some(round_trip) = probe.echoed(nonce) {
+            self.ctx.metrics.probe_rtt.observe(round_trip.as_secs_f64());
             self.ctx.health.delivery_verified(DeliveryPath::Log);
         }
     }
