@@ -3,15 +3,17 @@
 //! Streams with the same [`Subscription`] form a group, so a message is matched once per distinct
 //! subscription and then handed to every member as a clone of one `Bytes` (a reference count, no
 //! copy). Groups are found by index, not by scanning them all: a group asking for one exact
-//! channel (`user.42`) by that channel, one asking for one literal prefix (`orders.eu.*`) by the
-//! channel's prefixes; only the others (every channel, several patterns, other wildcards) are
-//! matched one by one. Each stream has a bounded queue; when a queue is full the client is not keeping up:
-//! it is removed and its connection is cut at once (it resumes elsewhere), so one slow reader
-//! never delays the others nor makes the relay hold an unbounded backlog for it.
+//! channel (`user.42`) by that channel, one whose pattern starts with a literal (`orders.eu.*`,
+//! `orders.*.created`) by the channel's prefixes. Only the others (every channel, several
+//! patterns, a leading wildcard) are matched one by one, and each source remembers per channel
+//! which of them want it ([`ScanCache`]), so that a message costs a lookup whatever the number of
+//! distinct selections. Each stream has a bounded queue; when a queue is full the client is not
+//! keeping up: it is removed and its connection is cut at once (it resumes elsewhere), so one
+//! slow reader never delays the others nor makes the relay hold an unbounded backlog for it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -222,8 +224,11 @@ impl Drop for FrameReceiver {
 }
 
 pub struct Hub {
-    // A std Mutex: publishing holds it only to queue frames, never across an await.
-    inner: Mutex<Inner>,
+    // Read by every delivery; written only when a group is created or removed (a map insert or
+    // remove). Each group's members are behind the group's own lock, so a stream joining or
+    // leaving an existing group, and the keepalive sweeps, never wait for a delivery to other
+    // groups, nor a delivery for them. Both are std locks: never held across an await.
+    groups: RwLock<Groups>,
     metrics: RelayMetrics,
     queue_capacity: usize,
     max_connections: usize,
@@ -232,64 +237,90 @@ pub struct Hub {
 }
 
 #[derive(Default)]
-struct Inner {
-    groups: HashMap<Subscription, Group>,
+struct Groups {
+    by_subscription: HashMap<Subscription, Arc<Group>>,
     index: Index,
+    /// The `seq` of the next group created.
+    next_seq: u64,
     /// Set when shutdown begins: no new members.
     closing: bool,
 }
 
+/// The streams of one subscription.
+struct Group {
+    subscription: Subscription,
+    /// Order of creation: what a [`ScanCache`] has already checked.
+    seq: u64,
+    members: Mutex<Members>,
+    /// Set (under the hub's write lock) when the group left the hub; nothing joins it then.
+    retired: AtomicBool,
+}
+
+#[derive(Default)]
+struct Members(HashMap<u64, Member>);
+
 /// Where the groups that may want a channel are found (see the module documentation).
 #[derive(Default)]
 struct Index {
-    exact: HashMap<Box<[u8]>, Vec<Subscription>>,
-    prefix: HashMap<Box<[u8]>, Vec<Subscription>>,
+    exact: HashMap<Box<[u8]>, Vec<Arc<Group>>>,
+    /// By literal prefix: both `orders.eu.*` and `orders.eu.*.created` under `orders.eu.`.
+    prefix: HashMap<Box<[u8]>, Vec<Arc<Group>>>,
     /// The lengths of the prefixes in `prefix`, each with how many prefixes have it: a channel
     /// is looked up once per length present.
     prefix_lengths: BTreeMap<usize, usize>,
-    scanned: Vec<Subscription>,
+    /// Groups no index finds (several patterns, or a leading wildcard), oldest first.
+    scanned: Vec<Arc<Group>>,
+}
+
+enum Slot<'a> {
+    Exact(&'a [u8]),
+    Prefix(&'a [u8]),
+    Scanned,
 }
 
 impl Index {
-    fn slot(subscription: &Subscription) -> Shape<'_> {
-        match &subscription.selection {
-            Selection::Patterns(patterns) if patterns.len() == 1 => patterns[0].shape(),
-            _ => Shape::Other,
+    fn slot(subscription: &Subscription) -> Slot<'_> {
+        let Selection::Patterns(patterns) = &subscription.selection else { return Slot::Scanned };
+        if patterns.len() != 1 {
+            return Slot::Scanned;
+        }
+        match patterns[0].shape() {
+            Shape::Exact(channel) => Slot::Exact(channel),
+            Shape::Prefix(prefix) | Shape::Anchored(prefix) if !prefix.is_empty() => Slot::Prefix(prefix),
+            _ => Slot::Scanned,
         }
     }
 
-    fn add(&mut self, subscription: &Subscription) {
-        match Self::slot(subscription) {
-            Shape::Exact(channel) => self.exact.entry(channel.into()).or_default().push(subscription.clone()),
-            Shape::Prefix(prefix) => {
+    fn add(&mut self, group: &Arc<Group>) {
+        match Self::slot(&group.subscription) {
+            Slot::Exact(channel) => self.exact.entry(channel.into()).or_default().push(Arc::clone(group)),
+            Slot::Prefix(prefix) => {
                 let groups = self.prefix.entry(prefix.into()).or_default();
                 if groups.is_empty() {
                     *self.prefix_lengths.entry(prefix.len()).or_default() += 1;
                 }
-                groups.push(subscription.clone());
+                groups.push(Arc::clone(group));
             }
-            Shape::Other => self.scanned.push(subscription.clone()),
+            Slot::Scanned => self.scanned.push(Arc::clone(group)),
         }
     }
 
-    fn remove(&mut self, subscription: &Subscription) {
-        fn take(groups: &mut Vec<Subscription>, subscription: &Subscription) {
-            if let Some(at) = groups.iter().position(|s| s == subscription) {
-                groups.swap_remove(at);
-            }
+    fn remove(&mut self, group: &Arc<Group>) {
+        fn take(groups: &mut Vec<Arc<Group>>, group: &Arc<Group>) {
+            groups.retain(|g| !Arc::ptr_eq(g, group));
         }
-        match Self::slot(subscription) {
-            Shape::Exact(channel) => {
+        match Self::slot(&group.subscription) {
+            Slot::Exact(channel) => {
                 if let Some(groups) = self.exact.get_mut(channel) {
-                    take(groups, subscription);
+                    take(groups, group);
                     if groups.is_empty() {
                         self.exact.remove(channel);
                     }
                 }
             }
-            Shape::Prefix(prefix) => {
+            Slot::Prefix(prefix) => {
                 if let Some(groups) = self.prefix.get_mut(prefix) {
-                    take(groups, subscription);
+                    take(groups, group);
                     if groups.is_empty() {
                         self.prefix.remove(prefix);
                         if let Some(count) = self.prefix_lengths.get_mut(&prefix.len()) {
@@ -301,12 +332,13 @@ impl Index {
                     }
                 }
             }
-            Shape::Other => take(&mut self.scanned, subscription),
+            // Keeps the order of creation, which the scan caches rely on.
+            Slot::Scanned => take(&mut self.scanned, group),
         }
     }
 
-    /// The groups that may want `channel`; each still checks its subscription.
-    fn candidates<'a>(&'a self, channel: &'a [u8]) -> impl Iterator<Item = &'a Subscription> + 'a {
+    /// The indexed groups that may want `channel`; each still checks its subscription.
+    fn candidates<'a>(&'a self, channel: &'a [u8]) -> impl Iterator<Item = &'a Arc<Group>> + 'a {
         let exact = self.exact.get(channel).into_iter().flatten();
         let prefixed = self
             .prefix_lengths
@@ -314,13 +346,73 @@ impl Index {
             .take_while(move |length| **length <= channel.len())
             .filter_map(move |length| self.prefix.get(&channel[..*length]))
             .flatten();
-        exact.chain(prefixed).chain(&self.scanned)
+        exact.chain(prefixed)
     }
 }
 
+/// Which of the groups that no index finds want a channel, remembered per channel by each
+/// source of events (so no lock is shared). Matching those groups one by one is what a message
+/// costs beyond a lookup, and many distinct wildcard selections (hostile ones included) would
+/// make every message pay for all of them; remembered, a channel seen before costs a lookup
+/// plus a check of only the groups created since. Bounded: when it holds too many channels or
+/// references it starts over.
 #[derive(Default)]
-struct Group {
-    members: HashMap<u64, Member>,
+pub struct ScanCache {
+    /// By `token_only`, then channel.
+    channels: [HashMap<Box<[u8]>, CachedScan>; 2],
+    references: usize,
+    /// Subscriptions matched since the hub last counted them.
+    checks: u64,
+}
+
+struct CachedScan {
+    /// The `seq` of the newest group checked.
+    through: Option<u64>,
+    groups: Vec<Arc<Group>>,
+}
+
+/// Channels a [`ScanCache`] remembers.
+const SCAN_CACHE_CHANNELS: usize = 4_096;
+/// Group references a [`ScanCache`] holds (8 bytes each).
+const SCAN_CACHE_REFERENCES: usize = 262_144;
+
+impl ScanCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The groups of `scanned` (oldest first) that want `channel`.
+    fn wanting(&mut self, scanned: &[Arc<Group>], channel: &[u8], token_only: bool) -> &[Arc<Group>] {
+        let newest = scanned.last().map(|group| group.seq);
+        let checks = &mut self.checks;
+        let wants = |group: &&Arc<Group>| {
+            *checks += 1;
+            group.subscription.wants(channel, token_only)
+        };
+        let table = usize::from(token_only);
+        if !self.channels[table].contains_key(channel) {
+            if self.channels[table].len() >= SCAN_CACHE_CHANNELS || self.references >= SCAN_CACHE_REFERENCES {
+                self.channels = Default::default();
+                self.references = 0;
+            }
+            let groups: Vec<Arc<Group>> = scanned.iter().filter(wants).cloned().collect();
+            self.references += groups.len();
+            let cached = CachedScan { through: newest, groups };
+            return &self.channels[table].entry(channel.into()).or_insert(cached).groups;
+        }
+        let cached = self.channels[table].get_mut(channel).expect("looked up above");
+        if cached.through != newest {
+            // Groups created since: check only those, and let go of the groups that left.
+            let from =
+                cached.through.map_or(0, |through| scanned.partition_point(|group| group.seq <= through));
+            let before = cached.groups.len();
+            cached.groups.retain(|group| !group.retired.load(Ordering::Acquire));
+            cached.groups.extend(scanned[from..].iter().filter(wants).cloned());
+            cached.through = newest;
+            self.references = (self.references + cached.groups.len()).saturating_sub(before);
+        }
+        &cached.groups
+    }
 }
 
 struct Member {
@@ -354,7 +446,7 @@ pub struct Registration {
 impl Hub {
     pub fn new(metrics: RelayMetrics, queue_capacity: usize, max_connections: usize) -> Arc<Self> {
         Arc::new(Self {
-            inner: Mutex::new(Inner::default()),
+            groups: RwLock::new(Groups::default()),
             metrics,
             queue_capacity,
             max_connections,
@@ -363,9 +455,14 @@ impl Hub {
         })
     }
 
-    fn inner(&self) -> MutexGuard<'_, Inner> {
-        // Every mutation of `Inner` is a single map operation: a poisoned lock is consistent.
-        lock(&self.inner)
+    // Every mutation under these locks is a single map or flag update: a poisoned lock is
+    // consistent.
+    fn read(&self) -> RwLockReadGuard<'_, Groups> {
+        self.groups.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Groups> {
+        self.groups.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Open streams right now.
@@ -388,19 +485,9 @@ impl Hub {
         let queue = Arc::new(Queue::new());
         let rx = FrameReceiver(Arc::clone(&queue));
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut inner = self.inner();
-            if inner.closing {
-                drop(inner);
-                self.open.fetch_sub(1, Ordering::AcqRel);
-                return Err(RegisterError::Closing);
-            }
-            let Inner { groups, index, .. } = &mut *inner;
-            let group = groups.entry(subscription.clone()).or_insert_with(|| {
-                index.add(&subscription);
-                Group::default()
-            });
-            group.members.insert(key, Member { queue, cut, connection_id });
+        if let Err(error) = self.join(&subscription, key, Member { queue, cut, connection_id }) {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(error);
         }
         self.metrics.connections.inc();
         self.metrics.connections_accepted.inc();
@@ -417,26 +504,73 @@ impl Hub {
         })
     }
 
+    fn join(&self, subscription: &Subscription, key: u64, member: Member) -> Result<(), RegisterError> {
+        // Usually the group exists: join it under the read lock.
+        let member = {
+            let groups = self.read();
+            if groups.closing {
+                return Err(RegisterError::Closing);
+            }
+            match groups.by_subscription.get(subscription) {
+                Some(group) => {
+                    let mut members = lock(&group.members);
+                    if group.retired.load(Ordering::Acquire) {
+                        Some(member)
+                    } else {
+                        members.0.insert(key, member);
+                        None
+                    }
+                }
+                None => Some(member),
+            }
+        };
+        let Some(member) = member else { return Ok(()) };
+        let mut groups = self.write();
+        if groups.closing {
+            return Err(RegisterError::Closing);
+        }
+        let Groups { by_subscription, index, next_seq, .. } = &mut *groups;
+        let group = by_subscription.entry(subscription.clone()).or_insert_with(|| {
+            let group = Arc::new(Group {
+                subscription: subscription.clone(),
+                seq: *next_seq,
+                members: Mutex::default(),
+                retired: AtomicBool::new(false),
+            });
+            *next_seq += 1;
+            index.add(&group);
+            group
+        });
+        lock(&group.members).0.insert(key, member);
+        Ok(())
+    }
+
     /// Queues `frame` for every stream that asked for `channel` and may read it (`token_only`:
     /// its rule needs a token), except the connection `exclude` names; returns how many.
+    /// `scans` is the calling source's own [`ScanCache`].
     pub fn publish(
         &self,
         channel: &[u8],
         token_only: bool,
         frame: &QueuedFrame,
         exclude: Option<Uuid>,
+        scans: &mut ScanCache,
     ) -> usize {
         let mut delivery = Delivery::new(frame, exclude, self.queue_capacity);
         {
-            let mut inner = self.inner();
-            let Inner { groups, index, .. } = &mut *inner;
-            for subscription in index.candidates(channel) {
-                if subscription.wants(channel, token_only)
-                    && let Some(group) = groups.get_mut(subscription)
-                {
+            let groups = self.read();
+            for group in groups.index.candidates(channel) {
+                if group.subscription.wants(channel, token_only) {
                     delivery.push_to(group);
                 }
             }
+            for group in scans.wanting(&groups.index.scanned, channel, token_only) {
+                delivery.push_to(group);
+            }
+        }
+        let checks = std::mem::take(&mut scans.checks);
+        if checks > 0 {
+            self.metrics.selection_checks.inc_by(checks);
         }
         delivery.finish(&self.metrics)
     }
@@ -444,24 +578,29 @@ impl Hub {
     /// Queues `frame` for every stream (relay-wide notices such as `relay.reset`).
     pub fn broadcast(&self, frame: &QueuedFrame) -> usize {
         let mut delivery = Delivery::new(frame, None, self.queue_capacity);
-        for group in self.inner().groups.values_mut() {
+        for group in self.read().by_subscription.values() {
             delivery.push_to(group);
         }
         delivery.finish(&self.metrics)
     }
 
+    /// Every group now, to visit without holding the hub's lock.
+    fn snapshot(&self) -> Vec<Arc<Group>> {
+        self.read().by_subscription.values().cloned().collect()
+    }
+
     /// Keeps quiet streams alive: every half `interval`, a stream that had nothing queued since
     /// the previous sweep is sent a `: ping`, so none stays silent for longer than `interval`.
-    /// One sweep for all streams costs far less than a timer per stream polled at every event.
+    /// One sweep for all streams costs far less than a timer per stream polled at every event;
+    /// it visits one group at a time.
     pub async fn keep_alive(&self, interval: Duration) {
         let mut sweeps = tokio::time::interval(interval / 2);
         sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         sweeps.tick().await;
         loop {
             sweeps.tick().await;
-            let inner = self.inner();
-            for group in inner.groups.values() {
-                for member in group.members.values() {
+            for group in self.snapshot() {
+                for member in lock(&group.members).0.values() {
                     member.queue.sweep();
                 }
             }
@@ -473,13 +612,13 @@ impl Hub {
     /// than all at once. Each stream ends after flushing what is already queued for it.
     pub async fn close_all_spread(&self, window: Duration) {
         let mut members: Vec<(Subscription, u64)> = {
-            let mut inner = self.inner();
-            inner.closing = true;
-            inner
-                .groups
+            let mut groups = self.write();
+            groups.closing = true;
+            groups
+                .by_subscription
                 .iter()
                 .flat_map(|(subscription, group)| {
-                    group.members.keys().map(|key| (subscription.clone(), *key))
+                    lock(&group.members).0.keys().map(|key| (subscription.clone(), *key)).collect::<Vec<_>>()
                 })
                 .collect()
         };
@@ -494,17 +633,37 @@ impl Hub {
         }
     }
 
+    /// Removes stream `key`; whether it was still there. A group left empty leaves the hub.
     fn remove(&self, subscription: &Subscription, key: u64) -> bool {
-        let mut inner = self.inner();
-        let Some(group) = inner.groups.get_mut(subscription) else {
-            return false;
+        let (removed, emptied) = {
+            let groups = self.read();
+            let Some(group) = groups.by_subscription.get(subscription) else {
+                return false;
+            };
+            let mut members = lock(&group.members);
+            let removed = members.0.remove(&key);
+            (removed.is_some(), members.0.is_empty())
         };
-        let removed = group.members.remove(&key).is_some();
-        if group.members.is_empty() {
-            inner.groups.remove(subscription);
-            inner.index.remove(subscription);
+        if emptied {
+            self.retire_if_empty(subscription);
         }
         removed
+    }
+
+    fn retire_if_empty(&self, subscription: &Subscription) {
+        let mut groups = self.write();
+        let Some(group) = groups.by_subscription.get(subscription) else { return };
+        {
+            // Someone may have joined between the read lock and this one.
+            let members = lock(&group.members);
+            if !members.0.is_empty() {
+                return;
+            }
+            group.retired.store(true, Ordering::Release);
+        }
+        if let Some(group) = groups.by_subscription.remove(subscription) {
+            groups.index.remove(&group);
+        }
     }
 }
 
@@ -522,8 +681,8 @@ impl<'a> Delivery<'a> {
         Self { frame, exclude, capacity, delivered: 0, slow: Vec::new() }
     }
 
-    fn push_to(&mut self, group: &mut Group) {
-        group.members.retain(|_, member| {
+    fn push_to(&mut self, group: &Group) {
+        lock(&group.members).0.retain(|_, member| {
             if self.exclude == Some(member.connection_id) {
                 return true;
             }
@@ -543,8 +702,8 @@ impl<'a> Delivery<'a> {
         });
     }
 
-    /// Counts, and logs the slow clients cut (outside the hub's lock); returns how many streams
-    /// got the frame.
+    /// Counts, and logs the slow clients cut (outside the hub's locks); returns how many
+    /// streams got the frame.
     fn finish(self, metrics: &RelayMetrics) -> usize {
         metrics.events_delivered.inc_by(self.delivered as u64);
         if !self.slow.is_empty() {
@@ -627,7 +786,7 @@ mod tests {
         let mut b = open(&hub, selection(&["x.*"]));
         let mut c = open(&hub, selection(&["y.*"]));
         let frame = QueuedFrame::new(None, Bytes::from_static(b"event: x.1\ndata: hi\n\n"));
-        assert_eq!(hub.publish(b"x.1", false, &frame, None), 2);
+        assert_eq!(hub.publish(b"x.1", false, &frame, None, &mut ScanCache::new()), 2);
         let got_a = a.rx.recv().await.unwrap();
         let got_b = b.rx.recv().await.unwrap();
         assert_eq!(got_a.bytes.as_ptr(), frame.bytes.as_ptr(), "shared, not copied");
@@ -637,26 +796,70 @@ mod tests {
 
     #[tokio::test]
     async fn streams_are_found_by_channel_by_prefix_or_by_pattern_and_leave_no_trace() {
-        let hub = hub(8, 100);
+        let hub = hub(64, 100);
         let exact = open(&hub, selection(&["user.42"]));
         let prefix = open(&hub, selection(&["orders.eu.*"]));
+        let anchored = open(&hub, selection(&["orders.*.created"]));
         let other = open(&hub, selection(&["*.created"]));
         let two = open(&hub, selection(&["user.42", "orders.*"]));
         let everything = open(&hub, Selection::All);
+        {
+            let groups = hub.read();
+            assert_eq!(groups.index.exact.len(), 1);
+            assert_eq!(groups.index.prefix.len(), 2, "orders.eu. and orders.");
+            assert_eq!(groups.index.scanned.len(), 3);
+        }
         let frame = QueuedFrame::new(None, Bytes::from_static(b"x"));
-        let reached = |channel: &[u8]| hub.publish(channel, false, &frame, None);
-        assert_eq!(reached(b"user.42"), 3, "exact, two, everything");
-        assert_eq!(reached(b"user.420"), 1, "everything");
-        assert_eq!(reached(b"orders.eu.1"), 3, "prefix, two, everything");
-        assert_eq!(reached(b"orders.us.1"), 2, "two, everything");
-        assert_eq!(reached(b"orders.eu.created"), 4, "prefix, other, two, everything");
-        assert_eq!(reached(b"orders.eu."), 3, "a prefix matches the channel that is only the prefix");
-        drop((exact, prefix, other, two, everything));
-        let inner = hub.inner();
-        assert!(inner.groups.is_empty());
-        let index = &inner.index;
+        let mut scans = ScanCache::new();
+        let mut reached = |channel: &[u8]| hub.publish(channel, false, &frame, None, &mut scans);
+        for _ in 0..2 {
+            assert_eq!(reached(b"user.42"), 3, "exact, two, everything");
+            assert_eq!(reached(b"user.420"), 1, "everything");
+            assert_eq!(reached(b"orders.eu.1"), 3, "prefix, two, everything");
+            assert_eq!(reached(b"orders.us.1"), 2, "two, everything");
+            assert_eq!(reached(b"orders.eu.created"), 5, "prefix, anchored, other, two, everything");
+            assert_eq!(reached(b"orders.eu."), 3, "a prefix matches the channel that is only the prefix");
+        }
+        drop((exact, prefix, anchored, other, two, everything));
+        let groups = hub.read();
+        assert!(groups.by_subscription.is_empty());
+        let index = &groups.index;
         assert!(index.exact.is_empty() && index.prefix.is_empty() && index.prefix_lengths.is_empty());
         assert!(index.scanned.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_scan_cache_finds_groups_created_after_it_remembered_a_channel_and_forgets_those_gone() {
+        let hub = hub(8, 100);
+        let frame = QueuedFrame::new(None, Bytes::from_static(b"x"));
+        let mut scans = ScanCache::new();
+        let mut reached = |channel: &[u8]| hub.publish(channel, false, &frame, None, &mut scans);
+        let created = open(&hub, selection(&["*.created"]));
+        assert_eq!(reached(b"a.created"), 1);
+        let deleted = open(&hub, selection(&["*.deleted"]));
+        let also_created = open(&hub, selection(&["*ted"]));
+        assert_eq!(reached(b"a.created"), 2, "*.created and *ted");
+        assert_eq!(reached(b"a.deleted"), 2, "*.deleted and *ted");
+        drop(created);
+        assert_eq!(reached(b"a.created"), 1, "*ted");
+        let again = open(&hub, selection(&["*.created"]));
+        assert_eq!(reached(b"a.created"), 2, "the subscription back, counted once");
+        drop((deleted, also_created, again));
+        assert_eq!(reached(b"a.created"), 0);
+        assert_eq!(scans.channels[0][b"a.created".as_slice()].groups.len(), 0, "none held");
+    }
+
+    #[tokio::test]
+    async fn a_scan_cache_stays_bounded() {
+        let hub = hub(SCAN_CACHE_CHANNELS * 3, 100);
+        let _all = open(&hub, Selection::All);
+        let frame = QueuedFrame::new(None, Bytes::from_static(b"x"));
+        let mut scans = ScanCache::new();
+        for i in 0..SCAN_CACHE_CHANNELS * 3 {
+            assert_eq!(hub.publish(format!("c.{i}").as_bytes(), false, &frame, None, &mut scans), 1);
+        }
+        assert!(scans.channels[0].len() <= SCAN_CACHE_CHANNELS);
+        assert_eq!(scans.references, scans.channels[0].len());
     }
 
     #[tokio::test]
@@ -667,7 +870,13 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         assert!(stream.rx.poll_next(&mut cx).is_pending());
         for i in 0..40 {
-            hub.publish(b"ch", false, &QueuedFrame::new(None, Bytes::from(format!("{i}"))), None);
+            hub.publish(
+                b"ch",
+                false,
+                &QueuedFrame::new(None, Bytes::from(format!("{i}"))),
+                None,
+                &mut ScanCache::new(),
+            );
         }
         assert_eq!(wakes.load(Ordering::SeqCst), 1, "one wake for the burst");
         for i in 0..40 {
@@ -690,7 +899,13 @@ mod tests {
         let subscription = Subscription::anonymous(Selection::All);
         let mut stream =
             hub.register(subscription.clone(), Uuid::new_v4(), CancellationToken::new()).unwrap();
-        hub.publish(b"ch", false, &QueuedFrame::new(None, Bytes::from_static(b"last")), None);
+        hub.publish(
+            b"ch",
+            false,
+            &QueuedFrame::new(None, Bytes::from_static(b"last")),
+            None,
+            &mut ScanCache::new(),
+        );
         assert!(hub.remove(&subscription, stream.guard.key));
         assert_eq!(stream.rx.recv().await.unwrap().bytes, Bytes::from_static(b"last"));
         assert!(stream.rx.recv().await.is_none());
@@ -711,7 +926,13 @@ mod tests {
         let start = tokio::time::Instant::now();
         for _ in 0..35 {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            hub.publish(b"busy", false, &QueuedFrame::new(None, Bytes::from_static(b"e")), None);
+            hub.publish(
+                b"busy",
+                false,
+                &QueuedFrame::new(None, Bytes::from_static(b"e")),
+                None,
+                &mut ScanCache::new(),
+            );
             for (stream, seen) in [(&mut quiet, &mut pings.0), (&mut busy, &mut pings.1)] {
                 while let Poll::Ready(Some(next)) = stream.rx.poll_next(&mut cx) {
                     if matches!(next, Next::Ping) {
@@ -764,7 +985,13 @@ mod tests {
             hub.register(Subscription::anonymous(Selection::All), Uuid::new_v4(), slow_cut.clone()).unwrap();
         let mut fast = open(&hub, Selection::All);
         for i in 0..5 {
-            hub.publish(b"ch", false, &QueuedFrame::new(None, Bytes::from(format!("{i}"))), None);
+            hub.publish(
+                b"ch",
+                false,
+                &QueuedFrame::new(None, Bytes::from(format!("{i}"))),
+                None,
+                &mut ScanCache::new(),
+            );
             assert_eq!(fast.rx.recv().await.unwrap().bytes, Bytes::from(format!("{i}")));
         }
         assert!(slow_cut.is_cancelled());
@@ -782,7 +1009,7 @@ mod tests {
             .unwrap();
         let mut other = open(&hub, Selection::All);
         let frame = QueuedFrame::new(None, Bytes::from_static(b"x"));
-        assert_eq!(hub.publish(b"ch", false, &frame, Some(excluded)), 1);
+        assert_eq!(hub.publish(b"ch", false, &frame, Some(excluded), &mut ScanCache::new()), 1);
         assert!(other.rx.try_recv().is_some());
         assert!(origin.rx.try_recv().is_none());
     }

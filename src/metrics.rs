@@ -25,6 +25,7 @@ pub struct RelayMetrics {
     pub events_delivered: IntCounter,
     pub events_dropped: CounterBy<DropReason>,
     pub slow_client_disconnects: IntCounter,
+    pub selection_checks: IntCounter,
     pub redis_connected: IntGauge,
     pub redis_reconnects: IntCounter,
     pub probe_rtt: Histogram,
@@ -112,6 +113,10 @@ impl RelayMetrics {
             slow_client_disconnects: m.counter(
                 "sse_relay_slow_client_disconnects_total",
                 "Clients disconnected because their queue was full",
+            ),
+            selection_checks: m.counter(
+                "sse_relay_selection_checks_total",
+                "Selections no index finds (several patterns, a leading wildcard) matched one by one against a channel not remembered",
             ),
             redis_connected: m
                 .gauge("sse_relay_redis_connected", "1 while the log tail (and the subscription, with raw channels) is connected, else 0"),

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channels::{Access, PROBE_CHANNEL_PREFIX};
 use crate::health::DeliveryPath;
-use crate::hub::QueuedFrame;
+use crate::hub::{QueuedFrame, ScanCache};
 use crate::source::{Established, Probe, Source, SourceContext};
 use protocol::message::decode;
 
@@ -103,6 +103,7 @@ impl Subscriber {
             "redis subscribed"
         );
 
+        let mut scans = ScanCache::new();
         let mut probe = Probe::new(self.ctx.settings.probe_timeout());
         let mut probe_tick = tokio::time::interval(self.ctx.settings.probe_interval());
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -118,7 +119,7 @@ impl Subscriber {
                 message = messages.next() => {
                     let Some(message) = message else { return Err(SessionError::Closed) };
                     let started = Instant::now();
-                    self.handle(message, &mut probe);
+                    self.handle(message, &mut probe, &mut scans);
                     probe.busy(started.elapsed());
                 }
                 _ = probe_tick.tick(), if !probe.is_pending() => {
@@ -147,7 +148,7 @@ impl Subscriber {
         }
     }
 
-    fn handle(&self, message: redis::Msg, probe: &mut Probe) {
+    fn handle(&self, message: redis::Msg, probe: &mut Probe, scans: &mut ScanCache) {
         let Ok(channel) = message.get_channel::<Vec<u8>>() else { return };
         let pattern = message.get_pattern::<Option<Vec<u8>>>().ok().flatten();
         let Some(pattern) = pattern else {
@@ -168,7 +169,7 @@ impl Subscriber {
             Ok(decoded) => {
                 self.ctx.metrics.observe_latency(decoded.published_micros);
                 let frame = QueuedFrame::new(None, decoded.frame);
-                self.ctx.hub.publish(&channel, rule.access == Access::Token, &frame, decoded.exclude);
+                self.ctx.hub.publish(&channel, rule.access == Access::Token, &frame, decoded.exclude, scans);
             }
             Err(reason) => self.ctx.drop_message(&channel, reason),
         }

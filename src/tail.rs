@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::Access;
 use crate::commands::SharedConnection;
 use crate::health::DeliveryPath;
-use crate::hub::QueuedFrame;
+use crate::hub::{QueuedFrame, ScanCache};
 use crate::log::{LogEntry, RawEntry, entry_from_raw};
 use crate::source::{Established, Probe, Source, SourceContext};
 use protocol::log_id::StreamId;
@@ -165,6 +165,7 @@ impl TailReader {
         established.now();
         tracing::info!(redis.node = %address, log = %self.key, from = %position.cursor.unwrap_or(log_end), "redis log tail reading");
 
+        let mut scans = ScanCache::new();
         let mut probe = Probe::new(self.ctx.settings.probe_timeout());
         let mut probe_tick = tokio::time::interval(self.ctx.settings.probe_interval());
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -189,7 +190,7 @@ impl TailReader {
                                 self.probe_seen(nonce, &mut probe);
                             }
                         } else if key == self.key {
-                            self.deliver(entries, position, gap_end);
+                            self.deliver(entries, position, gap_end, &mut scans);
                         }
                     }
                     read.set(self.read(connection.clone(), position.cursor.unwrap_or(log_end), probe_cursor));
@@ -238,7 +239,13 @@ impl TailReader {
         }
     }
 
-    fn deliver(&self, entries: Vec<RawEntry>, position: &mut Position, gap_end: Option<StreamId>) {
+    fn deliver(
+        &self,
+        entries: Vec<RawEntry>,
+        position: &mut Position,
+        gap_end: Option<StreamId>,
+        scans: &mut ScanCache,
+    ) {
         for entry in entries.into_iter().filter_map(entry_from_raw) {
             let entry = match entry {
                 Ok(entry) => entry,
@@ -273,6 +280,7 @@ impl TailReader {
                         rule.access == Access::Token,
                         &frame,
                         decoded.exclude,
+                        scans,
                     );
                 }
                 Err(reason) => self.ctx.drop_message(&entry.channel, reason),

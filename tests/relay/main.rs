@@ -14,3 +14,4 @@ mod resume;
 mod shutdown;
 mod slow_clients;
 mod sse_encoding;
+mod wildcards;

@@ -79,14 +79,15 @@ impl Pattern {
     }
 
     /// What the pattern looks like to an index: one channel, every channel with a literal
-    /// prefix, or anything else (matched one by one).
+    /// prefix, a literal prefix every match starts with, or anything else (matched one by one).
     pub fn shape(&self) -> Shape<'_> {
         let bytes = self.0.as_bytes();
         let special = |b: &u8| matches!(b, b'*' | b'?' | b'[' | b'\\');
         match bytes.iter().position(special) {
             None => Shape::Exact(bytes),
             Some(at) if at == bytes.len() - 1 && bytes[at] == b'*' => Shape::Prefix(&bytes[..at]),
-            Some(_) => Shape::Other,
+            Some(0) => Shape::Other,
+            Some(at) => Shape::Anchored(&bytes[..at]),
         }
     }
 }
@@ -99,6 +100,8 @@ pub enum Shape<'a> {
     /// Matches every channel that starts with these bytes, except the empty channel (which
     /// Redis's matcher never matches with `*` alone).
     Prefix(&'a [u8]),
+    /// Matches only channels that start with these (non-empty) bytes, not all of them.
+    Anchored(&'a [u8]),
     Other,
 }
 
@@ -418,7 +421,7 @@ mod tests {
         }
 
         #[test]
-        fn an_exact_or_prefix_shape_matches_what_the_pattern_matches(
+        fn a_shape_matches_what_the_pattern_matches(
             pattern in "[ab.\\-*?\\[\\]^\\\\é]{1,8}",
             channel in "[ab.\\-*\\[\\]\\\\zé]{0,7}",
         ) {
@@ -427,6 +430,13 @@ mod tests {
                 let by_shape = match pattern.shape() {
                     Shape::Exact(literal) => channel == literal,
                     Shape::Prefix(prefix) => !channel.is_empty() && channel.starts_with(prefix),
+                    Shape::Anchored(prefix) => {
+                        // A necessary condition only.
+                        if pattern.matches(channel) {
+                            proptest::prop_assert!(channel.starts_with(prefix), "{:?} vs {:?}", pattern, channel);
+                        }
+                        return Ok(());
+                    }
                     Shape::Other => return Ok(()),
                 };
                 proptest::prop_assert_eq!(by_shape, pattern.matches(channel), "{:?} vs {:?}", pattern, channel);
@@ -458,7 +468,10 @@ mod tests {
         assert_eq!(Pattern::parse("user.42").unwrap().shape(), Shape::Exact(b"user.42"));
         assert_eq!(Pattern::parse("orders.eu.*").unwrap().shape(), Shape::Prefix(b"orders.eu."));
         assert_eq!(Pattern::parse("*").unwrap().shape(), Shape::Prefix(b""));
-        for pattern in ["a*b", "a.?", "a[bc]", "a\\*", "*.created", "a**"] {
+        assert_eq!(Pattern::parse("user.*.created").unwrap().shape(), Shape::Anchored(b"user."));
+        assert_eq!(Pattern::parse("a\\*").unwrap().shape(), Shape::Anchored(b"a"));
+        assert_eq!(Pattern::parse("a**").unwrap().shape(), Shape::Anchored(b"a"));
+        for pattern in ["*a", "?.b", "[bc]", "\\*", "*.created"] {
             assert!(other(pattern), "{pattern}");
         }
     }
