@@ -28,6 +28,7 @@ use crate::settings::RelaySettings;
 use crate::source::{SourceContext, supervise};
 use crate::subscriber::Subscriber;
 use crate::tail::LogTail;
+use crate::window::ResumeWindow;
 use service::redis_target::RedisTarget;
 
 pub struct Relay {
@@ -71,8 +72,24 @@ impl Relay {
         let max_message_bytes = usize::try_from(settings.limits.max_message_bytes).unwrap_or(usize::MAX);
         let commands = Arc::new(SharedConnection::new(Arc::clone(&redis), settings.redis.connect_timeout()));
         let log = Arc::new(LogReader::new(Arc::clone(&commands), settings.redis.log_stream.clone()));
-        let replay =
-            Arc::new(Replay { log, rules: Arc::clone(&rules), metrics: metrics.clone(), max_message_bytes });
+        // Only the tail fills the window: without one, resumes read the log.
+        let window = Arc::new(ResumeWindow::new(
+            if tail_needed {
+                usize::try_from(settings.redis.resume_window_entries).unwrap_or(usize::MAX)
+            } else {
+                0
+            },
+            usize::try_from(settings.redis.resume_window_bytes).unwrap_or(usize::MAX),
+            metrics.resume_window_entries.clone(),
+            metrics.resume_window_bytes.clone(),
+        ));
+        let replay = Arc::new(Replay {
+            log,
+            window: Arc::clone(&window),
+            rules: Arc::clone(&rules),
+            metrics: metrics.clone(),
+            max_message_bytes,
+        });
         let auth = Arc::new(TokenVerifier::new(&settings.auth, Arc::clone(&commands))?);
         let sources = Arc::new(SourceContext {
             target: Arc::clone(&redis),
@@ -84,7 +101,7 @@ impl Relay {
             health: Arc::clone(&health),
             metrics: metrics.clone(),
         });
-        let tail = tail_needed.then(|| LogTail::new(Arc::clone(&sources), &settings.pod_id));
+        let tail = tail_needed.then(|| LogTail::new(Arc::clone(&sources), window, &settings.pod_id));
         let subscriber =
             (!patterns.is_empty()).then(|| Subscriber::new(Arc::clone(&sources), patterns, &settings.pod_id));
         let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;

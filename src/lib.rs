@@ -17,6 +17,7 @@
 //! - [`commands`] — the shared Redis command connection (log reads, probes, tickets).
 //! - [`log`] — the Redis history log: paged reads after an id, resume points.
 //! - [`replay`] — the backlog for streams resuming with Last-Event-ID.
+//! - [`window`] — the latest log entries kept in memory, to serve resumes without Redis.
 //! - [`hub`] — fan-out to streams, bounded queues, slow-client cuts, spread shutdown.
 //! - [`stream`] — one client's response body (preamble, frames, keepalives).
 //! - [`direct_stream`] — event streams written to their sockets without hyper (the accept
@@ -44,5 +45,6 @@ pub mod source;
 pub mod stream;
 pub mod subscriber;
 pub mod tail;
+pub mod window;
 
 pub use app::Relay;

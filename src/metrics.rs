@@ -32,6 +32,9 @@ pub struct RelayMetrics {
     pub probe_failures: IntCounter,
     pub connection_duration: Histogram,
     pub replayed_events: IntCounter,
+    pub resumes: CounterBy<ResumeSource>,
+    pub resume_window_entries: IntGauge,
+    pub resume_window_bytes: IntGauge,
     pub gap_filled_events: IntCounter,
     pub redelivered_events_skipped: IntCounter,
     pub log_divergences: IntCounter,
@@ -80,6 +83,28 @@ impl From<RefusedReason> for &'static str {
             RefusedReason::Unavailable => "unavailable",
             RefusedReason::PerIpLimit => "per_ip_limit",
             RefusedReason::UriTooLong => "uri_too_long",
+        }
+    }
+}
+
+/// Where a resume's backlog was read (`sse_relay_resumes_total{from}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeSource {
+    /// The relay's resume window, without a Redis read.
+    Window,
+    /// The log in Redis.
+    Log,
+}
+
+impl ResumeSource {
+    pub const ALL: [Self; 2] = [Self::Window, Self::Log];
+}
+
+impl From<ResumeSource> for &'static str {
+    fn from(source: ResumeSource) -> Self {
+        match source {
+            ResumeSource::Window => "window",
+            ResumeSource::Log => "log",
         }
     }
 }
@@ -141,6 +166,20 @@ impl RelayMetrics {
             replayed_events: m.counter(
                 "sse_relay_replayed_events_total",
                 "Events sent from the log to streams resuming with Last-Event-ID",
+            ),
+            resumes: m.counter_by(
+                "sse_relay_resumes_total",
+                "Streams resuming with Last-Event-ID, by where their backlog was read: the resume window (memory) or the log (Redis)",
+                "from",
+                &ResumeSource::ALL,
+            ),
+            resume_window_entries: m.gauge(
+                "sse_relay_resume_window_entries",
+                "Log entries held in memory to serve resumes without reading Redis",
+            ),
+            resume_window_bytes: m.gauge(
+                "sse_relay_resume_window_bytes",
+                "Memory held by the resume window's entries (frames, channels, bookkeeping)",
             ),
             gap_filled_events: m.counter(
                 "sse_relay_gap_filled_events_total",

@@ -4,7 +4,8 @@
 //! The handoff has no gap and no duplicate because the stream registers for live events first,
 //! then this task reads the log (in pages, with backpressure) into the stream; the stream then
 //! drains its live queue, skipping ids the replay already sent (ids are ordered). If the log no
-//! longer reaches back to the id, the stream gets `relay.reset` instead and goes live.
+//! longer reaches back to the id, the stream gets `relay.reset` instead and goes live. A resume
+//! from an id the resume window holds ([`crate::window`]) is served from memory, without Redis.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use tokio::sync::mpsc;
 use crate::channels::{Access, ChannelRules, Subscription};
 use crate::hub::QueuedFrame;
 use crate::log::{LogReader, PAGE_SIZE, ResumePoint};
-use crate::metrics::RelayMetrics;
+use crate::metrics::{RelayMetrics, ResumeSource};
+use crate::window::ResumeWindow;
 use protocol::log_id::StreamId;
 use protocol::message::DropReason;
 use protocol::sse::reset_frame;
@@ -35,6 +37,7 @@ pub enum ReplayItem {
 
 pub struct Replay {
     pub log: Arc<LogReader>,
+    pub window: Arc<ResumeWindow>,
     pub rules: Arc<ChannelRules>,
     pub metrics: RelayMetrics,
     pub max_message_bytes: usize,
@@ -59,6 +62,20 @@ impl Replay {
             self.reset(&tx, "replay is disabled on this relay").await;
             return;
         }
+        if let Some(frames) = self.window.after(after, &subscription) {
+            self.metrics.resumes.inc(ResumeSource::Window);
+            if tx.send(ReplayItem::SeenThrough(after)).await.is_err() {
+                return;
+            }
+            for frame in frames {
+                if tx.send(ReplayItem::Frame(frame)).await.is_err() {
+                    return;
+                }
+                self.metrics.replayed_events.inc();
+            }
+            return;
+        }
+        self.metrics.resumes.inc(ResumeSource::Log);
         // Redis may be away for a while: keep trying (live events wait in the stream's queue)
         // until the client leaves.
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));

@@ -62,6 +62,10 @@ pub struct RedisSettings {
     /// How long one `XREAD` of the log waits for new entries (the reply timeout is this plus
     /// `connect_timeout_ms`).
     pub tail_block_ms: u64,
+    /// Latest log entries kept in memory to serve resumes without reading Redis; 0: none.
+    pub resume_window_entries: u64,
+    /// Bound on the memory those entries hold.
+    pub resume_window_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -225,6 +229,8 @@ impl Default for RedisSettings {
             probe_interval_ms: 5_000,
             probe_timeout_ms: 2_000,
             tail_block_ms: 1_000,
+            resume_window_entries: 10_000,
+            resume_window_bytes: 16 << 20,
         }
     }
 }
@@ -296,6 +302,7 @@ impl Validate for RelaySettings {
         errors.check(require_positive("redis.probe_timeout_ms", self.redis.probe_timeout_ms));
         // 0 would block forever: a dead connection could never be noticed.
         errors.check(require_positive("redis.tail_block_ms", self.redis.tail_block_ms));
+        errors.check(require_positive("redis.resume_window_bytes", self.redis.resume_window_bytes));
         if self.redis.backoff_max_ms < self.redis.backoff_initial_ms {
             errors.add(ConfigError::new(
                 "redis.backoff_max_ms",

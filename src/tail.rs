@@ -37,6 +37,7 @@ use crate::health::DeliveryPath;
 use crate::hub::{QueuedFrame, ScanCache};
 use crate::log::{LogEntry, RawEntry, entry_from_raw};
 use crate::source::{Established, Probe, Source, SourceContext};
+use crate::window::ResumeWindow;
 use protocol::log_id::StreamId;
 use protocol::message::{Decoded, DropReason};
 use protocol::sse::reset_frame;
@@ -59,6 +60,8 @@ pub struct LogTail {
 /// What reads the log; kept apart from the [`Position`] it advances.
 struct TailReader {
     ctx: Arc<SourceContext>,
+    /// Every entry delivered, to serve resumes from memory.
+    window: Arc<ResumeWindow>,
     key: String,
     probe_key: String,
 }
@@ -102,10 +105,10 @@ impl Position {
 
 impl LogTail {
     /// The tail of `ctx.settings.log_stream`, with the probe stream of pod `pod_id`.
-    pub fn new(ctx: Arc<SourceContext>, pod_id: &str) -> Self {
+    pub fn new(ctx: Arc<SourceContext>, window: Arc<ResumeWindow>, pod_id: &str) -> Self {
         let key = ctx.settings.log_stream.clone();
         Self {
-            reader: TailReader { probe_key: probe_key(&key, pod_id), key, ctx },
+            reader: TailReader { probe_key: probe_key(&key, pod_id), key, ctx, window },
             position: Position::default(),
         }
     }
@@ -199,11 +202,17 @@ impl TailReader {
                 _ = probe_tick.tick(), if !probe.is_pending() => {
                     let nonce = probe.start();
                     let commands = Arc::clone(&self.ctx.commands);
-                    let probe_key = self.probe_key.clone();
+                    let (key, probe_key) = (self.key.clone(), self.probe_key.clone());
                     let expire_ms = self.ctx.settings.probe_interval_ms.saturating_mul(10).max(60_000);
+                    let window = Arc::clone(&self.window);
                     tokio::spawn(async move {
                         if let Err(error) = publish_probe(&commands, &probe_key, nonce, expire_ms).await {
                             tracing::debug!(error = %error, "probe append failed");
+                        }
+                        // Trimming is invisible to the tail: follow it at the probe's pace.
+                        match log_extent(&commands, &key).await {
+                            Ok((oldest, max_deleted)) => window.follow_log(oldest, max_deleted),
+                            Err(error) => tracing::debug!(error = %error, "log extent unknown"),
                         }
                     });
                 }
@@ -261,30 +270,37 @@ impl TailReader {
             let decoded = rule.map(|_| entry.decode(self.ctx.max_message_bytes));
             let event = event_key(&entry, decoded.as_ref().and_then(|decoded| decoded.as_ref().ok()));
             position.remember(entry.id, event);
-            if position.vanished.remove(&event) {
-                // Delivered from the log this one replaced, published again since.
+            // Delivered from the log this one replaced, published again since: not delivered
+            // twice, but in the window, as in the log.
+            let redelivered = position.vanished.remove(&event);
+            if redelivered {
                 self.ctx.metrics.redelivered_events_skipped.inc();
-                continue;
             }
             let (Some(rule), Some(decoded)) = (rule, decoded) else { continue };
-            self.ctx.metrics.events_received.inc();
-            match decoded {
-                Ok(decoded) => {
-                    if gap_end.is_some_and(|end| entry.id <= end) {
-                        self.ctx.metrics.gap_filled_events.inc();
+            let decoded = match decoded {
+                Ok(decoded) => decoded,
+                Err(reason) => {
+                    if !redelivered {
+                        self.ctx.metrics.events_received.inc();
+                        self.ctx.drop_message(&entry.channel, reason);
                     }
-                    self.ctx.metrics.observe_latency(decoded.published_micros);
-                    let frame = QueuedFrame::new(decoded.id, decoded.frame);
-                    self.ctx.hub.publish(
-                        &entry.channel,
-                        rule.access == Access::Token,
-                        &frame,
-                        decoded.exclude,
-                        scans,
-                    );
+                    continue;
                 }
-                Err(reason) => self.ctx.drop_message(&entry.channel, reason),
+            };
+            let token_only = rule.access == Access::Token;
+            let frame = QueuedFrame::new(decoded.id, decoded.frame);
+            // Into the window before the hub: a stream registered before this entry reaches
+            // the hub finds it in one or the other (the replay skips what is in both).
+            self.window.push(entry.id, &entry.channel, token_only, &frame);
+            if redelivered {
+                continue;
             }
+            self.ctx.metrics.events_received.inc();
+            if gap_end.is_some_and(|end| entry.id <= end) {
+                self.ctx.metrics.gap_filled_events.inc();
+            }
+            self.ctx.metrics.observe_latency(decoded.published_micros);
+            self.ctx.hub.publish(&entry.channel, token_only, &frame, decoded.exclude, scans);
         }
     }
 
@@ -349,6 +365,7 @@ impl TailReader {
                     "the log of this Redis node lacks events the relay delivered (a failover lost the previous primary's latest writes); continuing from the newest shared entry, without delivering those events twice"
                 );
                 position.cursor = Some(shared);
+                self.window.truncate_after(shared);
             }
             None => {
                 let reached = self.ctx.hub.broadcast(&QueuedFrame::new(
@@ -359,6 +376,7 @@ impl TailReader {
                 tracing::warn!(log = %self.key, last_read = %cursor, "the log no longer holds the relay's position: streams told to reset");
                 position.recent.clear();
                 position.vanished.clear();
+                self.window.clear();
                 position.cursor = Some(log_end);
             }
         }
@@ -412,6 +430,27 @@ async fn publish_probe(
         .arg(expire_ms)
         .ignore();
     commands.query_pipeline::<()>(pipe).await
+}
+
+/// The log's oldest entry (`None` when it is empty or missing) and the newest id ever deleted.
+async fn log_extent(
+    commands: &SharedConnection,
+    key: &str,
+) -> Result<(Option<StreamId>, Option<StreamId>), crate::commands::CommandError> {
+    let mut command = redis::cmd("XINFO");
+    command.arg("STREAM").arg(key);
+    let info: std::collections::HashMap<String, redis::Value> = match commands.query(command).await {
+        Ok(info) => info,
+        Err(crate::commands::CommandError::Redis(error)) if error.to_string().contains("no such key") => {
+            return Ok((None, None));
+        }
+        Err(error) => return Err(error),
+    };
+    let oldest = match info.get("first-entry") {
+        Some(redis::Value::Array(entry)) => crate::log::id_value(entry.first()),
+        _ => None,
+    };
+    Ok((oldest, crate::log::id_value(info.get("max-deleted-entry-id"))))
 }
 
 fn probe_entry((id, fields): &RawEntry) -> Option<(StreamId, u64)> {

@@ -175,6 +175,8 @@ async fn a_resume_point_older_than_the_log_gets_relay_reset_then_live_events() {
     let third = publisher.publish("weatherforecast.created", "3", None).await.unwrap();
     let _: i64 =
         redis::cmd("XTRIM").arg("sse:log").arg("MAXLEN").arg(1).query(&mut redis.connection()).unwrap();
+    // The relay's resume window follows the trim.
+    relay.wait_metric("sse_relay_resume_window_entries", |entries| entries == 1.0).await;
 
     let (mut stale, _) = relay.resume_stream("", Some(&first)).await;
     let reset = stale.next_event(WAIT).await;
@@ -189,6 +191,45 @@ async fn a_resume_point_older_than_the_log_gets_relay_reset_then_live_events() {
         assert_eq!(event.event.as_deref(), Some("weatherforecast.updated"));
     }
     assert_eq!(relay.metric("sse_relay_resets_total").await, 1.0);
+}
+
+/// A resume from an id the relay's resume window holds is served from memory — the events the
+/// log would give, without reading Redis; one from an older id reads the log.
+#[tokio::test]
+async fn a_resume_inside_the_window_is_served_from_memory_and_an_older_one_from_the_log() {
+    let TestRelay { redis, relay } =
+        TestRelay::with(|relay| relay.channels(ENVELOPE_CHANNELS).env("REDIS__RESUME_WINDOW_ENTRIES", 3))
+            .await;
+    let mut publisher = LogPublisher::connect(&redis.url()).await;
+    let mut ids = Vec::new();
+    for (i, channel) in ["weatherforecast.created", "admin.user.loggedin", "weatherforecast.updated"]
+        .iter()
+        .cycle()
+        .take(5)
+        .enumerate()
+    {
+        ids.push(publisher.publish(channel, &i.to_string(), None).await.unwrap());
+    }
+    relay.wait_metric("sse_relay_resume_window_bytes", |bytes| bytes > 0.0).await;
+    relay.wait_metric("sse_relay_resume_window_entries", |entries| entries == 3.0).await;
+    assert_eq!(redis.command_calls("xrange"), 0);
+
+    let (mut stream, _) = relay.resume_stream("?channel=weatherforecast.*", Some(&ids[1])).await;
+    let live = publisher.publish("weatherforecast.deleted", "5", None).await.unwrap();
+    // ids[1] left the window last; ids[4] is admin's, not asked for.
+    for expected in [&ids[2], &ids[3], &live] {
+        assert_eq!(stream.next_event(WAIT).await.id.as_ref(), Some(expected));
+    }
+    assert_eq!(relay.metric("sse_relay_resumes_total{from=\"window\"}").await, 1.0);
+    // A resume from the log starts with XRANGE (the tail reads with XREAD).
+    assert_eq!(redis.command_calls("xrange"), 0, "the log was read");
+
+    let (mut old, _) = relay.resume_stream("", Some(&ids[0])).await;
+    for expected in ids[1..].iter().chain([&live]) {
+        assert_eq!(old.next_event(WAIT).await.id.as_ref(), Some(expected));
+    }
+    assert_eq!(relay.metric("sse_relay_resumes_total{from=\"log\"}").await, 1.0);
+    assert!(redis.command_calls("xrange") > 0);
 }
 
 #[tokio::test]

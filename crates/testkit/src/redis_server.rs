@@ -266,6 +266,17 @@ impl RedisServer {
     pub fn publish(&self, channel: impl redis::ToRedisArgs, payload: impl redis::ToRedisArgs) -> i64 {
         redis::cmd("PUBLISH").arg(channel).arg(payload).query(&mut self.connection()).expect("PUBLISH")
     }
+
+    /// How many times `command` (lower case, e.g. `xrange`) was called, from `INFO commandstats`.
+    pub fn command_calls(&self, command: &str) -> u64 {
+        let info: String =
+            redis::cmd("INFO").arg("commandstats").query(&mut self.connection()).expect("INFO commandstats");
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |calls| calls.parse().expect("a count of calls"))
+    }
 }
 
 impl Drop for RedisServer {
