@@ -23,7 +23,8 @@ pub struct ClientArgs {
     /// Server address, e.g. 127.0.0.1:8080.
     #[arg(long)]
     pub target: SocketAddr,
-    /// Request path and query, e.g. /events?channel=bench.*
+    /// Request path and query, e.g. /events?channel=bench.*; `{i}` is replaced by the stream's
+    /// number (`first` + its index), to give each stream a channel of its own.
     #[arg(long)]
     pub path: String,
     #[arg(long)]
@@ -205,10 +206,9 @@ async fn open(args: &ClientArgs, index: usize, shared: &Shared) -> anyhow::Resul
     let mut tcp = tokio::time::timeout(Duration::from_secs(10), socket.connect(args.target)).await??;
     let last_id = shared.streams[index].last_id.lock().unwrap().clone();
     let resume = last_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}\r\n",
-        args.path, args.target
-    );
+    let path = args.path.replace("{i}", &(args.first + index).to_string());
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}\r\n", args.target);
     tcp.write_all(request.as_bytes()).await?;
     Ok(tcp)
 }

@@ -12,11 +12,16 @@ use crate::payload::Payload;
 
 #[derive(clap::Args, Clone)]
 pub struct PublishArgs {
-    /// redis://host:port (with --channel) or http://host:port/path (nchan's publisher location).
+    /// redis://host:port (with --channel) or http://host:port/path (nchan's publisher location,
+    /// where `{channel}` is replaced by each event's channel).
     #[arg(long)]
     pub to: String,
     #[arg(long, default_value = "bench.fanout")]
     pub channel: String,
+    /// Spread the events at random over this many channels, `<channel>0` to `<channel><N-1>`;
+    /// 0: every event on `channel`.
+    #[arg(long, default_value_t = 0)]
+    pub spread: u64,
     /// Through the envelope script (log + PUBLISH), as forecast-api publishes.
     #[arg(long)]
     pub envelope: bool,
@@ -43,15 +48,30 @@ pub async fn run(args: &PublishArgs) -> anyhow::Result<Published> {
     let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
     for i in 0..args.count {
         tokio::time::sleep_until((started + interval.mul_f64(i as f64)).into()).await;
-        sink.send(&Payload::encode(args.first_seq + i, args.size)).await?;
+        let channel = match args.spread {
+            0 => args.channel.clone(),
+            spread => format!("{}{}", args.channel, rand::random_range(0..spread)),
+        };
+        sink.send(&channel, &Payload::encode(args.first_seq + i, args.size)).await?;
     }
     Ok(Published { count: args.count, elapsed: started.elapsed() })
 }
 
 enum Sink {
-    Raw { connection: redis::aio::MultiplexedConnection, channel: String },
-    Envelope { connection: redis::aio::MultiplexedConnection, channel: String, script: redis::Script },
-    Http { tcp: tokio::net::TcpStream, host: String, path: String, buffer: Vec<u8> },
+    Raw {
+        connection: redis::aio::MultiplexedConnection,
+    },
+    Envelope {
+        connection: redis::aio::MultiplexedConnection,
+        script: redis::Script,
+    },
+    /// `path` holds `{channel}`.
+    Http {
+        tcp: tokio::net::TcpStream,
+        host: String,
+        path: String,
+        buffer: Vec<u8>,
+    },
 }
 
 impl Sink {
@@ -68,24 +88,19 @@ impl Sink {
             });
         }
         let connection = redis::Client::open(args.to.as_str())?.get_multiplexed_async_connection().await?;
-        let channel = args.channel.clone();
         Ok(if args.envelope {
-            Sink::Envelope {
-                connection,
-                channel,
-                script: redis::Script::new(protocol::envelope::PUBLISH_SCRIPT),
-            }
+            Sink::Envelope { connection, script: redis::Script::new(protocol::envelope::PUBLISH_SCRIPT) }
         } else {
-            Sink::Raw { connection, channel }
+            Sink::Raw { connection }
         })
     }
 
-    async fn send(&mut self, payload: &str) -> anyhow::Result<()> {
+    async fn send(&mut self, channel: &str, payload: &str) -> anyhow::Result<()> {
         match self {
-            Sink::Raw { connection, channel } => {
-                let _: i64 = connection.publish(&*channel, payload).await?;
+            Sink::Raw { connection } => {
+                let _: i64 = connection.publish(channel, payload).await?;
             }
-            Sink::Envelope { connection, channel, script } => {
+            Sink::Envelope { connection, script } => {
                 let event_id = uuid::Uuid::new_v4().to_string();
                 let data = RawValue::from_string(payload.to_owned())?;
                 let envelope = protocol::envelope::OutgoingEnvelope {
@@ -102,7 +117,7 @@ impl Sink {
                     .key("sse:log")
                     .arg(60)
                     .arg(100_000)
-                    .arg(&*channel)
+                    .arg(channel)
                     .arg(envelope)
                     .arg("0")
                     .invoke_async(connection)
@@ -114,6 +129,7 @@ impl Sink {
                     *tcp = tokio::net::TcpStream::connect(host.as_str()).await?;
                     tcp.set_nodelay(true)?;
                 }
+                let path = path.replace("{channel}", channel);
                 let request = format!(
                     "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{payload}",
                     payload.len()

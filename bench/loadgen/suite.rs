@@ -50,6 +50,12 @@ struct Plan {
     latency_secs: u64,
     storm_clients: usize,
     storm_missed: u64,
+    channels_streams: usize,
+    channels_rate: u64,
+    channels_secs: u64,
+    shared_rate: u64,
+    scale_clients: usize,
+    scale_missed: u64,
     settle: Duration,
 }
 
@@ -69,6 +75,12 @@ impl Plan {
                 latency_secs: 1,
                 storm_clients: 100,
                 storm_missed: 5,
+                channels_streams: 200,
+                channels_rate: 200,
+                channels_secs: 1,
+                shared_rate: 5,
+                scale_clients: 300,
+                scale_missed: 20,
                 settle: Duration::from_millis(300),
             };
         }
@@ -85,6 +97,12 @@ impl Plan {
             latency_secs: 10,
             storm_clients: 5_000,
             storm_missed: 10,
+            channels_streams: 10_000,
+            channels_rate: 2_000,
+            channels_secs: 10,
+            shared_rate: 2,
+            scale_clients: 15_000,
+            scale_missed: 100,
             settle: Duration::from_secs(2),
         }
     }
@@ -241,9 +259,12 @@ enum PublishVia {
     Nchan(std::net::SocketAddr),
 }
 
+/// Publishes `count` events at `rate` on `channel` (or spread over `spread` channels named
+/// `<channel><n>`).
 fn publish(
     target: &Target,
     channel: &str,
+    spread: u64,
     envelope: bool,
     rate: u64,
     count: u64,
@@ -251,9 +272,10 @@ fn publish(
 ) -> anyhow::Result<publish::Published> {
     let to = match &target.publish_via {
         PublishVia::Redis(url) => url.clone(),
-        PublishVia::Nchan(addr) => format!("http://{addr}/pub?channel={channel}"),
+        PublishVia::Nchan(addr) => format!("http://{addr}/pub?channel={{channel}}"),
     };
-    let args = PublishArgs { to, channel: channel.to_owned(), envelope, rate, count, size: 100, first_seq };
+    let args =
+        PublishArgs { to, channel: channel.to_owned(), spread, envelope, rate, count, size: 100, first_seq };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(publish::run(&args))
 }
@@ -387,49 +409,102 @@ fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Val
         ("latency_light", plan.latency_clients, plan.latency_rate, plan.latency_secs),
     ];
     for (scenario, clients, rate, secs) in loads {
-        figures[scenario] =
-            fanout(args, plan, target, &format!("bench.{scenario}"), clients, rate, secs, false)?;
+        let channel = format!("bench.{scenario}");
+        figures[scenario] = fanout(args, plan, target, &Load::shared(target, &channel, clients, rate, secs))?;
         std::thread::sleep(plan.settle);
     }
     // The relay's envelope path: the same fan-out, published through the log script and
     // delivered from the log (the references have no log).
     if target.name == "sse-relay" {
-        let (clients, rate, secs) = (plan.fanout_clients, plan.fanout_rate, plan.fanout_secs);
-        figures["fanout_envelope"] =
-            fanout(args, plan, target, "benchlog.fanout", clients, rate, secs, true)?;
+        let load = Load {
+            envelope: true,
+            ..Load::shared(target, "benchlog.fanout", plan.fanout_clients, plan.fanout_rate, plan.fanout_secs)
+        };
+        figures["fanout_envelope"] = fanout(args, plan, target, &load)?;
         std::thread::sleep(plan.settle);
     }
-    figures["storm"] = storm(args, plan, target)?;
+    // One channel per stream, events spread at random over them (the floor has no channels);
+    // then, for the relay, the same streams sharing one subscription.
+    if target.name != "floor" {
+        let load = Load {
+            path: (target.path)("bench.ch.{i}"),
+            channel: "bench.ch.".into(),
+            spread: plan.channels_streams as u64,
+            ..Load::shared(target, "", plan.channels_streams, plan.channels_rate, plan.channels_secs)
+        };
+        figures["channels"] = fanout(args, plan, target, &load)?;
+        std::thread::sleep(plan.settle);
+    }
+    if target.name == "sse-relay" {
+        let load =
+            Load::shared(target, "bench.shared", plan.channels_streams, plan.shared_rate, plan.channels_secs);
+        figures["channels_shared"] = fanout(args, plan, target, &load)?;
+        std::thread::sleep(plan.settle);
+    }
+    figures["storm"] = storm(args, plan, target, "storm", plan.storm_clients, plan.storm_missed)?;
+    std::thread::sleep(plan.settle);
+    if target.name != "floor" {
+        figures["storm_scale"] = storm(args, plan, target, "scale", plan.scale_clients, plan.scale_missed)?;
+    }
     Ok(figures)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn fanout(
-    args: &SuiteArgs,
-    plan: &Plan,
-    target: &Target,
-    channel: &str,
+/// Streams on `path`, and events at `rate` for `secs` on `channel` (or spread over `spread`
+/// channels `<channel><n>`, one per stream).
+struct Load {
+    path: String,
     clients: usize,
+    channel: String,
+    spread: u64,
     rate: u64,
     secs: u64,
     envelope: bool,
-) -> anyhow::Result<Value> {
-    let mut streams = Clients::open(args, target.server.addr, &(target.path)(channel), clients, 0)?;
-    streams.wait_for("open", clients as u64, Duration::from_secs(60))?;
+}
+
+impl Load {
+    /// Every stream on `channel`.
+    fn shared(target: &Target, channel: &str, clients: usize, rate: u64, secs: u64) -> Self {
+        Self {
+            path: (target.path)(channel),
+            clients,
+            channel: channel.to_owned(),
+            spread: 0,
+            rate,
+            secs,
+            envelope: false,
+        }
+    }
+
+    /// Deliveries the load should make: each event to every stream, or to one.
+    fn deliveries(&self, count: u64) -> u64 {
+        if self.spread > 0 { count } else { count * self.clients as u64 }
+    }
+}
+
+fn fanout(args: &SuiteArgs, plan: &Plan, target: &Target, load: &Load) -> anyhow::Result<Value> {
+    let clients = load.clients;
+    let mut streams = Clients::open(args, target.server.addr, &load.path, clients, 0)?;
+    streams.wait_for("open", clients as u64, Duration::from_secs(120))?;
     std::thread::sleep(plan.settle / 2);
     streams.ask("reset")?;
-    let count = rate * secs;
+    let count = load.rate * load.secs;
     let cpu_before = target.server.cpu_secs();
     let started = Instant::now();
-    let published = publish(target, channel, envelope, rate, count, 0)?;
-    let last_event = streams.wait_quiet(count * clients as u64, Duration::from_secs(2))?;
+    let published = publish(target, &load.channel, load.spread, load.envelope, load.rate, count, 0)?;
+    let expected = load.deliveries(count);
+    let last_event = streams.wait_quiet(expected, Duration::from_secs(2))?;
     let cpu = target.server.cpu_secs() - cpu_before;
-    let mut report = streams.report(count)?;
+    // Spread events reach one stream each: count what is missing overall.
+    let mut report = streams.report(if load.spread > 0 { 0 } else { count })?;
     let deliveries = report["events"].as_u64().unwrap_or(0);
+    if load.spread > 0 {
+        report["silently_missing"] = json!(expected.saturating_sub(deliveries));
+    }
     let elapsed =
         last_event.saturating_duration_since(started).as_secs_f64().max(published.elapsed.as_secs_f64());
     report["clients"] = json!(clients);
-    report["rate_requested"] = json!(rate);
+    report["channels"] = json!(if load.spread > 0 { load.spread } else { 1 });
+    report["rate_requested"] = json!(load.rate);
     report["published"] = json!(published.count);
     report["publish_secs"] = json!(published.elapsed.as_secs_f64());
     report["rate_achieved"] = json!(published.count as f64 / published.elapsed.as_secs_f64());
@@ -440,49 +515,92 @@ fn fanout(
     Ok(report)
 }
 
-/// Every client drops its stream at once and comes back with `Last-Event-ID`, having missed a
-/// few events: how long until all are open again, and until all have the missed events.
-fn storm(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Value> {
+/// Every client drops its stream at once and comes back with `Last-Event-ID`, having missed
+/// `missed` events: how long until all are open again, until all have the missed events, and
+/// (for the relay) what it asked Redis meanwhile.
+fn storm(
+    args: &SuiteArgs,
+    plan: &Plan,
+    target: &Target,
+    name: &str,
+    clients: usize,
+    missed: u64,
+) -> anyhow::Result<Value> {
     // The relay replays envelope channels only; the others replay what they buffer, or nothing.
+    let is_relay = target.name == "sse-relay";
     let (channel, envelope) =
-        if target.name == "sse-relay" { ("benchlog.storm", true) } else { ("bench.storm", false) };
-    let clients = plan.storm_clients as u64;
-    let mut streams =
-        Clients::open(args, target.server.addr, &(target.path)(channel), plan.storm_clients, 0)?;
-    streams.wait_for("open", clients, Duration::from_secs(120))?;
+        if is_relay { (format!("benchlog.{name}"), true) } else { (format!("bench.{name}"), false) };
+    let count = clients as u64;
+    let mut streams = Clients::open(args, target.server.addr, &(target.path)(&channel), clients, 0)?;
+    streams.wait_for("open", count, Duration::from_secs(120))?;
     std::thread::sleep(plan.settle / 2);
-    publish(target, channel, envelope, 100, 1, 0)?;
-    streams.wait_for("events", clients, Duration::from_secs(30))?;
+    publish(target, &channel, 0, envelope, 100, 1, 0)?;
+    streams.wait_for("events", count, Duration::from_secs(30))?;
     streams.ask("drop")?;
     let drop_started = Instant::now();
     while streams.status("open")? > 0 {
         anyhow::ensure!(drop_started.elapsed() < Duration::from_secs(30), "streams did not close");
         std::thread::sleep(Duration::from_millis(20));
     }
-    publish(target, channel, envelope, 1000, plan.storm_missed, 1)?;
+    publish(target, &channel, 0, envelope, 1000, missed, 1)?;
     streams.ask("reset")?;
+    let redis_before = if is_relay { redis_calls(&target.publish_via)? } else { Default::default() };
     let started = Instant::now();
     streams.ask("storm")?;
-    let all_open = streams.wait_for("open", clients, Duration::from_secs(120))?;
+    let all_open = streams.wait_for("open", count, Duration::from_secs(120))?;
     let replays = target.name != "floor";
     let caught_up = if replays {
-        streams
-            .wait_for("events", clients * plan.storm_missed, Duration::from_secs(60))
-            .ok()
-            .map(|_| started.elapsed())
+        streams.wait_for("events", count * missed, Duration::from_secs(60)).ok().map(|_| started.elapsed())
     } else {
         None
     };
-    let report = streams.report(plan.storm_missed)?;
-    Ok(json!({
-        "clients": clients,
-        "missed_while_away": plan.storm_missed,
+    let report = streams.report(missed)?;
+    let mut figures = json!({
+        "clients": count,
+        "missed_while_away": missed,
         "all_open_ms": all_open.as_millis() as u64,
         "all_caught_up_ms": caught_up.map(|d| d.as_millis() as u64),
         "replays": replays,
         "complete": report["complete"],
         "failed": report["failed"],
-    }))
+    });
+    if is_relay {
+        // Nothing else runs against this Redis meanwhile but the relay's own tail and probes.
+        let after = redis_calls(&target.publish_via)?;
+        let delta = |command: &str| {
+            after.get(command).copied().unwrap_or(0) - redis_before.get(command).copied().unwrap_or(0)
+        };
+        // INFO is the suite's own.
+        let relays = || after.keys().filter(|command| *command != "info");
+        let commands: u64 = relays().map(|command| delta(command)).sum();
+        // What a resume reads: XRANGE (a page of the log), XINFO (where the log starts).
+        let resume_reads = delta("xrange") + delta("xinfo");
+        figures["redis_commands"] = json!(commands);
+        figures["redis_resume_reads"] = json!(resume_reads);
+        figures["redis_resume_reads_per_100_clients"] = json!(resume_reads as f64 * 100.0 / count as f64);
+        figures["redis_commands_by_name"] = json!(
+            after
+                .keys()
+                .filter(|c| delta(c) > 0)
+                .map(|c| (c.clone(), json!(delta(c))))
+                .collect::<serde_json::Map<_, _>>()
+        );
+    }
+    Ok(figures)
+}
+
+/// Calls per command so far (`INFO commandstats`), by lower-case command name.
+fn redis_calls(via: &PublishVia) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let PublishVia::Redis(url) = via else { return Ok(Default::default()) };
+    let mut connection = redis::Client::open(url.as_str())?.get_connection()?;
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut connection)?;
+    Ok(info
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            Some((name.to_owned(), rest.split(',').next()?.parse().ok()?))
+        })
+        .collect())
 }
 
 fn machine_facts() -> Value {

@@ -28,6 +28,22 @@ const ROWS: &[(&str, &str, &str, bool)] = &[
     ("light: latency max (ms)", "latency_light", "latency_max_ms", true),
     ("storm: all reconnected (ms)", "storm", "all_open_ms", true),
     ("storm: all caught up with Last-Event-ID (ms)", "storm", "all_caught_up_ms", true),
+    ("channels: CPU seconds per million deliveries", "channels", "cpu_secs_per_million", true),
+    ("channels: events missing", "channels", "silently_missing", true),
+    ("channels: latency p50 (ms)", "channels", "latency_p50_ms", true),
+    ("channels: latency p99 (ms)", "channels", "latency_p99_ms", true),
+    ("shared subscription: CPU s/million deliveries", "channels_shared", "cpu_secs_per_million", true),
+    ("shared subscription: latency p99 (ms)", "channels_shared", "latency_p99_ms", true),
+    ("storm at scale: all reconnected (ms)", "storm_scale", "all_open_ms", true),
+    ("storm at scale: all caught up (ms)", "storm_scale", "all_caught_up_ms", true),
+    ("storm at scale: clients complete", "storm_scale", "complete", false),
+    ("storm at scale: Redis commands meanwhile", "storm_scale", "redis_commands", true),
+    (
+        "storm at scale: Redis reads per 100 resumes",
+        "storm_scale",
+        "redis_resume_reads_per_100_clients",
+        true,
+    ),
 ];
 
 pub fn render(results: &Value) -> String {
@@ -86,6 +102,16 @@ pub fn render(results: &Value) -> String {
         out.push_str(&format!(
             "relay CPU per million deliveries, envelope (from the log) / raw (subscription): {:.2}×\n",
             envelope / raw
+        ));
+    }
+    if let (Some(channels), Some(shared)) = (
+        relay["channels"]["cpu_secs_per_million"].as_f64(),
+        relay["channels_shared"]["cpu_secs_per_million"].as_f64(),
+    ) && shared > 0.0
+    {
+        out.push_str(&format!(
+            "relay CPU per million deliveries, one channel per stream / one shared subscription: {:.2}×\n",
+            channels / shared
         ));
     }
     out

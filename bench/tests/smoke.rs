@@ -26,8 +26,19 @@ fn the_benchmark_suite_runs_every_scenario_against_every_server() {
         assert_eq!(figures["idle"]["open_at_high"], 300, "{server}: every idle stream open");
         assert!(figures["fanout"]["deliveries"].as_u64().unwrap() > 0, "{server}: events delivered");
     }
+    for server in ["relay", "nchan"] {
+        let figures = &results["servers"][server];
+        assert_eq!(figures["channels"]["channels"], 200, "{server}: a channel per stream");
+        assert!(figures["channels"]["deliveries"].as_u64().unwrap() > 0, "{server}: events delivered");
+        assert!(figures["storm_scale"]["all_open_ms"].as_u64().is_some(), "{server}: {figures}");
+    }
     let relay = &results["servers"]["relay"];
     assert_eq!(relay["fanout"]["silently_missing"], 0, "the relay loses nothing at a light load");
+    assert_eq!(relay["channels"]["silently_missing"], 0, "each spread event reaches its stream");
+    assert_eq!(relay["channels"]["deliveries"], relay["channels"]["published"]);
+    assert_eq!(relay["channels_shared"]["deliveries"], 5 * 200);
+    assert_eq!(relay["storm_scale"]["complete"], 300);
+    assert_eq!(relay["storm_scale"]["redis_resume_reads"], 0, "every resume served from memory: {relay}");
     assert_eq!(relay["fanout"]["out_of_order"], 0);
     assert_eq!(relay["storm"]["complete"], 100, "every resumed stream got the events it missed");
     assert!(stdout.contains("relay/floor"), "the table has the ratios:\n{stdout}");
