@@ -34,6 +34,9 @@ pub struct SuiteArgs {
     /// Runs per server, each against a fresh server; every figure is the median of the runs.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// The relay binary to measure (to compare builds); by default the one beside this one.
+    #[arg(long)]
+    pub relay_binary: Option<PathBuf>,
 }
 
 /// Sizes of every scenario.
@@ -56,6 +59,9 @@ struct Plan {
     shared_rate: u64,
     scale_clients: usize,
     scale_missed: u64,
+    hostile_streams: usize,
+    hostile_rate: u64,
+    hostile_secs: u64,
     settle: Duration,
 }
 
@@ -81,6 +87,9 @@ impl Plan {
                 shared_rate: 5,
                 scale_clients: 300,
                 scale_missed: 20,
+                hostile_streams: 20,
+                hostile_rate: 200,
+                hostile_secs: 1,
                 settle: Duration::from_millis(300),
             };
         }
@@ -103,6 +112,9 @@ impl Plan {
             shared_rate: 2,
             scale_clients: 15_000,
             scale_missed: 100,
+            hostile_streams: 400,
+            hostile_rate: 1_000,
+            hostile_secs: 5,
             settle: Duration::from_secs(2),
         }
     }
@@ -295,7 +307,10 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<()> {
     for run in 1..=args.runs.max(1) {
         for (name, runs) in args.servers.iter().zip(&mut runs) {
             let server = match name.as_str() {
-                "relay" => servers::relay(args.server_core, &exe_dir.join("sse-relay"), &redis_url)?,
+                "relay" => {
+                    let binary = args.relay_binary.clone().unwrap_or_else(|| exe_dir.join("sse-relay"));
+                    servers::relay(args.server_core, &binary, &redis_url)?
+                }
                 "floor" => servers::floor(args.server_core, &exe_dir.join("sse-floor"), &redis_url)?,
                 "nchan" => servers::nchan(args.server_core)?,
                 other => anyhow::bail!("unknown server {other:?} (relay, nchan, floor)"),
@@ -440,6 +455,18 @@ fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Val
             Load::shared(target, "bench.shared", plan.channels_streams, plan.shared_rate, plan.channels_secs);
         figures["channels_shared"] = fanout(args, plan, target, &load)?;
         std::thread::sleep(plan.settle);
+        // The same events over ten channels, a stream each: what a message costs with few
+        // distinct subscriptions.
+        let load = Load {
+            path: (target.path)("bench.few.{i}"),
+            channel: "bench.few.".into(),
+            spread: 10,
+            ..Load::shared(target, "", 10, plan.channels_rate, plan.channels_secs)
+        };
+        figures["channels_few"] = fanout(args, plan, target, &load)?;
+        std::thread::sleep(plan.settle);
+        figures["wildcards"] = wildcards(args, plan, target)?;
+        std::thread::sleep(plan.settle);
     }
     figures["storm"] = storm(args, plan, target, "storm", plan.storm_clients, plan.storm_missed)?;
     std::thread::sleep(plan.settle);
@@ -513,6 +540,43 @@ fn fanout(args: &SuiteArgs, plan: &Plan, target: &Target, load: &Load) -> anyhow
     report["cpu_secs"] = json!(cpu);
     report["cpu_secs_per_million"] = json!(if deliveries > 0 { cpu / deliveries as f64 * 1e6 } else { 0.0 });
     Ok(report)
+}
+
+/// Hostile selections beside a normal stream: streams asking for 16 distinct 247-byte patterns
+/// of 120 wildcards each (which no index finds), and one stream on `bench.wild.*`, while events
+/// are published on ten channels long enough to make every pattern work. What the normal stream
+/// receives, and what a message costs the relay.
+fn wildcards(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Value> {
+    let hostile_query: Vec<String> =
+        (0..16).map(|j| format!("channel={}{{i}}x{j:02}*b", "*a".repeat(120))).collect();
+    let hostile_path = format!("/events?{}", hostile_query.join("&"));
+    let streams = plan.hostile_streams;
+    let mut hostile = Clients::open(args, target.server.addr, &hostile_path, streams, 0)?;
+    let mut normal = Clients::open(args, target.server.addr, "/events?channel=bench.wild.*", 1, streams)?;
+    hostile.wait_for("open", streams as u64, Duration::from_secs(60))?;
+    normal.wait_for("open", 1, Duration::from_secs(60))?;
+    std::thread::sleep(plan.settle / 2);
+    normal.ask("reset")?;
+    let count = plan.hostile_rate * plan.hostile_secs;
+    let channel = format!("bench.wild.{}.", "a".repeat(40));
+    let cpu_before = target.server.cpu_secs();
+    let published = publish(target, &channel, 10, false, plan.hostile_rate, count, 0)?;
+    normal.wait_quiet(count, Duration::from_secs(2))?;
+    let cpu = target.server.cpu_secs() - cpu_before;
+    let report = normal.report(count)?;
+    Ok(json!({
+        "hostile_streams": streams,
+        "hostile_patterns": streams * 16,
+        "published": published.count,
+        "rate_achieved": published.count as f64 / published.elapsed.as_secs_f64(),
+        "normal_received": report["events"],
+        "normal_missing": count.saturating_sub(report["events"].as_u64().unwrap_or(0)),
+        "normal_latency_p50_ms": report["latency_p50_ms"],
+        "normal_latency_p99_ms": report["latency_p99_ms"],
+        "hostile_open": hostile.status("open")?,
+        "cpu_secs": cpu,
+        "cpu_us_per_message": cpu / count as f64 * 1e6,
+    }))
 }
 
 /// Every client drops its stream at once and comes back with `Last-Event-ID`, having missed

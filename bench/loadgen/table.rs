@@ -32,8 +32,12 @@ const ROWS: &[(&str, &str, &str, bool)] = &[
     ("channels: events missing", "channels", "silently_missing", true),
     ("channels: latency p50 (ms)", "channels", "latency_p50_ms", true),
     ("channels: latency p99 (ms)", "channels", "latency_p99_ms", true),
+    ("ten channels: CPU s/million deliveries", "channels_few", "cpu_secs_per_million", true),
     ("shared subscription: CPU s/million deliveries", "channels_shared", "cpu_secs_per_million", true),
     ("shared subscription: latency p99 (ms)", "channels_shared", "latency_p99_ms", true),
+    ("hostile wildcards: CPU µs per message", "wildcards", "cpu_us_per_message", true),
+    ("hostile wildcards: normal stream missing", "wildcards", "normal_missing", true),
+    ("hostile wildcards: normal stream p99 (ms)", "wildcards", "normal_latency_p99_ms", true),
     ("storm at scale: all reconnected (ms)", "storm_scale", "all_open_ms", true),
     ("storm at scale: all caught up (ms)", "storm_scale", "all_caught_up_ms", true),
     ("storm at scale: clients complete", "storm_scale", "complete", false),
@@ -112,6 +116,17 @@ pub fn render(results: &Value) -> String {
         out.push_str(&format!(
             "relay CPU per million deliveries, one channel per stream / one shared subscription: {:.2}×\n",
             channels / shared
+        ));
+    }
+    if let (Some(channels), Some(few)) = (
+        relay["channels"]["cpu_secs_per_million"].as_f64(),
+        relay["channels_few"]["cpu_secs_per_million"].as_f64(),
+    ) && few > 0.0
+    {
+        out.push_str(&format!(
+            "relay CPU per message, {} channels / ten channels: {:.2}×\n",
+            relay["channels"]["channels"],
+            channels / few
         ));
     }
     out

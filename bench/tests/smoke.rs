@@ -37,6 +37,9 @@ fn the_benchmark_suite_runs_every_scenario_against_every_server() {
     assert_eq!(relay["channels"]["silently_missing"], 0, "each spread event reaches its stream");
     assert_eq!(relay["channels"]["deliveries"], relay["channels"]["published"]);
     assert_eq!(relay["channels_shared"]["deliveries"], 5 * 200);
+    assert_eq!(relay["channels_few"]["silently_missing"], 0);
+    assert_eq!(relay["wildcards"]["normal_missing"], 0, "hostile selections starve nobody: {relay}");
+    assert_eq!(relay["wildcards"]["hostile_open"], 20);
     assert_eq!(relay["storm_scale"]["complete"], 300);
     assert_eq!(relay["storm_scale"]["redis_resume_reads"], 0, "every resume served from memory: {relay}");
     assert_eq!(relay["fanout"]["out_of_order"], 0);
