@@ -643,8 +643,7 @@ fn storm(
         figures["redis_resume_reads"] = json!(resume_reads);
         figures["redis_resume_reads_per_100_clients"] = json!(resume_reads as f64 * 100.0 / count as f64);
         figures["redis_commands_by_name"] = json!(
-            after
-                .keys()
+            relays()
                 .filter(|c| delta(c) > 0)
                 .map(|c| (c.clone(), json!(delta(c))))
                 .collect::<serde_json::Map<_, _>>()
