@@ -14,7 +14,7 @@ run:
 # topology behind nginx, the deployment files (Helm chart, kustomize, Dockerfile) and a brief run
 # of each fuzz target.
 test:
-	scripts/ensure-deps.sh redis sentinel postgres openssl schemathesis browser nginx nchan bench deploy-tools
+	scripts/ensure-deps.sh redis sentinel postgres openssl schemathesis browser nginx haproxy nchan bench deploy-tools
 	scripts/validate-deploy.sh
 	cargo test --workspace --locked
 	scripts/fuzz.sh --smoke 10

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs the system programs the project needs when they are missing.
-# Usage: scripts/ensure-deps.sh [redis] [sentinel] [postgres] [openssl] [schemathesis] [browser] [nginx]
+# Usage: scripts/ensure-deps.sh [redis] [sentinel] [postgres] [openssl] [schemathesis] [browser] [nginx] [haproxy]
 #                               [nchan] [bench] [deploy-tools]
 set -eu
 
@@ -70,6 +70,10 @@ for component in "$@"; do
         nginx)
             # The load balancer in front of the replicas in the topology tests.
             if ! have nginx && [ ! -x /usr/sbin/nginx ]; then apt_install nginx-light; fi
+            ;;
+        haproxy)
+            # The other common balancer, in the client-address tests.
+            if ! have haproxy && [ ! -x /usr/sbin/haproxy ]; then apt_install haproxy; fi
             ;;
         nchan)
             # nginx + nchan, the reference hub of the benchmarks.

@@ -18,7 +18,7 @@ use crate::channels::ChannelRules;
 use crate::client_ip::PerIpLimiter;
 use crate::commands::SharedConnection;
 use crate::direct_stream::DirectStreams;
-use crate::health::{DeliveryPath, Health};
+use crate::health::{Capacity, DeliveryPath, Health};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
 use crate::log::LogReader;
@@ -29,10 +29,13 @@ use crate::source::{SourceContext, supervise};
 use crate::subscriber::Subscriber;
 use crate::tail::LogTail;
 use crate::window::ResumeWindow;
+use service::log_eviction::EvictionWatch;
 use service::redis_target::RedisTarget;
 
 pub struct Relay {
     listener: TcpListener,
+    /// `metrics_listen`: `/metrics` on a listener of its own.
+    metrics_listener: Option<TcpListener>,
     settings: RelaySettings,
     state: Arc<AppState>,
     tail: Option<LogTail>,
@@ -89,8 +92,13 @@ impl Relay {
             rules: Arc::clone(&rules),
             metrics: metrics.clone(),
             max_message_bytes,
+            max_entries: match settings.redis.max_replay_entries {
+                0 => usize::MAX,
+                entries => usize::try_from(entries).unwrap_or(usize::MAX),
+            },
         });
         let auth = Arc::new(TokenVerifier::new(&settings.auth, Arc::clone(&commands))?);
+        let eviction = Arc::new(EvictionWatch::new(metrics.log_evictable.clone()));
         let sources = Arc::new(SourceContext {
             target: Arc::clone(&redis),
             commands: Arc::clone(&commands),
@@ -100,11 +108,18 @@ impl Relay {
             hub: Arc::clone(&hub),
             health: Arc::clone(&health),
             metrics: metrics.clone(),
+            eviction: Arc::clone(&eviction),
         });
         let tail = tail_needed.then(|| LogTail::new(Arc::clone(&sources), window, &settings.pod_id));
         let subscriber =
             (!patterns.is_empty()).then(|| Subscriber::new(Arc::clone(&sources), patterns, &settings.pod_id));
         let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        let metrics_listener = match settings.metrics_addr()? {
+            Some(addr) => {
+                Some(server::bind(addr).with_context(|| format!("cannot listen on {addr} for metrics"))?)
+            }
+            None => None,
+        };
         let state = Arc::new(AppState {
             hub,
             health,
@@ -113,6 +128,8 @@ impl Relay {
             replay,
             auth,
             rules,
+            eviction,
+            capacity: Capacity::new(usize::try_from(settings.limits.max_connections).unwrap_or(usize::MAX)),
             per_ip: PerIpLimiter::new(
                 usize::try_from(settings.limits.max_connections_per_ip).unwrap_or(usize::MAX),
             ),
@@ -123,7 +140,7 @@ impl Relay {
                 .unwrap_or(usize::MAX),
             retry_after_secs: settings.sse.retry_ms.div_ceil(1000).max(1),
         });
-        Ok(Self { listener, settings, state, tail, subscriber })
+        Ok(Self { listener, metrics_listener, settings, state, tail, subscriber })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -131,9 +148,14 @@ impl Relay {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
+    /// Where `/metrics` is served on its own (`metrics_listen`), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then drains within the grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self { listener, settings, state, tail, subscriber } = self;
+        let Self { listener, metrics_listener, settings, state, tail, subscriber } = self;
         let redis_cancel = CancellationToken::new();
         let redis_tasks = TaskTracker::new();
         if let Some(tail) = tail {
@@ -151,7 +173,13 @@ impl Relay {
 
         let control = ServerControl::default();
         let connections = TaskTracker::new();
-        let router = http::router(Arc::clone(&state), &settings.cors.allowed_origins);
+        let router =
+            http::router(Arc::clone(&state), &settings.cors.allowed_origins, metrics_listener.is_some());
+        // Metrics stay up through the drain, and stop with the process.
+        let metrics_task = metrics_listener.map(|listener| {
+            let router = http::metrics_router(Arc::clone(&state));
+            tokio::spawn(async move { axum::serve(listener, router).await })
+        });
         let header_read_timeout = settings.limits.header_read_timeout();
         let direct_streams = DirectStreams { path: "/events", router: router.clone(), header_read_timeout };
         let accept_task = tokio::spawn(server::serve(
@@ -189,6 +217,9 @@ impl Relay {
             connections.wait().await;
         }
         keepalive_task.abort();
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
         redis_cancel.cancel();
         redis_tasks.wait().await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");

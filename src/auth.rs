@@ -3,9 +3,11 @@
 //! A token is an HS256 JWT (shared secret) or an RS256/ES256 JWT (public key); each key is used
 //! only with its own algorithm, so `alg: none` and algorithm confusion (an HS256 token signed
 //! with the public key) are refused. `exp` is required; `nbf`, `aud` and `iss` are checked when
-//! configured. The `subscribe` claim lists the glob patterns the bearer may read. A token with a
-//! `jti` is a one-time ticket: the relay claims the `jti` in Redis (`SET NX EX`) and refuses it
-//! the second time. Tokens are never logged.
+//! configured, and then required. A token living longer than `auth.max_token_lifetime_secs` is
+//! refused. Refusals say what is wrong with the token in the relay's words, not the JWT
+//! library's. The `subscribe` claim lists the glob patterns the bearer may read. A token with a
+//! `jti` is a one-time ticket: once the stream is about to be served, the relay claims the `jti`
+//! in Redis (`SET NX EX`), and refuses it the second time. Tokens are never logged.
 
 use std::sync::Arc;
 
@@ -26,6 +28,15 @@ pub struct Grant {
     pub patterns: Arc<[Pattern]>,
     /// Unix seconds at which the token expires (and its stream is closed).
     pub expires_at: i64,
+    /// Set for a one-time ticket, to [`TokenVerifier::claim`] before its stream is served.
+    pub ticket: Option<Ticket>,
+}
+
+/// A one-time ticket's id and expiry.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    jti: String,
+    exp: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +47,28 @@ pub enum AuthError {
     TicketReused,
     #[error("cannot check the ticket: {0}")]
     Unavailable(CommandError),
+}
+
+/// What is wrong with a token, in words that do not depend on the JWT library.
+fn refusal(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => "the token's signature does not verify".into(),
+        ErrorKind::InvalidAudience => "the token is for another audience (aud)".into(),
+        ErrorKind::InvalidIssuer => "the token is from another issuer (iss)".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no {claim} claim"),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "the token's algorithm is not accepted".into()
+        }
+        // Its claims are not what a relay token holds (a `subscribe` list, numeric times).
+        ErrorKind::Json(error) => match error.to_string().strip_prefix("missing field `") {
+            Some(rest) => format!("the token has no {} claim", rest.split('`').next().unwrap_or_default()),
+            None => "the token's claims are not a relay token's".into(),
+        },
+        _ => "the token is not a well-formed JWT".into(),
+    }
 }
 
 /// Seconds since the Unix epoch, now: the clock of `exp`.
@@ -50,6 +83,7 @@ pub struct TokenVerifier {
     cookie_name: String,
     ticket_prefix: String,
     leeway_secs: u64,
+    max_lifetime_secs: u64,
     redis: Arc<SharedConnection>,
 }
 
@@ -59,15 +93,18 @@ impl TokenVerifier {
             let mut validation = Validation::new(algorithm);
             validation.leeway = settings.leeway_secs;
             validation.validate_nbf = true;
-            validation.set_required_spec_claims(&["exp"]);
+            let mut required = vec!["exp"];
             if settings.audience.is_empty() {
                 validation.validate_aud = false;
             } else {
                 validation.set_audience(&[&settings.audience]);
+                required.push("aud");
             }
             if !settings.issuer.is_empty() {
                 validation.set_issuer(&[&settings.issuer]);
+                required.push("iss");
             }
+            validation.set_required_spec_claims(&required);
             validation
         };
         let hs256 = (!settings.jwt_secret.is_empty()).then(|| {
@@ -81,6 +118,7 @@ impl TokenVerifier {
             cookie_name: settings.cookie_name.clone(),
             ticket_prefix: settings.ticket_prefix.clone(),
             leeway_secs: settings.leeway_secs,
+            max_lifetime_secs: settings.max_token_lifetime_secs,
             redis,
         })
     }
@@ -111,17 +149,29 @@ impl TokenVerifier {
         bearer.or_else(cookie).or_else(query).filter(|token| !token.is_empty())
     }
 
-    /// Verifies a token and, for a ticket, claims it.
+    /// Verifies a token; a ticket is claimed separately ([`Self::claim`]).
     pub async fn verify(&self, token: &str) -> Result<Grant, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            AuthError::Invalid("the token is not a well-formed JWT with an accepted algorithm".into())
+        })?;
         let (key, validation) = match header.alg {
             Algorithm::HS256 => self.hs256.as_ref(),
             alg => self.public_key.as_ref().filter(|(_, validation)| validation.algorithms.contains(&alg)),
         }
         .ok_or_else(|| AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg)))?;
         let claims = jsonwebtoken::decode::<RelayClaims>(token, key, validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?
+            .map_err(|e| AuthError::Invalid(refusal(&e)))?
             .claims;
+        let lifetime = claims.exp.saturating_sub(unix_now_secs());
+        if self.max_lifetime_secs > 0
+            && lifetime
+                > (self.max_lifetime_secs.saturating_add(self.leeway_secs)).min(i64::MAX as u64) as i64
+        {
+            return Err(AuthError::Invalid(format!(
+                "the token expires in {lifetime} s; at most {} s are accepted",
+                self.max_lifetime_secs
+            )));
+        }
         if claims.subscribe.len() > MAX_GRANTS {
             return Err(AuthError::Invalid(format!("more than {MAX_GRANTS} subscribe patterns")));
         }
@@ -132,18 +182,23 @@ impl TokenVerifier {
                 Pattern::parse(p).map_err(|e| AuthError::Invalid(format!("subscribe pattern {p:?}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(jti) = &claims.jti {
-            self.claim_ticket(jti, claims.exp).await?;
-        }
-        Ok(Grant { patterns: patterns.into(), expires_at: claims.exp })
+        let ticket = claims.jti.map(|jti| Ticket { jti, exp: claims.exp });
+        Ok(Grant { patterns: patterns.into(), expires_at: claims.exp, ticket })
     }
 
-    async fn claim_ticket(&self, jti: &str, exp: i64) -> Result<(), AuthError> {
+    /// Claims a one-time ticket: once the stream it opens is certain to be served, so that a
+    /// request refused for another reason (or a `HEAD`) does not use it up.
+    pub async fn claim(&self, ticket: &Ticket) -> Result<(), AuthError> {
         // Remember the ticket for as long as it could still be accepted.
-        let remaining = exp.saturating_sub(unix_now_secs()).saturating_add(self.leeway_secs as i64);
+        let remaining = ticket.exp.saturating_sub(unix_now_secs()).saturating_add(self.leeway_secs as i64);
         let mut command = redis::cmd("SET");
-        command.arg(format!("{}{jti}", self.ticket_prefix)).arg(1).arg("NX").arg("EX").arg(remaining.max(1));
-        let claimed: Option<String> = self.redis.query(command).await.map_err(AuthError::Unavailable)?;
+        command
+            .arg(format!("{}{}", self.ticket_prefix, ticket.jti))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(remaining.max(1));
+        let claimed: Option<String> = self.redis.query_once(command).await.map_err(AuthError::Unavailable)?;
         if claimed.is_none() {
             return Err(AuthError::TicketReused);
         }

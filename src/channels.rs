@@ -6,7 +6,7 @@ use std::sync::Arc;
 use protocol::message::Format;
 use serde::Deserialize;
 
-use protocol::glob::{Pattern, overlaps};
+use protocol::glob::{Pattern, overlaps_within};
 
 /// Prefix of the relay's own probe channels; never delivered to clients.
 pub const PROBE_CHANNEL_PREFIX: &str = "sse-relay.probe.";
@@ -67,29 +67,50 @@ impl ChannelRules {
     }
 
     /// Whether a stream asking for `requested` can receive anything: some public rule overlaps
-    /// it, or some token rule that a grant covers does.
-    pub fn readable(&self, requested: &Pattern, grants: Option<&[Pattern]>) -> bool {
-        self.rules.iter().any(|rule| {
-            overlaps(requested, &rule.pattern)
-                && match rule.access {
-                    Access::Public => true,
-                    Access::Token => grants.is_some_and(|grants| {
-                        grants
-                            .iter()
-                            .any(|grant| overlaps(requested, grant) && overlaps(grant, &rule.pattern))
-                    }),
+    /// it, or some token rule that a grant covers does. `None` when deciding it would take more
+    /// than what is left of `budget` (see [`overlaps_within`]).
+    pub fn readable(
+        &self,
+        requested: &Pattern,
+        grants: Option<&[Pattern]>,
+        budget: &mut usize,
+    ) -> Option<bool> {
+        for rule in &self.rules {
+            if !overlaps_within(requested, &rule.pattern, budget)? {
+                continue;
+            }
+            match rule.access {
+                Access::Public => return Some(true),
+                Access::Token => {
+                    for grant in grants.unwrap_or_default() {
+                        if overlaps_within(requested, grant, budget)?
+                            && overlaps_within(grant, &rule.pattern, budget)?
+                        {
+                            return Some(true);
+                        }
+                    }
                 }
-        })
+            }
+        }
+        Some(false)
     }
 
-    /// Whether a stream asking for every channel can receive anything.
-    pub fn any_readable(&self, grants: Option<&[Pattern]>) -> bool {
-        self.rules.iter().any(|rule| match rule.access {
-            Access::Public => true,
-            Access::Token => {
-                grants.is_some_and(|grants| grants.iter().any(|grant| overlaps(grant, &rule.pattern)))
+    /// Whether a stream asking for every channel can receive anything; `None` as for
+    /// [`Self::readable`].
+    pub fn any_readable(&self, grants: Option<&[Pattern]>, budget: &mut usize) -> Option<bool> {
+        for rule in &self.rules {
+            match rule.access {
+                Access::Public => return Some(true),
+                Access::Token => {
+                    for grant in grants.unwrap_or_default() {
+                        if overlaps_within(grant, &rule.pattern, budget)? {
+                            return Some(true);
+                        }
+                    }
+                }
             }
-        })
+        }
+        Some(false)
     }
 
     /// Whether any rule needs a token (and so a verification key must be configured).
@@ -190,16 +211,40 @@ mod tests {
             rule("weatherforecast.*"),
             ChannelRule { pattern: p("admin.*"), format: Format::Envelope, access: Access::Token },
         ]);
-        assert!(rules.readable(&p("*"), None));
-        assert!(!rules.readable(&p("admin.*"), None));
-        assert!(!rules.readable(&p("admin.*"), Some(&[p("weatherforecast.*")])));
-        assert!(rules.readable(&p("admin.user.*"), Some(&[p("admin.*")])));
-        assert!(!rules.readable(&p("admin.user.*"), Some(&[p("admin.apikey.*")])));
+        let readable = |requested: &str, grants: Option<&[Pattern]>| {
+            rules.readable(&p(requested), grants, &mut { usize::MAX }).unwrap()
+        };
+        assert!(readable("*", None));
+        assert!(!readable("admin.*", None));
+        assert!(!readable("admin.*", Some(&[p("weatherforecast.*")])));
+        assert!(readable("admin.user.*", Some(&[p("admin.*")])));
+        assert!(!readable("admin.user.*", Some(&[p("admin.apikey.*")])));
         let anonymous = Subscription::anonymous(Selection::All);
         assert!(anonymous.wants(b"weatherforecast.created", false));
         assert!(!anonymous.wants(b"admin.apikey.created", true));
         let admin = Subscription { selection: Selection::All, grants: Some(vec![p("admin.*")].into()) };
         assert!(admin.wants(b"admin.apikey.created", true));
+    }
+
+    #[test]
+    fn deciding_what_is_readable_costs_at_most_the_budget() {
+        let p = |s: &str| Pattern::parse(s).unwrap();
+        let rules = ChannelRules::new(vec![ChannelRule {
+            pattern: p("admin.*"),
+            format: Format::Envelope,
+            access: Access::Token,
+        }]);
+        // No channel matches two of these that end differently, which only a search of every
+        // pair of positions can tell.
+        let hostile = |letter: char, end: char| format!("admin.*{}*{end}", format!("{letter}*").repeat(120));
+        let grants: Vec<Pattern> = (0..16).map(|_| p(&hostile('a', 'b'))).collect();
+        let requested = p(&hostile('c', 'd'));
+        let mut budget = 100_000;
+        assert_eq!(rules.readable(&requested, Some(&grants), &mut budget), None);
+        assert_eq!(budget, 0);
+        let mut plenty = usize::MAX;
+        assert_eq!(rules.readable(&p("admin.user.*"), Some(&grants), &mut plenty), Some(true));
+        assert!(usize::MAX - plenty < 1_000, "a plain request costs little: {}", usize::MAX - plenty);
     }
 
     #[test]

@@ -22,6 +22,13 @@ pub enum CommandError {
     Timeout(u128),
 }
 
+impl CommandError {
+    /// The connection itself failed (closed, reset, refused): not a reply, not a timeout.
+    fn is_broken_connection(&self) -> bool {
+        matches!(self, Self::Redis(error) if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal())
+    }
+}
+
 pub struct SharedConnection {
     target: Arc<RedisTarget>,
     timeout: Duration,
@@ -33,10 +40,11 @@ impl SharedConnection {
         Self { target, timeout, connection: AsyncMutex::new(None) }
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, CommandError> {
+    /// The connection, and whether it was in use before (it may have broken since).
+    async fn connection(&self) -> Result<(MultiplexedConnection, bool), CommandError> {
         let mut slot = self.connection.lock().await;
         if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
+            return Ok((connection.clone(), true));
         }
         let connect = async {
             let resolved = self.target.client().await?;
@@ -51,23 +59,48 @@ impl SharedConnection {
             .await
             .map_err(|_| CommandError::Timeout(self.timeout.as_millis()))??;
         *slot = Some(connection.clone());
-        Ok(connection)
+        Ok((connection, false))
     }
 
+    /// A command that may run twice (reads, probes): found broken on a connection that was
+    /// idle since Redis went away, it is sent again once on a new connection.
     pub async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, CommandError> {
-        let mut connection = self.connection().await?;
+        let (mut connection, reused) = self.connection().await?;
+        let result = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await;
+        match self.settle(result).await {
+            Err(error) if reused && error.is_broken_connection() => {
+                let (mut connection, _) = self.connection().await?;
+                let result =
+                    tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await;
+                self.settle(result).await
+            }
+            result => result,
+        }
+    }
+
+    /// A command that must not run twice (a ticket claim): sent once, whatever happens.
+    pub async fn query_once<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, CommandError> {
+        let (mut connection, _) = self.connection().await?;
         let result = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await;
         self.settle(result).await
     }
 
-    /// Several commands in one round trip; the first error, if any, is the result.
+    /// Several commands that may run twice, in one round trip; the first error, if any, is the
+    /// result. Sent again once on a new connection, as [`Self::query`].
     pub async fn query_pipeline<T: redis::FromRedisValue>(
         &self,
         pipe: redis::Pipeline,
     ) -> Result<T, CommandError> {
-        let mut connection = self.connection().await?;
+        let (mut connection, reused) = self.connection().await?;
         let result = tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut connection)).await;
-        self.settle(result).await
+        match self.settle(result).await {
+            Err(error) if reused && error.is_broken_connection() => {
+                let (mut connection, _) = self.connection().await?;
+                let result = tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut connection)).await;
+                self.settle(result).await
+            }
+            result => result,
+        }
     }
 
     async fn settle<T>(

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::response::IntoResponse;
 use bytes::{Bytes, BytesMut};
 use http::{Request, StatusCode, header};
 use http_body::Body as _;
@@ -24,26 +25,94 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use service::server::{ConnectionContext, Handed, Handoff};
+use crate::http::ApiError;
+use service::server::{ConnectionContext, Handed, Handoff, MAX_HEAD_BYTES};
 
-/// A request head larger than this goes to hyper, which refuses it properly.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 /// Non-stream answers of the stream path are refusals with a short problem body; one larger
 /// than this (none is) would be sent empty rather than held in memory.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// How long a refused client may go on sending before its connection is closed: long enough
+/// for it to read the refusal (closing with unread bytes would reset the connection first).
+const LINGER_AFTER_REFUSAL: Duration = Duration::from_millis(500);
 
-/// Reads until the end of the request head, or `MAX_HEAD_BYTES`, or the end of the connection.
-pub async fn read_head(stream: &mut TcpStream) -> io::Result<Bytes> {
+/// How reading a request head ended.
+pub enum HeadRead {
+    /// The whole head (and whatever followed it in the same reads).
+    Complete(Bytes),
+    /// Not a head this server reads: the answer's status and why.
+    Refused(StatusCode, &'static str),
+}
+
+/// Reads until the end of the request head; refuses at once what cannot become one (not
+/// HTTP, bare LF line ends) and a head larger than [`MAX_HEAD_BYTES`].
+pub async fn read_head(stream: &mut TcpStream) -> io::Result<HeadRead> {
     use tokio::io::AsyncReadExt;
     let mut head = BytesMut::with_capacity(1024);
+    let mut scanner = HeadScanner::default();
     loop {
-        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.len() >= MAX_HEAD_BYTES {
-            return Ok(head.freeze());
-        }
         if stream.read_buf(&mut head).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
+        match scanner.scan(&head) {
+            Some(Ok(())) => return Ok(HeadRead::Complete(head.freeze())),
+            Some(Err(why)) => return Ok(HeadRead::Refused(StatusCode::BAD_REQUEST, why)),
+            None if head.len() >= MAX_HEAD_BYTES => {
+                return Ok(HeadRead::Refused(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "the request head is larger than 64 KiB",
+                ));
+            }
+            None => {}
+        }
+    }
+}
+
+/// Finds the end of a request head as it arrives, looking at each byte once however finely
+/// the head is split.
+#[derive(Default)]
+struct HeadScanner {
+    scanned: usize,
+}
+
+impl HeadScanner {
+    /// Scans the bytes not seen yet: `Ok` at the end of the head, `Err` when these bytes cannot
+    /// be an HTTP/1.1 request head, `None` while it may go on.
+    fn scan(&mut self, head: &[u8]) -> Option<Result<(), &'static str>> {
+        if self.scanned <= LONGEST_METHOD && !starts_like_a_request(head) {
+            return Some(Err("not an HTTP/1.1 request"));
+        }
+        let from = self.scanned;
+        self.scanned = head.len();
+        for at in from..head.len() {
+            if head[at] != b'\n' {
+                continue;
+            }
+            if at == 0 || head[at - 1] != b'\r' {
+                return Some(Err("request lines must end with CRLF"));
+            }
+            if at >= 3 && &head[at - 3..at - 1] == b"\r\n" {
+                return Some(Ok(()));
+            }
+        }
+        None
+    }
+}
+
+/// Longer than any method a server of ours answers.
+const LONGEST_METHOD: usize = 20;
+
+/// Whether the first bytes read can begin a request line: a method (a token) and a space,
+/// after at most one empty line (RFC 9112, 2.2).
+fn starts_like_a_request(head: &[u8]) -> bool {
+    if head == b"\r" {
+        return true;
+    }
+    let head = head.strip_prefix(b"\r\n").unwrap_or(head);
+    let is_token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    match head.iter().position(|b| !is_token(b)) {
+        Some(at) => at > 0 && head[at] == b' ',
+        None => head.len() <= LONGEST_METHOD,
     }
 }
 
@@ -111,8 +180,14 @@ pub async fn open(
     context: ConnectionContext,
     header_read_timeout: Duration,
 ) -> Opened {
-    let Ok(Ok(head)) = tokio::time::timeout(header_read_timeout, read_head(&mut socket)).await else {
-        return Opened::Done;
+    let head = match tokio::time::timeout(header_read_timeout, read_head(&mut socket)).await {
+        Ok(Ok(HeadRead::Complete(head))) => head,
+        Ok(Ok(HeadRead::Refused(status, why))) => {
+            let (parts, body) = ApiError::new(status, why).into_response().into_parts();
+            answer_whole(socket, response_head(&parts), body, &context.cut).await;
+            return Opened::Done;
+        }
+        Ok(Err(_)) | Err(_) => return Opened::Done,
     };
     let Some(mut request) = stream_request(&head, path) else {
         return Opened::Other(socket, head);
@@ -140,6 +215,10 @@ fn response_head(parts: &http::response::Parts) -> Vec<u8> {
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(format!("HTTP/1.1 {}\r\n", parts.status).as_bytes());
     for (name, value) in &parts.headers {
+        // Framing is this writer's: chunked for a stream, a length of its own for the rest.
+        if matches!(name, &header::CONTENT_LENGTH | &header::TRANSFER_ENCODING | &header::CONNECTION) {
+            continue;
+        }
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
@@ -159,6 +238,20 @@ async fn answer_whole(mut socket: TcpStream, mut head: Vec<u8>, body: Body, cut:
     let mut slices = [IoSlice::new(&head), IoSlice::new(&answer)];
     let _ = write_all(&mut socket, &mut slices, cut).await;
     let _ = socket.shutdown().await;
+    // Whatever the client still sends is read and dropped for a moment, so that it gets the
+    // answer rather than a reset.
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER_AFTER_REFUSAL, async {
+        use tokio::io::AsyncReadExt;
+        let mut left = MAX_HEAD_BYTES;
+        while left > 0 {
+            match socket.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// An event stream being written to its socket in chunked encoding. Frames are gathered and
@@ -186,10 +279,20 @@ impl EventStream {
     /// Writes the stream until it ends, the client goes away, or `cut` fires while the socket
     /// is full (a slow client being disconnected, or the end of the grace period).
     pub async fn run(mut self, cut: CancellationToken) {
+        self.write_until_done(&cut).await;
+        if cut.is_cancelled() {
+            // Cut: close abortively, so that the kernel drops what the client did not read at
+            // once rather than keeping it (up to the socket's send buffer, ~1 MB) for as long as
+            // the client keeps its end open.
+            let _ = self.socket.set_zero_linger();
+        }
+    }
+
+    async fn write_until_done(&mut self, cut: &CancellationToken) {
         loop {
             if !self.unsent.is_empty() {
                 // Boxed: rare (the head, or a full socket), and the task stays small.
-                if Box::pin(write_all(&mut self.socket, &mut [IoSlice::new(&self.unsent)], &cut))
+                if Box::pin(write_all(&mut self.socket, &mut [IoSlice::new(&self.unsent)], cut))
                     .await
                     .is_err()
                 {
@@ -201,7 +304,7 @@ impl EventStream {
                 Pumped::Full => {}
                 Pumped::Ended => {
                     let _ =
-                        Box::pin(write_all(&mut self.socket, &mut [IoSlice::new(&self.unsent)], &cut)).await;
+                        Box::pin(write_all(&mut self.socket, &mut [IoSlice::new(&self.unsent)], cut)).await;
                     return;
                 }
                 Pumped::Gone => return,
@@ -414,6 +517,39 @@ mod tests {
         assert_eq!(data, expected);
         // 500 small frames (≈ 5 KiB) fill one chunk, the oversized one its own, the last one a third.
         assert_eq!(chunks, 3);
+    }
+
+    #[test]
+    fn a_head_ends_at_its_blank_line_and_each_byte_is_looked_at_once() {
+        let head = format!("GET /events HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "p".repeat(60_000));
+        let mut scanner = HeadScanner::default();
+        for end in 1..head.len() {
+            assert_eq!(scanner.scan(&head.as_bytes()[..end]), None, "not complete at {end}");
+            assert_eq!(scanner.scanned, end, "only new bytes are scanned");
+        }
+        assert_eq!(scanner.scan(head.as_bytes()), Some(Ok(())));
+        assert_eq!(HeadScanner::default().scan(b"\r\nGET / HTTP/1.1\r\n\r\n"), Some(Ok(())));
+    }
+
+    #[test]
+    fn what_cannot_become_an_http_head_is_refused_at_once() {
+        for bytes in [
+            &b"GET /events HTTP/1.1\nHost: x\n\n"[..],
+            b"GET /events HTTP/1.1\r\nHost: x\n",
+            // A TLS ClientHello.
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            b" GET / HTTP/1.1\r\n",
+            b"GETTTTTTTTTTTTTTTTTTTTTTTTTTTTTTT",
+        ] {
+            assert!(
+                matches!(HeadScanner::default().scan(bytes), Some(Err(_))),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        for partial in [&b"G"[..], b"\r", b"\r\n", b"OPTIONS", b"GET /ev"] {
+            assert_eq!(HeadScanner::default().scan(partial), None, "{:?}", String::from_utf8_lossy(partial));
+        }
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! Ready means: not draining, and Redis delivery proven on every path the relay runs — the log
 //! tail (envelope channels) and, when raw channels are configured, the subscription — each by a
 //! probe that came back through it; or lost for less than `redis.unready_after_secs`, so that a
-//! short Redis blip does not send every client of every pod elsewhere at once.
+//! short Redis blip does not send every client of every pod elsewhere at once; and not at the
+//! connection limit ([`Capacity`]), so that a balancer sends new clients to other pods.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus::IntGauge;
@@ -168,12 +170,53 @@ impl Health {
     }
 }
 
+/// Whether the pod is at its connection limit, for readiness: full at `max` open streams, and
+/// again taking clients only below 90 % of it, so that readiness does not flap with every
+/// stream that closes and opens at the limit.
+pub struct Capacity {
+    max: usize,
+    resume_below: usize,
+    full: AtomicBool,
+}
+
+impl Capacity {
+    pub fn new(max: usize) -> Self {
+        Self { max, resume_below: max - max / 10, full: AtomicBool::new(false) }
+    }
+
+    /// Whether the pod counts as full with `open` streams; `max` is the limit reported.
+    pub fn full(&self, open: usize) -> bool {
+        let full =
+            if self.full.load(Ordering::Relaxed) { open >= self.resume_below } else { open >= self.max };
+        self.full.store(full, Ordering::Relaxed);
+        full
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn health(unready_after: Duration, paths: &[DeliveryPath]) -> Health {
         Health::new(unready_after, paths, IntGauge::new("connected", "test").unwrap())
+    }
+
+    #[test]
+    fn a_full_pod_takes_clients_again_only_well_below_its_limit() {
+        let capacity = Capacity::new(100);
+        assert!(!capacity.full(99));
+        assert!(capacity.full(100));
+        assert!(capacity.full(95), "still full just below the limit");
+        assert!(capacity.full(90));
+        assert!(!capacity.full(89));
+        assert!(!capacity.full(99));
+        let tiny = Capacity::new(2);
+        assert!(tiny.full(2));
+        assert!(!tiny.full(1));
     }
 
     #[test]

@@ -16,14 +16,15 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use service::log_eviction::EvictionWatch;
 use service::redis_target::RedisTarget;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use uuid::Uuid;
 
-use crate::auth::{AuthError, TokenVerifier};
+use crate::auth::{AuthError, Ticket, TokenVerifier};
 use crate::channels::{ChannelRules, Selection, Subscription};
 use crate::client_ip::{PerIpLimiter, client_ip};
-use crate::health::{Health, Readiness};
+use crate::health::{Capacity, Health, Readiness};
 use crate::hub::{Hub, RegisterError};
 use crate::metrics::{RefusedReason, RelayMetrics};
 use crate::replay::Replay;
@@ -44,6 +45,10 @@ pub struct AppState {
     pub auth: Arc<TokenVerifier>,
     pub rules: Arc<ChannelRules>,
     pub per_ip: Arc<PerIpLimiter>,
+    /// Whether the pod is full, for readiness.
+    pub capacity: Capacity,
+    /// Whether Redis may evict the log, for `/readyz`'s detail.
+    pub eviction: Arc<EvictionWatch>,
     pub trusted_proxy_hops: usize,
     pub max_url_bytes: usize,
     pub retry_ms: u64,
@@ -52,15 +57,17 @@ pub struct AppState {
     pub retry_after_secs: u64,
 }
 
-pub fn router(state: Arc<AppState>, allowed_origins: &[String]) -> Router {
-    let router = Router::new()
+/// The relay's routes; `/metrics` among them unless `separate_metrics` (served by
+/// [`metrics_router`] on a listener of its own).
+pub fn router(state: Arc<AppState>, allowed_origins: &[String], separate_metrics: bool) -> Router {
+    let mut router = Router::new()
         .route("/events", get(events))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
+        .route("/readyz", get(readyz));
+    if !separate_metrics {
+        router = router.route("/metrics", get(metrics));
+    }
+    let router = router.fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(state);
     if allowed_origins.is_empty() {
         return router;
     }
@@ -77,6 +84,15 @@ pub fn router(state: Arc<AppState>, allowed_origins: &[String]) -> Router {
     )
 }
 
+/// `/metrics` alone, for `metrics_listen`.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
 /// A refusal, rendered as RFC 7807 problem details.
 #[derive(Debug)]
 pub struct ApiError {
@@ -87,7 +103,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         Self { status, detail: detail.into(), retry_after_secs: None, www_authenticate: None }
     }
 
@@ -160,7 +176,8 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
     let cut = context.as_ref().map(|c| c.cut.clone()).unwrap_or_default();
     let ip_slot = match context.as_ref() {
         Some(context) => {
-            let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+            let forwarded =
+                request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
             let ip = client_ip(context.peer.ip(), forwarded, state.trusted_proxy_hops);
             state.per_ip.acquire(ip).ok_or_else(|| {
                 state.metrics.refused(RefusedReason::PerIpLimit);
@@ -187,6 +204,10 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{error}; retry later"))
             .retry_after(state.retry_after_secs)
     })?;
+    // Last, so that a refusal above (or a HEAD, which opens nothing) leaves the ticket usable.
+    if let Some(ticket) = subscription.ticket.as_ref().filter(|_| request.method() != Method::HEAD) {
+        state.auth.claim(ticket).await.map_err(|error| ticket_refusal(&state, error))?;
+    }
     tracing::info!(
         conn.id = %connection_id,
         client.addr = %context.map(|c| c.peer.to_string()).unwrap_or_default(),
@@ -212,10 +233,16 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
+/// Steps the check of a request's patterns against the rules and its token's grants may take
+/// (a few milliseconds); ordinary requests take hundreds.
+const OVERLAP_CHECK_BUDGET: usize = 1_000_000;
+
 /// A stream's hub key plus when its token expires.
 struct Authorized {
     key: Subscription,
     expires_at: Option<i64>,
+    /// A one-time ticket, claimed once nothing else can refuse the stream.
+    ticket: Option<Ticket>,
 }
 
 /// Verifies the request's token (if any) and checks that the stream can read something: an
@@ -230,23 +257,25 @@ async fn authorize(
     let refused = |reason| state.metrics.refused(reason);
     let grant = match state.auth.token_from(headers, query) {
         None => None,
-        Some(token) => Some(state.auth.verify(&token).await.map_err(|error| match error {
-            AuthError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "cannot check a ticket");
-                refused(RefusedReason::Unavailable);
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot check the ticket right now; retry")
-                    .retry_after(state.retry_after_secs)
-            }
-            other => {
-                refused(RefusedReason::Unauthorized);
-                ApiError::unauthorized(other.to_string(), true)
-            }
-        })?),
+        Some(token) => Some(state.auth.verify(&token).await.map_err(|error| ticket_refusal(state, error))?),
     };
     let grants = grant.as_ref().map(|g| std::sync::Arc::clone(&g.patterns));
+    // Checking hostile patterns against hostile grants could take seconds: bounded.
+    let mut budget = OVERLAP_CHECK_BUDGET;
     let readable = match &selection {
-        Selection::All => state.rules.any_readable(grants.as_deref()),
-        Selection::Patterns(patterns) => patterns.iter().any(|p| state.rules.readable(p, grants.as_deref())),
+        Selection::All => state.rules.any_readable(grants.as_deref(), &mut budget),
+        Selection::Patterns(patterns) => patterns
+            .iter()
+            .map(|p| state.rules.readable(p, grants.as_deref(), &mut budget))
+            .find(|readable| *readable != Some(false))
+            .unwrap_or(Some(false)),
+    };
+    let Some(readable) = readable else {
+        refused(RefusedReason::BadRequest);
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the requested channels are too complex to check against the token's grants: ask for fewer or simpler patterns",
+        ));
     };
     if !readable {
         if grant.is_none() && state.rules.has_token_rules() {
@@ -259,7 +288,24 @@ async fn authorize(
             "none of the requested channels may be read with this token",
         ));
     }
-    Ok(Authorized { key: Subscription { selection, grants }, expires_at: grant.map(|g| g.expires_at) })
+    let (expires_at, ticket) = grant.map_or((None, None), |g| (Some(g.expires_at), g.ticket));
+    Ok(Authorized { key: Subscription { selection, grants }, expires_at, ticket })
+}
+
+/// The answer to a token or ticket that cannot be accepted.
+fn ticket_refusal(state: &AppState, error: AuthError) -> ApiError {
+    match error {
+        AuthError::Unavailable(cause) => {
+            tracing::warn!(error = %cause, "cannot check a ticket");
+            state.metrics.refused(RefusedReason::Unavailable);
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cannot check the ticket right now; retry")
+                .retry_after(state.retry_after_secs)
+        }
+        other => {
+            state.metrics.refused(RefusedReason::Unauthorized);
+            ApiError::unauthorized(other.to_string(), true)
+        }
+    }
 }
 
 /// The resume point: the `Last-Event-ID` header (what EventSource sends on reconnect) wins over
@@ -330,13 +376,28 @@ struct ReadyBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     node: Option<String>,
     failovers: u64,
+    /// What an operator should fix though the pod is ready (Redis may evict the log).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let readiness = state.health.readiness();
+    let mut readiness = state.health.readiness();
+    let open = state.hub.open_connections();
+    if readiness.ready && state.capacity.full(open) {
+        readiness.ready = false;
+        readiness.reason = Some(format!(
+            "at the connection limit: {open} streams open of {}; ready again below 90 %",
+            state.capacity.max()
+        ));
+    }
     let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body =
-        ReadyBody { readiness, node: state.redis.current_primary(), failovers: state.redis.failovers() };
+    let body = ReadyBody {
+        readiness,
+        node: state.redis.current_primary(),
+        failovers: state.redis.failovers(),
+        warnings: state.eviction.warning().into_iter().collect(),
+    };
     let body = serde_json::to_string(&body).unwrap_or_default();
     (status, [(header::CONTENT_TYPE, "application/json")], body)
 }

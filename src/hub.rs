@@ -37,11 +37,25 @@ pub struct QueuedFrame(Arc<EncodedFrame>);
 pub struct EncodedFrame {
     pub id: Option<StreamId>,
     pub bytes: Bytes,
+    /// For a `relay.reset` notice, when the incident it reports happened (at the latest): a
+    /// stream that sent its client another reset since does not send this one too (the client
+    /// refetched its state after the incident).
+    pub reset_at: Option<std::time::Instant>,
 }
 
 impl QueuedFrame {
     pub fn new(id: Option<StreamId>, bytes: Bytes) -> Self {
-        Self(Arc::new(EncodedFrame { id, bytes }))
+        Self(Arc::new(EncodedFrame { id, bytes, reset_at: None }))
+    }
+
+    /// A `relay.reset` notice for an incident now.
+    pub fn reset(bytes: Bytes) -> Self {
+        Self::reset_for(bytes, std::time::Instant::now())
+    }
+
+    /// A `relay.reset` notice for an incident that happened by `incident`.
+    pub fn reset_for(bytes: Bytes, incident: std::time::Instant) -> Self {
+        Self(Arc::new(EncodedFrame { id: None, bytes, reset_at: Some(incident) }))
     }
 }
 

@@ -33,8 +33,8 @@ impl LogEntry {
 /// Where a resume point stands relative to the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResumePoint {
-    /// Every entry after the id is still in the log.
-    Available,
+    /// Every entry after the id is still in the log; `newest` is its newest entry then.
+    Available { newest: Option<StreamId> },
     /// Entries after the id were trimmed, or the log is not the one that issued it: the client
     /// must resynchronise. `newest` is the log's newest entry then: what the client refetches
     /// includes everything up to it.
@@ -75,6 +75,23 @@ impl LogReader {
         Ok(raw.into_iter().filter_map(entry_from_raw).collect())
     }
 
+    /// As [`Self::read_after`], continuing a read that already went up to `cursor`: `None` when
+    /// the log no longer holds `cursor` itself (it was trimmed past it, deleted, or replaced
+    /// by another log since), so that a reader does not carry on into another log's entries.
+    pub async fn read_on_from(
+        &self,
+        cursor: StreamId,
+    ) -> Result<Option<Vec<Result<LogEntry, StreamId>>>, LogError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XRANGE").arg(&self.key).arg(cursor.to_string()).arg(cursor.to_string());
+        pipe.cmd("XRANGE").arg(&self.key).arg(format!("({cursor}")).arg("+").arg("COUNT").arg(PAGE_SIZE);
+        let (at, page): (Vec<RawEntry>, Vec<RawEntry>) = self.redis.query_pipeline(pipe).await?;
+        if at.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(page.into_iter().filter_map(entry_from_raw).collect()))
+    }
+
     /// Whether everything after `after` is still in the log.
     ///
     /// `after` is the id of the last entry the client received, so that entry must still be in
@@ -93,7 +110,7 @@ impl LogReader {
                 Err(LogError::Redis(error)) if error.to_string().contains("no such key") => {
                     // No log at all: nothing was ever lost only if the client has seen nothing.
                     return Ok(if after == StreamId::ZERO {
-                        ResumePoint::Available
+                        ResumePoint::Available { newest: None }
                     } else {
                         ResumePoint::Lost { newest: None }
                     });
@@ -109,14 +126,14 @@ impl LogReader {
             return Ok(lost);
         }
         if after != StreamId::ZERO {
-            return Ok(if at.is_empty() { lost } else { ResumePoint::Available });
+            return Ok(if at.is_empty() { lost } else { ResumePoint::Available { newest } });
         }
         let lost_some = match (info.get("entries-added"), info.get("length")) {
             (Some(redis::Value::Int(added)), Some(redis::Value::Int(length))) => added > length,
             // Before Redis 7 there is no count of entries added: assume the worst.
             _ => true,
         };
-        Ok(if lost_some { lost } else { ResumePoint::Available })
+        Ok(if lost_some { lost } else { ResumePoint::Available { newest } })
     }
 }
 

@@ -34,6 +34,7 @@ pub struct RelayMetrics {
     pub replayed_events: IntCounter,
     pub resumes: CounterBy<ResumeSource>,
     pub resume_window_entries: IntGauge,
+    pub log_evictable: IntGauge,
     pub resume_window_bytes: IntGauge,
     pub gap_filled_events: IntCounter,
     pub redelivered_events_skipped: IntCounter,
@@ -172,6 +173,10 @@ impl RelayMetrics {
                 "Streams resuming with Last-Event-ID, by where their backlog was read: the resume window (memory) or the log (Redis)",
                 "from",
                 &ResumeSource::ALL,
+            ),
+            log_evictable: m.gauge(
+                "sse_relay_redis_log_evictable",
+                "1 when Redis may evict the event log (its memory policy reaches it), else 0",
             ),
             resume_window_entries: m.gauge(
                 "sse_relay_resume_window_entries",

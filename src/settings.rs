@@ -25,6 +25,9 @@ pub const LIST_KEYS: &[&str] = &["cors.allowed_origins", "redis.sentinel.address
 #[serde(default, deny_unknown_fields)]
 pub struct RelaySettings {
     pub listen: String,
+    /// A second listener serving only `/metrics` (then not served on `listen`); empty: metrics
+    /// on `listen`.
+    pub metrics_listen: String,
     /// Identifies this process on its probe channel and in logs; defaults to the host name
     /// (the pod name in Kubernetes).
     pub pod_id: String,
@@ -66,6 +69,9 @@ pub struct RedisSettings {
     pub resume_window_entries: u64,
     /// Bound on the memory those entries hold.
     pub resume_window_bytes: u64,
+    /// A resume that would replay more log entries than this gets `relay.reset` instead (the
+    /// client refetches its state); 0: no bound.
+    pub max_replay_entries: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +105,9 @@ pub struct AuthSettings {
     pub issuer: String,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway_secs: u64,
+    /// A token whose `exp` is further ahead than this is refused (0: no limit), so that a
+    /// leaked token cannot be one minted to live for years.
+    pub max_token_lifetime_secs: u64,
     /// Cookie a token may be read from (same-site deployments).
     pub cookie_name: String,
     /// Redis key prefix for claimed one-time tickets.
@@ -133,6 +142,7 @@ impl Default for AuthSettings {
             audience: String::new(),
             issuer: String::new(),
             leeway_secs: 5,
+            max_token_lifetime_secs: 86_400,
             cookie_name: "sse_relay_token".into(),
             ticket_prefix: "sse:ticket:".into(),
         }
@@ -187,6 +197,7 @@ impl Default for RelaySettings {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8080".into(),
+            metrics_listen: String::new(),
             pod_id: default_pod_id(),
             redis: RedisSettings::default(),
             channels: vec![ChannelSettings {
@@ -231,6 +242,7 @@ impl Default for RedisSettings {
             tail_block_ms: 1_000,
             resume_window_entries: 10_000,
             resume_window_bytes: 16 << 20,
+            max_replay_entries: 10_000,
         }
     }
 }
@@ -269,6 +281,19 @@ impl RelaySettings {
         })
     }
 
+    /// Where `/metrics` is served on its own, if anywhere.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.metrics_listen.is_empty() {
+            return Ok(None);
+        }
+        self.metrics_listen.parse().map(Some).map_err(|_| {
+            ConfigError::new(
+                "metrics_listen",
+                format!("{:?} is not an address like 0.0.0.0:9090", self.metrics_listen),
+            )
+        })
+    }
+
     /// The validated channel rules, in configuration order (the first match wins).
     pub fn channel_rules(&self) -> Result<Vec<ChannelRule>, ConfigError> {
         self.channels
@@ -290,6 +315,12 @@ fn channel_pattern(i: usize, pattern: &str) -> Result<Pattern, ConfigError> {
 impl Validate for RelaySettings {
     fn validate(&self, errors: &mut ConfigErrors) {
         errors.check(self.listen_addr());
+        if let (Ok(listen), Ok(Some(metrics))) = (self.listen_addr(), self.metrics_addr())
+            && listen == metrics
+        {
+            errors.add(ConfigError::new("metrics_listen", "must differ from listen"));
+        }
+        errors.check(self.metrics_addr());
         if self.pod_id.is_empty() || self.pod_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
             errors.add(ConfigError::new("pod_id", "must be a non-empty name without spaces"));
         }

@@ -6,6 +6,8 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
+
+use service::log_eviction::EvictionWatch;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -32,6 +34,8 @@ pub struct SourceContext {
     pub hub: Arc<Hub>,
     pub health: Arc<Health>,
     pub metrics: RelayMetrics,
+    /// Whether Redis may evict the log, looked at with every probe of the log tail.
+    pub eviction: Arc<EvictionWatch>,
 }
 
 impl SourceContext {

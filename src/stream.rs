@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -34,6 +34,9 @@ pub struct SseBody {
     /// When the stream's token expires: then `relay.expired` is sent and the stream ends.
     expiry: Option<Pin<Box<Sleep>>>,
     expired: bool,
+    /// When the last `relay.reset` was sent: a reset for an incident before it is not sent
+    /// too (the client refetched its state after that incident).
+    reset_sent_at: Option<Instant>,
     /// The client IP's stream slot, returned when the stream ends.
     _ip_slot: Option<IpSlot>,
 }
@@ -52,6 +55,7 @@ impl SseBody {
             guard: registration.guard,
             expiry: None,
             expired: false,
+            reset_sent_at: None,
             _ip_slot: None,
         }
     }
@@ -98,7 +102,12 @@ impl Body for SseBody {
             match replay.poll_recv(cx) {
                 Poll::Ready(Some(ReplayItem::SeenThrough(id))) => this.replayed_through = Some(id),
                 Poll::Ready(Some(ReplayItem::Frame(frame))) => {
-                    if frame.id.is_some() {
+                    if frame.reset_at.is_some() {
+                        // What comes after is judged afresh (the replay says what the client
+                        // will have refetched, if it knows).
+                        this.replayed_through = None;
+                        this.reset_sent_at = Some(Instant::now());
+                    } else if frame.id.is_some() {
                         this.replayed_through = frame.id;
                     }
                     return Poll::Ready(Some(Ok(this.sent(frame.bytes.clone()))));
@@ -114,6 +123,15 @@ impl Body for SseBody {
                 Poll::Ready(Some(Next::Frame(frame))) => {
                     if frame.id.is_some() && frame.id <= this.replayed_through {
                         continue;
+                    }
+                    if let Some(incident) = frame.reset_at {
+                        // One incident, one reset: the stream already sent its client a reset
+                        // after this incident (its resume found the log replaced), after which
+                        // the client refetched its state.
+                        if this.reset_sent_at.is_some_and(|sent| incident <= sent) {
+                            continue;
+                        }
+                        this.reset_sent_at = Some(Instant::now());
                     }
                     return Poll::Ready(Some(Ok(this.sent(frame.bytes.clone()))));
                 }

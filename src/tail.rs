@@ -87,6 +87,8 @@ struct Position {
     /// Events delivered from a log that was since replaced and not yet seen again in the new
     /// one: seen again, they are not delivered a second time.
     vanished: HashSet<u64>,
+    /// When the log last answered a read: a log found replaced was lost after this.
+    read_at: Option<std::time::Instant>,
 }
 
 impl Position {
@@ -186,6 +188,7 @@ impl TailReader {
                 reply = &mut read => {
                     let started = Instant::now();
                     let reply = reply.map_err(SessionError::Read)?;
+                    position.read_at = Some(started.into_std());
                     for (key, entries) in reply {
                         if key == self.probe_key {
                             for (id, nonce) in entries.iter().filter_map(probe_entry) {
@@ -205,6 +208,7 @@ impl TailReader {
                     let (key, probe_key) = (self.key.clone(), self.probe_key.clone());
                     let expire_ms = self.ctx.settings.probe_interval_ms.saturating_mul(10).max(60_000);
                     let window = Arc::clone(&self.window);
+                    let eviction = Arc::clone(&self.ctx.eviction);
                     tokio::spawn(async move {
                         if let Err(error) = publish_probe(&commands, &probe_key, nonce, expire_ms).await {
                             tracing::debug!(error = %error, "probe append failed");
@@ -213,6 +217,11 @@ impl TailReader {
                         match log_extent(&commands, &key).await {
                             Ok((oldest, max_deleted)) => window.follow_log(oldest, max_deleted),
                             Err(error) => tracing::debug!(error = %error, "log extent unknown"),
+                        }
+                        match eviction_policy(&commands, &key).await {
+                            Ok((info, ttl)) => eviction.record(&key, &info, ttl),
+                            // An ACL user without INFO: nothing to say.
+                            Err(error) => tracing::debug!(error = %error, "cannot ask Redis about eviction"),
                         }
                     });
                 }
@@ -368,9 +377,11 @@ impl TailReader {
                 self.window.truncate_after(shared);
             }
             None => {
-                let reached = self.ctx.hub.broadcast(&QueuedFrame::new(
-                    None,
+                // The events were lost after the tail's last read: a stream that reset its
+                // client since (its resume found the log replaced) does not reset it again.
+                let reached = self.ctx.hub.broadcast(&QueuedFrame::reset_for(
                     reset_frame("the relay missed events that are no longer in the log"),
+                    position.read_at.unwrap_or_else(std::time::Instant::now),
                 ));
                 self.ctx.metrics.resets.inc_by(reached as u64);
                 tracing::warn!(log = %self.key, last_read = %cursor, "the log no longer holds the relay's position: streams told to reset");
@@ -451,6 +462,16 @@ async fn log_extent(
         _ => None,
     };
     Ok((oldest, crate::log::id_value(info.get("max-deleted-entry-id"))))
+}
+
+/// `INFO memory` and the log's `PTTL`: whether Redis may evict the log.
+async fn eviction_policy(
+    commands: &SharedConnection,
+    key: &str,
+) -> Result<(String, i64), crate::commands::CommandError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("INFO").arg("memory").cmd("PTTL").arg(key);
+    commands.query_pipeline(pipe).await
 }
 
 fn probe_entry((id, fields): &RawEntry) -> Option<(StreamId, u64)> {

@@ -134,7 +134,7 @@ impl ResumeWindow {
 
     /// The frames after `after` that `subscription` wants, if the window holds everything
     /// after `after`; `None` sends the resume to the log.
-    pub fn after(&self, after: StreamId, subscription: &Subscription) -> Option<Vec<QueuedFrame>> {
+    pub fn after(&self, after: StreamId, subscription: &Subscription, max_entries: usize) -> Option<Resumed> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let from = if state.evicted == Some(after) {
             0
@@ -142,15 +142,29 @@ impl ResumeWindow {
             let at = state.entries.binary_search_by_key(&after, |entry| entry.id).ok()?;
             at + 1
         };
-        Some(
+        let behind = state.entries.len() - from;
+        if behind > max_entries {
+            let newest = state.entries.back().map(|entry| entry.id)?;
+            return Some(Resumed::TooFarBehind { behind, newest });
+        }
+        Some(Resumed::Frames(
             state
                 .entries
                 .range(from..)
                 .filter(|entry| subscription.wants(&entry.channel, entry.token_only))
                 .map(|entry| entry.frame.clone())
                 .collect(),
-        )
+        ))
     }
+}
+
+/// A resume the window can answer.
+#[derive(Debug)]
+pub enum Resumed {
+    /// What the stream selected of the entries after its id, in order.
+    Frames(Vec<QueuedFrame>),
+    /// More entries than a replay may cover follow the id: how many, and the newest.
+    TooFarBehind { behind: usize, newest: StreamId },
 }
 
 #[cfg(test)]
@@ -175,12 +189,25 @@ mod tests {
         window.push(id(ms), channel.as_bytes(), false, &frame);
     }
 
-    fn ids(frames: Option<Vec<QueuedFrame>>) -> Option<Vec<u64>> {
-        frames.map(|frames| frames.iter().map(|frame| frame.id.unwrap().ms).collect())
+    fn ids(resumed: Option<Resumed>) -> Option<Vec<u64>> {
+        match resumed? {
+            Resumed::Frames(frames) => Some(frames.iter().map(|frame| frame.id.unwrap().ms).collect()),
+            Resumed::TooFarBehind { behind, .. } => panic!("{behind} entries behind"),
+        }
     }
 
     fn anyone() -> Subscription {
         Subscription::anonymous(Selection::All)
+    }
+
+    #[test]
+    fn a_resume_too_far_behind_is_told_so_rather_than_served() {
+        let window = window(10, 1 << 20);
+        for ms in 1..=5 {
+            push(&window, ms, "a");
+        }
+        assert!(matches!(window.after(id(1), &anyone(), 3), Some(Resumed::TooFarBehind { behind: 4, .. })));
+        assert_eq!(ids(window.after(id(2), &anyone(), 3)), Some(vec![3, 4, 5]));
     }
 
     #[test]
@@ -189,16 +216,24 @@ mod tests {
         for ms in 1..=5 {
             push(&window, ms, "a");
         }
-        assert_eq!(ids(window.after(id(3), &anyone())), Some(vec![4, 5]));
-        assert_eq!(ids(window.after(id(5), &anyone())), Some(vec![]));
-        assert_eq!(ids(window.after(id(2), &anyone())), Some(vec![3, 4, 5]), "the entry evicted last");
-        assert_eq!(window.after(id(1), &anyone()).map(|_| ()), None, "older: from the log");
+        assert_eq!(ids(window.after(id(3), &anyone(), usize::MAX)), Some(vec![4, 5]));
+        assert_eq!(ids(window.after(id(5), &anyone(), usize::MAX)), Some(vec![]));
         assert_eq!(
-            window.after(id(6), &anyone()).map(|_| ()),
+            ids(window.after(id(2), &anyone(), usize::MAX)),
+            Some(vec![3, 4, 5]),
+            "the entry evicted last"
+        );
+        assert_eq!(window.after(id(1), &anyone(), usize::MAX).map(|_| ()), None, "older: from the log");
+        assert_eq!(
+            window.after(id(6), &anyone(), usize::MAX).map(|_| ()),
             None,
             "newer than the tail read: from the log"
         );
-        assert_eq!(window.after(StreamId { ms: 4, seq: 1 }, &anyone()).map(|_| ()), None, "not an entry");
+        assert_eq!(
+            window.after(StreamId { ms: 4, seq: 1 }, &anyone(), usize::MAX).map(|_| ()),
+            None,
+            "not an entry"
+        );
     }
 
     #[test]
@@ -208,7 +243,7 @@ mod tests {
         push(&window, 2, "b.1");
         push(&window, 3, "a.2");
         let a = Subscription::anonymous(Selection::from_patterns(vec![Pattern::parse("a.*").unwrap()]));
-        assert_eq!(ids(window.after(id(1), &a)), Some(vec![3]));
+        assert_eq!(ids(window.after(id(1), &a, usize::MAX)), Some(vec![3]));
     }
 
     #[test]
@@ -220,14 +255,14 @@ mod tests {
         assert_eq!(window.bytes_gauge.get() as usize, 3 * (ENTRY_OVERHEAD_BYTES + 2));
         assert_eq!(window.entries_gauge.get(), 3);
         window.truncate_after(id(4));
-        assert_eq!(ids(window.after(id(2), &anyone())), Some(vec![3, 4]));
-        assert_eq!(window.after(id(5), &anyone()).map(|_| ()), None, "lost with the old primary");
+        assert_eq!(ids(window.after(id(2), &anyone(), usize::MAX)), Some(vec![3, 4]));
+        assert_eq!(window.after(id(5), &anyone(), usize::MAX).map(|_| ()), None, "lost with the old primary");
         window.truncate_after(id(1));
-        assert_eq!(window.after(id(2), &anyone()).map(|_| ()), None, "the boundary went too");
+        assert_eq!(window.after(id(2), &anyone(), usize::MAX).map(|_| ()), None, "the boundary went too");
         assert_eq!((window.entries_gauge.get(), window.bytes_gauge.get()), (0, 0));
         push(&window, 7, "a");
         window.clear();
-        assert_eq!(window.after(id(7), &anyone()).map(|_| ()), None);
+        assert_eq!(window.after(id(7), &anyone(), usize::MAX).map(|_| ()), None);
     }
 
     #[test]
@@ -237,14 +272,22 @@ mod tests {
             push(&window, ms, "a");
         }
         window.follow_log(Some(id(2)), None);
-        assert_eq!(ids(window.after(id(2), &anyone())), Some(vec![3, 4, 5]), "nothing trimmed yet");
+        assert_eq!(
+            ids(window.after(id(2), &anyone(), usize::MAX)),
+            Some(vec![3, 4, 5]),
+            "nothing trimmed yet"
+        );
         window.follow_log(Some(id(4)), None);
-        assert_eq!(window.after(id(2), &anyone()).map(|_| ()), None);
-        assert_eq!(window.after(id(3), &anyone()).map(|_| ()), None, "3 was trimmed");
-        assert_eq!(ids(window.after(id(4), &anyone())), Some(vec![5]));
+        assert_eq!(window.after(id(2), &anyone(), usize::MAX).map(|_| ()), None);
+        assert_eq!(window.after(id(3), &anyone(), usize::MAX).map(|_| ()), None, "3 was trimmed");
+        assert_eq!(ids(window.after(id(4), &anyone(), usize::MAX)), Some(vec![5]));
         window.follow_log(Some(id(4)), Some(id(4)));
-        assert_eq!(window.after(id(4), &anyone()).map(|_| ()), None, "deleted: the log would reset");
-        assert_eq!(ids(window.after(id(5), &anyone())), Some(vec![]));
+        assert_eq!(
+            window.after(id(4), &anyone(), usize::MAX).map(|_| ()),
+            None,
+            "deleted: the log would reset"
+        );
+        assert_eq!(ids(window.after(id(5), &anyone(), usize::MAX)), Some(vec![]));
         window.follow_log(None, None);
         assert_eq!(window.entries_gauge.get(), 0, "the log is gone");
     }
@@ -253,6 +296,6 @@ mod tests {
     fn a_window_of_no_entries_serves_nothing() {
         let window = window(0, usize::MAX);
         push(&window, 1, "a");
-        assert_eq!(window.after(id(1), &anyone()).map(|_| ()), None);
+        assert_eq!(window.after(id(1), &anyone(), usize::MAX).map(|_| ()), None);
     }
 }

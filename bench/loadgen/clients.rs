@@ -35,6 +35,10 @@ pub struct ClientArgs {
     /// Streams being opened at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    /// Clients that stop reading after the response head (with a small receive buffer): the
+    /// slow clients a server has to cut.
+    #[arg(long)]
+    pub stall: bool,
 }
 
 #[derive(Default)]
@@ -176,7 +180,7 @@ async fn stream_task(args: ClientArgs, index: usize, shared: Arc<Shared>, gate: 
             match connected {
                 Ok(socket) => {
                     let stream = &shared.streams[index];
-                    read(socket, stream, &shared, args.count).await;
+                    read(socket, stream, &shared, args.count, args.stall).await;
                     stream.open.store(false, Ordering::SeqCst);
                     Ok(())
                 }
@@ -202,6 +206,9 @@ async fn stream_task(args: ClientArgs, index: usize, shared: Arc<Shared>, gate: 
 
 async fn open(args: &ClientArgs, index: usize, shared: &Shared) -> anyhow::Result<tokio::net::TcpStream> {
     let socket = TcpSocket::new_v4()?;
+    if args.stall {
+        socket.set_recv_buffer_size(4096)?;
+    }
     socket.bind(source_address(args.first + index))?;
     let mut tcp = tokio::time::timeout(Duration::from_secs(10), socket.connect(args.target)).await??;
     let last_id = shared.streams[index].last_id.lock().unwrap().clone();
@@ -214,8 +221,8 @@ async fn open(args: &ClientArgs, index: usize, shared: &Shared) -> anyhow::Resul
 }
 
 /// Reads the response until the server closes it (or `drop` asks to), counting events. The
-/// stream counts as open from its `200` response head on.
-async fn read(mut tcp: tokio::net::TcpStream, stream: &Stream, shared: &Shared, streams: usize) {
+/// stream counts as open from its `200` response head on; a stalled one reads nothing more.
+async fn read(mut tcp: tokio::net::TcpStream, stream: &Stream, shared: &Shared, streams: usize, stall: bool) {
     let mut buffer = vec![0u8; 8192];
     let mut filled = 0;
     let mut head_done = false;
@@ -253,6 +260,13 @@ async fn read(mut tcp: tokio::net::TcpStream, stream: &Stream, shared: &Shared, 
             if shared.opened.fetch_add(1, Ordering::SeqCst) + 1 == streams as u64 {
                 let started = shared.round_started.lock().unwrap().unwrap_or_else(Instant::now);
                 shared.all_open_after_ms.store(started.elapsed().as_millis().max(1) as u64, Ordering::SeqCst);
+            }
+            if stall {
+                // Holds the socket, unread, until told to drop it.
+                while !shared.dropping.load(Ordering::Relaxed) {
+                    check_drop.tick().await;
+                }
+                return;
             }
         }
         let now = now_micros();

@@ -37,6 +37,15 @@ pub struct SuiteArgs {
     /// The relay binary to measure (to compare builds); by default the one beside this one.
     #[arg(long)]
     pub relay_binary: Option<PathBuf>,
+    /// Only these scenarios (e.g. `channels,slow_burst`); by default every one.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+impl SuiteArgs {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|only| only == scenario)
+    }
 }
 
 /// Sizes of every scenario.
@@ -62,6 +71,9 @@ struct Plan {
     hostile_streams: usize,
     hostile_rate: u64,
     hostile_secs: u64,
+    slow_clients: usize,
+    /// How long after the slow clients were cut the relay's memory is looked at again.
+    slow_release_wait: Duration,
     settle: Duration,
 }
 
@@ -90,6 +102,8 @@ impl Plan {
                 hostile_streams: 20,
                 hostile_rate: 200,
                 hostile_secs: 1,
+                slow_clients: 100,
+                slow_release_wait: Duration::from_secs(2),
                 settle: Duration::from_millis(300),
             };
         }
@@ -115,6 +129,8 @@ impl Plan {
             hostile_streams: 400,
             hostile_rate: 1_000,
             hostile_secs: 5,
+            slow_clients: 5_000,
+            slow_release_wait: Duration::from_secs(30),
             settle: Duration::from_secs(2),
         }
     }
@@ -133,6 +149,18 @@ impl Clients {
         count: usize,
         first: usize,
     ) -> anyhow::Result<Self> {
+        Self::open_with(args, target, path, count, first, false)
+    }
+
+    /// As [`Self::open`]; `stall`: clients that stop reading after the response head.
+    fn open_with(
+        args: &SuiteArgs,
+        target: std::net::SocketAddr,
+        path: &str,
+        count: usize,
+        first: usize,
+        stall: bool,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
         let mut workers = Vec::new();
         let mut offset = 0;
@@ -144,6 +172,7 @@ impl Clients {
                 .arg(&exe)
                 .args(["clients", "--target", &target.to_string(), "--path", path])
                 .args(["--count", &n.to_string(), "--first", &(first + offset).to_string()])
+                .args(stall.then_some("--stall"))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -384,9 +413,10 @@ fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Val
     let addr = target.server.addr;
     let mut figures = json!({});
     let connect_timeout = Duration::from_secs(120);
+    let relay = target.name == "sse-relay";
 
     // Idle: memory per connection as the RSS slope between two counts, and accepts per second.
-    {
+    if args.wants("idle") {
         let path = (target.path)("bench.idle");
         let mut low = Clients::open(args, addr, &path, plan.idle_low, 0)?;
         let took = low.wait_for("open", plan.idle_low as u64, connect_timeout)?;
@@ -414,8 +444,8 @@ fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Val
             "bytes_per_connection": (rss_high.saturating_sub(rss_low)) as f64 / (plan.idle_high - plan.idle_low) as f64,
             "accepts_per_sec": plan.idle_low as f64 / (accept_ms.max(1) as f64 / 1000.0),
         });
+        std::thread::sleep(plan.settle);
     }
-    std::thread::sleep(plan.settle);
 
     // Fan-out (and the latency at that load), then overload, then latency at a light load.
     let loads = [
@@ -423,14 +453,14 @@ fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Val
         ("overload", plan.fanout_clients, plan.overload_rate, plan.overload_secs),
         ("latency_light", plan.latency_clients, plan.latency_rate, plan.latency_secs),
     ];
-    for (scenario, clients, rate, secs) in loads {
+    for (scenario, clients, rate, secs) in loads.into_iter().filter(|load| args.wants(load.0)) {
         let channel = format!("bench.{scenario}");
         figures[scenario] = fanout(args, plan, target, &Load::shared(target, &channel, clients, rate, secs))?;
         std::thread::sleep(plan.settle);
     }
     // The relay's envelope path: the same fan-out, published through the log script and
     // delivered from the log (the references have no log).
-    if target.name == "sse-relay" {
+    if relay && args.wants("fanout_envelope") {
         let load = Load {
             envelope: true,
             ..Load::shared(target, "benchlog.fanout", plan.fanout_clients, plan.fanout_rate, plan.fanout_secs)
@@ -440,7 +470,7 @@ fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Val
     }
     // One channel per stream, events spread at random over them (the floor has no channels);
     // then, for the relay, the same streams sharing one subscription.
-    if target.name != "floor" {
+    if target.name != "floor" && args.wants("channels") {
         let load = Load {
             path: (target.path)("bench.ch.{i}"),
             channel: "bench.ch.".into(),
@@ -450,13 +480,15 @@ fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Val
         figures["channels"] = fanout(args, plan, target, &load)?;
         std::thread::sleep(plan.settle);
     }
-    if target.name == "sse-relay" {
+    if relay && args.wants("channels_shared") {
         let load =
             Load::shared(target, "bench.shared", plan.channels_streams, plan.shared_rate, plan.channels_secs);
         figures["channels_shared"] = fanout(args, plan, target, &load)?;
         std::thread::sleep(plan.settle);
-        // The same events over ten channels, a stream each: what a message costs with few
-        // distinct subscriptions.
+    }
+    // The same events over ten channels, a stream each: what a message costs with few distinct
+    // subscriptions.
+    if relay && args.wants("channels_few") {
         let load = Load {
             path: (target.path)("bench.few.{i}"),
             channel: "bench.few.".into(),
@@ -465,15 +497,78 @@ fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Val
         };
         figures["channels_few"] = fanout(args, plan, target, &load)?;
         std::thread::sleep(plan.settle);
+    }
+    if relay && args.wants("wildcards") {
         figures["wildcards"] = wildcards(args, plan, target)?;
         std::thread::sleep(plan.settle);
     }
-    figures["storm"] = storm(args, plan, target, "storm", plan.storm_clients, plan.storm_missed)?;
-    std::thread::sleep(plan.settle);
-    if target.name != "floor" {
+    if args.wants("storm") {
+        figures["storm"] = storm(args, plan, target, "storm", plan.storm_clients, plan.storm_missed)?;
+        std::thread::sleep(plan.settle);
+    }
+    if target.name != "floor" && args.wants("storm_scale") {
         figures["storm_scale"] = storm(args, plan, target, "scale", plan.scale_clients, plan.scale_missed)?;
+        std::thread::sleep(plan.settle);
+    }
+    if relay && args.wants("slow_burst") {
+        figures["slow_burst"] = slow_burst(args, plan, target)?;
     }
     Ok(figures)
+}
+
+/// Clients that stop reading, all at once, until the relay cuts every one of them: the relay's
+/// memory before, at its peak, and a while after (does it come back?).
+fn slow_burst(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Value> {
+    let slow = plan.slow_clients;
+    let rss_before = target.server.rss_bytes();
+    let mut stalled =
+        Clients::open_with(args, target.server.addr, "/events?channel=bench.slow", slow, 0, true)?;
+    stalled.wait_for("open", slow as u64, Duration::from_secs(120))?;
+    let cut_before = relay_metric(target.server.addr, "sse_relay_slow_client_disconnects_total")?;
+    let mut rss_peak = target.server.rss_bytes();
+    let mut published = 0;
+    let started = Instant::now();
+    // Bursts of events until every client was cut (a queue of 1,024 events each, behind a few
+    // dozen KiB of socket buffers), each burst's memory looked at.
+    while relay_metric(target.server.addr, "sse_relay_slow_client_disconnects_total")? - cut_before
+        < slow as f64
+    {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "the relay did not cut every slow client"
+        );
+        publish(target, "bench.slow", 0, false, 2_000, 500, published)?;
+        published += 500;
+        rss_peak = rss_peak.max(target.server.rss_bytes());
+    }
+    let cut_after = started.elapsed();
+    // The clients keep their sockets meanwhile.
+    std::thread::sleep(plan.slow_release_wait);
+    let rss_after = target.server.rss_bytes();
+    stalled.ask("drop")?;
+    Ok(json!({
+        "clients": slow,
+        "published": published,
+        "all_cut_ms": cut_after.as_millis() as u64,
+        "rss_before_bytes": rss_before,
+        "rss_peak_bytes": rss_peak,
+        "rss_after_bytes": rss_after,
+        "after_secs": plan.slow_release_wait.as_secs(),
+    }))
+}
+
+/// A sample of the relay's `/metrics`, by its exact name and labels.
+fn relay_metric(addr: std::net::SocketAddr, sample: &str) -> anyhow::Result<f64> {
+    use std::io::Read;
+    let mut socket = std::net::TcpStream::connect(addr)?;
+    socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(socket, "GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")?;
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer)?;
+    answer
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+        .with_context(|| format!("{sample} not in the relay's metrics"))
 }
 
 /// Streams on `path`, and events at `rate` for `secs` on `channel` (or spread over `spread`
@@ -526,6 +621,7 @@ fn fanout(args: &SuiteArgs, plan: &Plan, target: &Target, load: &Load) -> anyhow
     let deliveries = report["events"].as_u64().unwrap_or(0);
     if load.spread > 0 {
         report["silently_missing"] = json!(expected.saturating_sub(deliveries));
+        report["excess"] = json!(deliveries.saturating_sub(expected));
     }
     let elapsed =
         last_event.saturating_duration_since(started).as_secs_f64().max(published.elapsed.as_secs_f64());

@@ -48,6 +48,9 @@ const ROWS: &[(&str, &str, &str, bool)] = &[
         "redis_resume_reads_per_100_clients",
         true,
     ),
+    ("slow burst: RSS before (bytes)", "slow_burst", "rss_before_bytes", true),
+    ("slow burst: RSS at the peak (bytes)", "slow_burst", "rss_peak_bytes", true),
+    ("slow burst: RSS a while after (bytes)", "slow_burst", "rss_after_bytes", true),
 ];
 
 pub fn render(results: &Value) -> String {

@@ -42,6 +42,10 @@ fn the_benchmark_suite_runs_every_scenario_against_every_server() {
     assert_eq!(relay["wildcards"]["hostile_open"], 20);
     assert_eq!(relay["storm_scale"]["complete"], 300);
     assert_eq!(relay["storm_scale"]["redis_resume_reads"], 0, "every resume served from memory: {relay}");
+    assert_eq!(relay["slow_burst"]["clients"], 100, "{relay}");
+    assert!(relay["slow_burst"]["rss_peak_bytes"].as_u64().unwrap() > 0);
+    assert!(relay["slow_burst"]["rss_after_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(relay["channels"]["excess"], 0, "spread events are counted once: {relay}");
     assert_eq!(relay["fanout"]["out_of_order"], 0);
     assert_eq!(relay["storm"]["complete"], 100, "every resumed stream got the events it missed");
     assert!(stdout.contains("relay/floor"), "the table has the ratios:\n{stdout}");

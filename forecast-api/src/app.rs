@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use service::log_eviction::EvictionWatch;
 use service::redis_target::RedisTarget;
 use service::server::{self, NoHandoff, ServerControl};
 use tokio::net::TcpListener;
@@ -68,6 +69,7 @@ impl ForecastApi {
             settings.redis.connect_timeout(),
             metrics.redis_node.clone(),
         ));
+        let eviction = Arc::new(EvictionWatch::new(metrics.log_evictable.clone()));
         let dispatcher = Dispatcher::new(
             store.clone(),
             Arc::clone(&redis),
@@ -75,6 +77,7 @@ impl ForecastApi {
             settings.outbox.clone(),
             metrics.clone(),
             notify,
+            Arc::clone(&eviction),
         );
         let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let state = Arc::new(AppState {
@@ -89,6 +92,7 @@ impl ForecastApi {
             relay_cookie_name: settings.relay.cookie_name.clone(),
             draining: AtomicBool::new(false),
             redis,
+            eviction,
         });
         Ok(Self { listener, settings, state, dispatcher, generated_admin_key })
     }

@@ -22,6 +22,7 @@ pub struct ForecastMetrics {
     pub publish_failures: IntCounter,
     pub unreplicated: IntCounter,
     pub outbox_pending: IntGauge,
+    pub log_evictable: IntGauge,
     pub handler_duration: HistogramVec,
     pub handler_failures: IntCounterVec,
     pub redis_node: NodeMetrics,
@@ -63,6 +64,10 @@ impl ForecastMetrics {
                 "Outbox batches published but not confirmed by redis.min_replicas replicas in time (kept and published again)",
             ),
             outbox_pending: m.gauge("forecast_api_outbox_pending", "Events written but not yet published"),
+            log_evictable: m.gauge(
+                "forecast_api_redis_log_evictable",
+                "1 when Redis may evict the event log (its memory policy reaches it), else 0",
+            ),
             handler_duration: m.histogram_vec(
                 "forecast_api_event_handler_duration_seconds",
                 "Time each event handler took",

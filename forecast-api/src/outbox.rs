@@ -25,6 +25,7 @@ use crate::settings::{OutboxSettings, RedisSettings};
 use crate::store::{OutboxRow, Store};
 use protocol::envelope::{OutgoingEnvelope, PUBLISH_SCRIPT, now_micros};
 use service::backoff::Backoff;
+use service::log_eviction::EvictionWatch;
 use service::redis_target::{RedisTarget, TargetError, needs_new_connection};
 
 /// The last attempt to empty the outbox at shutdown, at most.
@@ -39,7 +40,13 @@ pub struct Dispatcher {
     notify: Arc<Notify>,
     script: redis::Script,
     connection: Option<MultiplexedConnection>,
+    /// Whether Redis may evict the log: looked at on start and every [`EVICTION_CHECK`].
+    eviction: Arc<EvictionWatch>,
+    eviction_checked: Option<tokio::time::Instant>,
 }
+
+/// How often the dispatcher asks Redis whether it may evict the log.
+const EVICTION_CHECK: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 enum PublishError {
@@ -63,6 +70,7 @@ impl Dispatcher {
         settings: OutboxSettings,
         metrics: ForecastMetrics,
         notify: Arc<Notify>,
+        eviction: Arc<EvictionWatch>,
     ) -> Self {
         Self {
             store,
@@ -73,6 +81,8 @@ impl Dispatcher {
             notify,
             script: redis::Script::new(PUBLISH_SCRIPT),
             connection: None,
+            eviction,
+            eviction_checked: None,
         }
     }
 
@@ -84,6 +94,9 @@ impl Dispatcher {
             // A drain cut short (a Redis that stopped answering) leaves rows that are published
             // but not deleted: the next attempt repeats them, and their dedup keys make that a
             // no-op.
+            if self.eviction_checked.is_none_or(|at| at.elapsed() >= EVICTION_CHECK) {
+                self.check_eviction().await;
+            }
             let drained = tokio::select! {
                 _ = cancel.cancelled() => break,
                 drained = self.drain() => drained,
@@ -125,6 +138,26 @@ impl Dispatcher {
                 timeout_ms = FINAL_DRAIN.as_millis() as u64,
                 "outbox not emptied in time at shutdown; the next start publishes the rest"
             ),
+        }
+    }
+
+    /// Asks Redis (`INFO memory`, the log's `PTTL`) whether it may evict the log; an ACL user
+    /// without `INFO`, or a Redis that is away, leaves it unsaid until the next time.
+    async fn check_eviction(&mut self) {
+        self.eviction_checked = Some(tokio::time::Instant::now());
+        let log = self.redis.log_stream.clone();
+        let asked = async {
+            let connection = connection(&mut self.connection, &self.target, &self.redis).await?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("INFO").arg("memory").cmd("PTTL").arg(&log);
+            Ok::<(String, i64), PublishError>(pipe.query_async(connection).await?)
+        };
+        match asked.await {
+            Ok((info, ttl)) => self.eviction.record(&log, &info, ttl),
+            Err(error) => {
+                self.forget_connection_after(&error);
+                tracing::debug!(error = %error, "cannot ask Redis about eviction");
+            }
         }
     }
 

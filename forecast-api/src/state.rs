@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use service::log_eviction::EvictionWatch;
 use service::redis_target::RedisTarget;
 
 use crate::auth::KeyVerifier;
@@ -25,4 +26,6 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// The Redis node the outbox publishes to, for `/readyz`.
     pub redis: Arc<RedisTarget>,
+    /// Whether Redis may evict the log, for `/readyz`.
+    pub eviction: Arc<EvictionWatch>,
 }

@@ -5,6 +5,9 @@
 //! (`$n` placeholders, TEXT timestamps, 64-bit integers); migrations are per dialect.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -32,6 +35,24 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     kind: DatabaseKind,
+    /// Set while the database is known to be unreachable: requests are then refused at once
+    /// rather than each waiting for a connection that will not come.
+    unreachable: Arc<AtomicBool>,
+}
+
+/// Whether an error says the database cannot be reached (or is not taking connections), as
+/// opposed to a fault in what was asked of it.
+pub fn is_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            true
+        }
+        // Class 08: connection exceptions; 57P01–57P03: the server is shutting down or starting.
+        sqlx::Error::Database(error) => error
+            .code()
+            .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
 }
 
 /// A stored API key (the secret itself is never stored, only its hash).
@@ -104,11 +125,35 @@ impl Store {
             DatabaseKind::Postgres => POSTGRES_MIGRATIONS.run(&pool).await,
         }
         .context("cannot apply database migrations")?;
-        Ok(Self { pool, kind })
+        Ok(Self { pool, kind, unreachable: Arc::new(AtomicBool::new(false)) })
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        let result = sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ());
+        if result.is_ok() {
+            self.unreachable.store(false, Ordering::Release);
+        }
+        result
+    }
+
+    /// Whether the database was found unreachable and has not answered since.
+    pub fn is_known_unreachable(&self) -> bool {
+        self.unreachable.load(Ordering::Acquire)
+    }
+
+    /// The database was found unreachable: until a ping succeeds (tried every `interval`,
+    /// each within `interval`), [`Self::is_known_unreachable`] says so.
+    pub fn found_unreachable(&self, interval: Duration) {
+        if self.unreachable.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            while store.is_known_unreachable() {
+                tokio::time::sleep(interval).await;
+                let _ = tokio::time::timeout(interval, store.ping()).await;
+            }
+        });
     }
 
     pub async fn close(&self) {

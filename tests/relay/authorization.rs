@@ -133,25 +133,37 @@ async fn expired_forged_misaddressed_and_unsigned_tokens_are_refused_with_401() 
         claims[key] = value;
         claims
     };
-    let mut without_exp = base.clone();
-    without_exp.as_object_mut().unwrap().remove("exp");
+    let without = |key: &str| {
+        let mut claims = base.clone();
+        claims.as_object_mut().unwrap().remove(key);
+        claims
+    };
     let unsigned = {
         use base64::Engine;
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         format!("{}.{}.", engine.encode(br#"{"alg":"none","typ":"JWT"}"#), engine.encode(base.to_string()))
     };
+    // Each case and what the refusal says (in the relay's words, not the JWT library's).
     let cases = [
-        ("expired", sign(with("exp", json!(now() - 60)), SECRET)),
-        ("not yet valid", sign(with("nbf", json!(now() + 600)), SECRET)),
-        ("forged", sign(base.clone(), "another-secret-0123456789abcdef-xyz")),
-        ("wrong audience", sign(with("aud", json!("someone-else")), SECRET)),
-        ("wrong issuer", sign(with("iss", json!("mallory")), SECRET)),
-        ("no expiry", sign(without_exp, SECRET)),
-        ("alg none", unsigned),
-        ("garbage", "not.a.token".to_owned()),
-        ("bad grant", sign(with("subscribe", json!(["admin.["])), SECRET)),
+        ("expired", sign(with("exp", json!(now() - 60)), SECRET), "has expired"),
+        ("not yet valid", sign(with("nbf", json!(now() + 600)), SECRET), "not valid yet"),
+        ("forged", sign(base.clone(), "another-secret-0123456789abcdef-xyz"), "signature does not verify"),
+        ("wrong audience", sign(with("aud", json!("someone-else")), SECRET), "another audience"),
+        ("wrong issuer", sign(with("iss", json!("mallory")), SECRET), "another issuer"),
+        ("no expiry", sign(without("exp"), SECRET), "has no exp claim"),
+        ("no audience", sign(without("aud"), SECRET), "has no aud claim"),
+        ("no issuer", sign(without("iss"), SECRET), "has no iss claim"),
+        ("lives two days", sign(with("exp", json!(now() + 2 * 86_400)), SECRET), "at most 86400 s"),
+        (
+            "grants not a list",
+            sign(with("subscribe", json!("admin.*")), SECRET),
+            "claims are not a relay token's",
+        ),
+        ("alg none", unsigned, "algorithm"),
+        ("garbage", "not.a.token".to_owned(), "not a well-formed JWT"),
+        ("bad grant", sign(with("subscribe", json!(["admin.["])), SECRET), "subscribe pattern"),
     ];
-    for (name, token) in cases {
+    for (name, token, detail) in cases {
         let response = reqwest::Client::new()
             .get(relay.url("/events?channel=admin.*"))
             .bearer_auth(&token)
@@ -163,6 +175,10 @@ async fn expired_forged_misaddressed_and_unsigned_tokens_are_refused_with_401() 
         assert!(challenge.contains("invalid_token"), "{name}: {challenge}");
         let body = response.text().await.unwrap();
         assert!(!body.contains(&token), "the token is never echoed");
+        assert!(body.contains(detail), "{name}: {body}");
+        for internal in ["JSON error", "missing field", "line 1", "Base64", "InvalidToken", "Error("] {
+            assert!(!body.contains(internal), "{name}: {body}");
+        }
     }
     // A valid token whose grants do not cover what is asked: 403.
     let weather_only = sign(with("subscribe", json!(["weatherforecast.*"])), SECRET);
@@ -204,6 +220,44 @@ async fn a_token_in_a_cookie_or_in_the_query_works_and_a_ticket_works_once() {
     let first = reqwest::get(&url).await.unwrap();
     assert_eq!(first.status(), 200);
     let second = reqwest::get(&url).await.unwrap();
+    assert_eq!(second.status(), 401);
+    assert!(second.text().await.unwrap().contains("already used"));
+}
+
+/// A ticket is used up by the stream it opens, not by a request that opens none.
+#[tokio::test]
+async fn a_ticket_survives_a_head_and_requests_refused_for_other_reasons() {
+    let TestRelay { redis: _redis, relay } = TestRelay::with(|relay| {
+        relay
+            .channels(CHANNELS)
+            .env("AUTH__JWT_SECRET", SECRET)
+            .env("AUTH__AUDIENCE", "sse-relay")
+            .env("AUTH__ISSUER", "forecast-api")
+            .env("LIMITS__MAX_CONNECTIONS_PER_IP", 1)
+    })
+    .await;
+    let ticket = sign(
+        json!({ "subscribe": ["weatherforecast.*"], "aud": "sse-relay", "iss": "forecast-api", "exp": now() + 60, "jti": "ticket-2" }),
+        SECRET,
+    );
+    let url = |channel: &str| relay.url(&format!("/events?channel={channel}&access_token={ticket}"));
+    let client = reqwest::Client::new();
+
+    let head = client.head(url("weatherforecast.*")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    // It grants nothing of admin.*: 403.
+    assert_eq!(client.get(url("admin.*")).send().await.unwrap().status(), 403);
+    // The client's address already holds its one stream: 429.
+    let held = relay.open_stream("").await;
+    assert_eq!(client.get(url("weatherforecast.*")).send().await.unwrap().status(), 429);
+    drop(held);
+    relay.wait_metric("sse_relay_connections", |open| open == 0.0).await;
+
+    let first = client.get(url("weatherforecast.*")).send().await.unwrap();
+    assert_eq!(first.status(), 200, "the ticket was still unused");
+    drop(first);
+    relay.wait_metric("sse_relay_connections", |open| open == 0.0).await;
+    let second = client.get(url("weatherforecast.*")).send().await.unwrap();
     assert_eq!(second.status(), 401);
     assert!(second.text().await.unwrap().contains("already used"));
 }
@@ -325,4 +379,31 @@ async fn es256_tokens_verify_with_the_public_key_and_algorithm_confusion_is_refu
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+}
+
+/// Checking hostile patterns against a token's hostile grants (as many as a token may hold) is
+/// bounded: the request is refused with a reason instead of taking seconds of CPU.
+#[tokio::test]
+async fn hostile_grants_against_hostile_channels_are_refused_not_computed_for_seconds() {
+    let TestRelay { redis: _redis, relay } = start().await;
+    // No channel matches two of these that end differently, which only a search of every
+    // pair of positions can tell.
+    let hostile = |letter: char, end: char| format!("admin.*{}*{end}", format!("{letter}*").repeat(120));
+    let grants: Vec<String> = (0..64).map(|_| hostile('a', 'b')).collect();
+    let token = sign(
+        json!({ "subscribe": grants, "aud": "sse-relay", "iss": "forecast-api", "exp": now() + 600 }),
+        SECRET,
+    );
+    let channels: String = (0..16).map(|_| format!("channel={}&", hostile('c', 'd'))).collect();
+    let response = reqwest::Client::new()
+        .get(relay.url(&format!("/events?{channels}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("too complex to check"), "{body}");
+    // The same token with a plain request is fine (`open` checks the stream's first event).
+    open(&relay, "?channel=admin.user.*", Some(&token)).await;
 }

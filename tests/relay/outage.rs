@@ -34,3 +34,27 @@ async fn a_stream_survives_a_redis_restart_and_receives_what_comes_after() {
     assert!(!downs.is_empty(), "the outage is logged");
     assert!(relay.log_events("redis subscribed").len() >= 2);
 }
+
+/// After Redis comes back, the first probe goes out on a working connection: the fresh
+/// subscription and log tail are kept, not torn down again by a probe sent on the command
+/// connection Redis closed.
+#[tokio::test]
+async fn the_first_probes_after_redis_returns_succeed_and_nothing_reconnects_twice() {
+    let TestRelay { mut redis, relay } = TestRelay::with(|relay| {
+        relay.env("REDIS__PROBE_INTERVAL_MS", 200).env("REDIS__UNREADY_AFTER_SECS", 1)
+    })
+    .await;
+    // Probes went through the command connection before the restart.
+    relay.wait_metric("sse_relay_probe_rtt_seconds_count", |probes| probes >= 2.0).await;
+
+    redis.kill();
+    relay.wait_metric("sse_relay_redis_connected", |connected| connected == 0.0).await;
+    redis.restart();
+    let reconnects = relay.wait_metric("sse_relay_redis_reconnects_total", |count| count >= 1.0).await;
+    let probes = relay.metric("sse_relay_probe_rtt_seconds_count").await;
+    // Well past the probe timeout (2 s): 15 probes of each source since, every one back.
+    relay.wait_metric("sse_relay_probe_rtt_seconds_count", |count| count >= probes + 30.0).await;
+    assert_eq!(relay.metric("sse_relay_probe_failures_total").await, 0.0);
+    assert_eq!(relay.metric("sse_relay_redis_reconnects_total").await, reconnects, "no second reconnect");
+    assert!(relay.log_events("probe not").is_empty(), "no probe was given up");
+}

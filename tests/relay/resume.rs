@@ -232,6 +232,44 @@ async fn a_resume_inside_the_window_is_served_from_memory_and_an_older_one_from_
     assert!(redis.command_calls("xrange") > 0);
 }
 
+/// A resume that would replay more than `redis.max_replay_entries` gets `relay.reset` before any
+/// event, whether the window or the log would serve it; a closer one is replayed.
+#[tokio::test]
+async fn a_resume_too_far_behind_is_reset_rather_than_replayed() {
+    for window in [0, 100] {
+        let TestRelay { redis, relay } = TestRelay::with(|relay| {
+            relay
+                .channels(ENVELOPE_CHANNELS)
+                .env("REDIS__MAX_REPLAY_ENTRIES", 5)
+                .env("REDIS__RESUME_WINDOW_ENTRIES", window)
+        })
+        .await;
+        let mut publisher = LogPublisher::connect(&redis.url()).await;
+        let mut ids = Vec::new();
+        for n in 0..10 {
+            ids.push(publisher.publish("weatherforecast.created", &n.to_string(), None).await.unwrap());
+        }
+        relay.wait_metric("sse_relay_events_received_total", |events| events == 10.0).await;
+        for (from, label) in [(ids[0].clone(), "nine behind"), ("0-0".to_owned(), "the whole log")] {
+            let (mut stream, _) = relay.resume_stream("", Some(&from)).await;
+            let reset = stream.next_event(WAIT).await;
+            assert_eq!(reset.event.as_deref(), Some("relay.reset"), "window {window}, {label}");
+            assert!(
+                reset.data.unwrap().contains("more than a resume replays (5)"),
+                "window {window}, {label}"
+            );
+            let live = publisher.publish("weatherforecast.updated", "\"live\"", None).await.unwrap();
+            assert_eq!(stream.next_event(WAIT).await.id.as_deref(), Some(live.as_str()), "then live");
+            ids.push(live);
+        }
+        // Five behind: replayed.
+        let (mut close, _) = relay.resume_stream("", Some(&ids[ids.len() - 6])).await;
+        for expected in &ids[ids.len() - 5..] {
+            assert_eq!(close.next_event(WAIT).await.id.as_ref(), Some(expected), "window {window}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_malformed_last_event_id_is_a_400_with_a_reason() {
     let TestRelay { redis: _redis, relay } = start().await;

@@ -3,6 +3,7 @@
 //! behind a real load balancer behaving as one system, and the Redis deployments users run (TLS,
 //! ACL users).
 
+mod balancers;
 mod browser;
 mod chart_config;
 mod end_to_end;

@@ -123,7 +123,38 @@ enum Token {
     /// `*`: any run of bytes.
     Star,
     /// One byte from the set (`?` is the full set).
-    One(Box<[bool; 256]>),
+    One(ByteSet),
+}
+
+/// A set of bytes, one bit each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    const ALL: Self = Self([u64::MAX; 4]);
+
+    fn of(accepts: &[bool; 256]) -> Self {
+        let mut bits = [0u64; 4];
+        for (byte, _) in accepts.iter().enumerate().filter(|(_, accepted)| **accepted) {
+            bits[byte / 64] |= 1 << (byte % 64);
+        }
+        Self(bits)
+    }
+
+    fn single(byte: u8) -> Self {
+        let mut bits = [0u64; 4];
+        bits[usize::from(byte) / 64] = 1 << (byte % 64);
+        Self(bits)
+    }
+
+    #[cfg(test)]
+    fn contains(&self, byte: u8) -> bool {
+        self.0[usize::from(byte) / 64] & (1 << (byte % 64)) != 0
+    }
+
+    fn meets(&self, other: &Self) -> bool {
+        self.0.iter().zip(&other.0).any(|(a, b)| a & b != 0)
+    }
 }
 
 /// A `[...]` class read exactly as Redis reads it (a `-` after the first byte makes a range even
@@ -188,12 +219,12 @@ fn tokens(pattern: &[u8]) -> Vec<Token> {
                 i += 1;
             }
             b'?' => {
-                tokens.push(Token::One(Box::new([true; 256])));
+                tokens.push(Token::One(ByteSet::ALL));
                 i += 1;
             }
             b'[' => {
                 let class = parse_class(pattern, i);
-                tokens.push(Token::One(Box::new(class.accepts)));
+                tokens.push(Token::One(ByteSet::of(&class.accepts)));
                 i = class.end + 1;
             }
             byte => {
@@ -203,9 +234,7 @@ fn tokens(pattern: &[u8]) -> Vec<Token> {
                 } else {
                     byte
                 };
-                let mut accepts = [false; 256];
-                accepts[usize::from(literal)] = true;
-                tokens.push(Token::One(Box::new(accepts)));
+                tokens.push(Token::One(ByteSet::single(literal)));
                 i += 1;
             }
         }
@@ -213,43 +242,73 @@ fn tokens(pattern: &[u8]) -> Vec<Token> {
     tokens
 }
 
-/// Where a token list goes after consuming one byte, and which bytes it accepts (`None`: all).
-fn step(tokens: &[Token], k: usize) -> Option<(usize, Option<&[bool; 256]>)> {
+/// Where a token list goes after consuming one byte, and which bytes it accepts.
+fn step(tokens: &[Token], k: usize) -> Option<(usize, &ByteSet)> {
     match tokens.get(k) {
-        Some(Token::Star) => Some((k, None)),
-        Some(Token::One(accepts)) => Some((k + 1, Some(accepts.as_ref()))),
+        Some(Token::Star) => Some((k, &ByteSet::ALL)),
+        Some(Token::One(accepts)) => Some((k + 1, accepts)),
         None => None,
     }
 }
 
 /// Whether some non-empty channel matches both patterns (a client's request and a rule, say).
 pub fn overlaps(a: &Pattern, b: &Pattern) -> bool {
+    let mut unbounded = usize::MAX;
+    overlaps_within(a, b, &mut unbounded).unwrap_or(true)
+}
+
+/// [`overlaps`], doing at most `budget` steps (each a pair of positions in the two patterns,
+/// at most `(a.len() + 1) × (b.len() + 1) × 2` in all, plus one per 64 such pairs to set up)
+/// and taking those it does from the budget; `None` once it is spent before an answer was
+/// found.
+pub fn overlaps_within(a: &Pattern, b: &Pattern, budget: &mut usize) -> Option<bool> {
     let (a, b) = (tokens(a.0.as_bytes()), tokens(b.0.as_bytes()));
-    // Breadth-first search over pairs of positions, plus whether a byte was consumed yet.
-    let mut seen = std::collections::HashSet::new();
-    let mut queue = std::collections::VecDeque::from([(0usize, 0usize, false)]);
-    while let Some(state @ (i, j, consumed)) = queue.pop_front() {
-        if !seen.insert(state) {
+    // A search over pairs of positions, plus whether a byte was consumed yet; each pair is
+    // visited once.
+    let index = |(i, j, consumed): (usize, usize, bool)| (i * (b.len() + 1) + j) * 2 + usize::from(consumed);
+    let states = (a.len() + 1) * (b.len() + 1) * 2;
+    // Clearing the set of visited pairs is work too: a step per 64 pairs.
+    spend(budget, states.div_ceil(64))?;
+    let mut seen = vec![0u64; states.div_ceil(64)];
+    let mut pending = vec![(0usize, 0usize, false)];
+    while let Some(state @ (i, j, consumed)) = pending.pop() {
+        let (word, bit) = (index(state) / 64, 1 << (index(state) % 64));
+        if seen[word] & bit != 0 {
             continue;
         }
+        seen[word] |= bit;
+        spend(budget, 1)?;
         if i == a.len() && j == b.len() && consumed {
-            return true;
+            return Some(true);
         }
         if a.get(i) == Some(&Token::Star) {
-            queue.push_back((i + 1, j, consumed));
+            pending.push((i + 1, j, consumed));
         }
         if b.get(j) == Some(&Token::Star) {
-            queue.push_back((i, j + 1, consumed));
+            pending.push((i, j + 1, consumed));
         }
         // Consume one byte accepted by both sides.
-        if let (Some((next_i, set_a)), Some((next_j, set_b))) = (step(&a, i), step(&b, j)) {
-            let common = (0..256).any(|c| set_a.is_none_or(|s| s[c]) && set_b.is_none_or(|s| s[c]));
-            if common {
-                queue.push_back((next_i, next_j, true));
-            }
+        if let (Some((next_i, set_a)), Some((next_j, set_b))) = (step(&a, i), step(&b, j))
+            && set_a.meets(set_b)
+        {
+            pending.push((next_i, next_j, true));
         }
     }
-    false
+    Some(false)
+}
+
+/// Takes `steps` from `budget`; `None` (and nothing left) when it holds fewer.
+fn spend(budget: &mut usize, steps: usize) -> Option<()> {
+    match budget.checked_sub(steps) {
+        Some(left) => {
+            *budget = left;
+            Some(())
+        }
+        None => {
+            *budget = 0;
+            None
+        }
+    }
 }
 
 /// Redis's `stringmatchlen(pattern, string, nocase = 0)` for arbitrary bytes.
@@ -403,7 +462,7 @@ mod tests {
             None => s.is_empty(),
             Some((Token::Star, rest)) => (0..=s.len()).any(|k| tokens_match(rest, &s[k..])),
             Some((Token::One(accepts), rest)) => {
-                s.first().is_some_and(|&c| accepts[usize::from(c)]) && tokens_match(rest, &s[1..])
+                s.first().is_some_and(|&c| accepts.contains(c)) && tokens_match(rest, &s[1..])
             }
         }
     }

@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
+/// The largest request head either service reads, on every path: larger is refused with 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Pending connections the kernel queues before `accept`. `TcpListener::bind` asks for 128,
 /// which a reconnect storm overflows: dropped SYNs are retried by clients only after a second.
 /// The kernel caps it at `net.core.somaxconn` (4096 by default).
@@ -158,6 +161,7 @@ async fn serve_with_hyper(
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {

@@ -8,7 +8,7 @@
 //! - [`relay_process`] — the `sse-relay` binary with a test configuration ([`relay_process::RelayBuilder`]).
 //! - [`forecast_process`] — the `forecast-api` binary, its test databases and an API client.
 //! - [`service_process`] — a service binary as a child process, its logs and endpoints.
-//! - [`redis_server`], [`postgres`], [`nginx`], [`proxy`] — real servers and a cuttable TCP proxy.
+//! - [`redis_server`], [`postgres`], [`nginx`], [`haproxy`], [`proxy`] — real servers and a cuttable TCP proxy.
 //! - [`sentinel`] — a primary, replicas and `redis-sentinel` processes watching them.
 //! - [`sse_client`], [`sse_parser`], [`event_source`] — clients of the event stream.
 //! - [`event_tap`] — what reaches Redis: a pattern subscription that records every message.
@@ -18,6 +18,7 @@
 pub mod event_source;
 pub mod event_tap;
 pub mod forecast_process;
+pub mod haproxy;
 pub mod log_publisher;
 pub mod nginx;
 pub mod postgres;

@@ -1,5 +1,6 @@
-//! A TCP proxy on loopback that can make connections go silent without closing them: the
-//! failure mode of a connection wedged by a failover or a dead network path.
+//! A TCP proxy on loopback that can make connections go silent without closing them (the
+//! failure mode of a connection wedged by a failover or a dead network path), or make the
+//! server behind it unreachable (every connection closed, new ones refused) and back.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,8 @@ pub struct WedgingProxy {
     wedge_new: Arc<AtomicBool>,
     /// One flag per connection ever opened.
     connections: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+    /// While set, connections are closed and new ones closed at once.
+    down: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -24,11 +27,17 @@ impl WedgingProxy {
         let addr = listener.local_addr().expect("proxy addr");
         let wedge_new = Arc::new(AtomicBool::new(false));
         let connections: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let down = Arc::new(AtomicBool::new(false));
         let task = {
             let wedge_new = Arc::clone(&wedge_new);
             let connections = Arc::clone(&connections);
+            let down = Arc::clone(&down);
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
+                    if down.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let down = Arc::clone(&down);
                     let wedged = Arc::new(AtomicBool::new(wedge_new.load(Ordering::SeqCst)));
                     connections.lock().unwrap().push(Arc::clone(&wedged));
                     tokio::spawn(async move {
@@ -38,18 +47,32 @@ impl WedgingProxy {
                         let (client_read, client_write) = client.into_split();
                         let (server_read, server_write) = server.into_split();
                         tokio::join!(
-                            pump(client_read, server_write, Arc::clone(&wedged)),
-                            pump(server_read, client_write, wedged),
+                            pump(client_read, server_write, Arc::clone(&wedged), Arc::clone(&down)),
+                            pump(server_read, client_write, wedged, down),
                         );
                     });
                 }
             })
         };
-        Self { addr, wedge_new, connections, task }
+        Self { addr, wedge_new, connections, down, task }
     }
 
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server becomes unreachable: open connections are closed, new ones closed at once.
+    pub fn go_down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+    }
+
+    /// The server is reachable again.
+    pub fn come_back(&self) {
+        self.down.store(false, Ordering::SeqCst);
     }
 
     /// Every connection, open or future, stops forwarding bytes but stays open.
@@ -76,9 +99,13 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     wedged: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
+        if down.load(Ordering::SeqCst) {
+            return;
+        }
         if wedged.load(Ordering::SeqCst) {
             // Hold the connection open and swallow nothing: just stop moving bytes.
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -30,7 +30,7 @@ pub struct ApiKeyRequest {
         example = "ci pipeline",
         min_length = 1,
         max_length = 100,
-        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
     pub name: String,
     #[schema(example = json!(["forecasts:write"]), min_items = 1, inline)]

@@ -34,11 +34,38 @@ pub struct ApiError {
     detail: String,
     errors: Option<BTreeMap<String, Vec<String>>>,
     www_authenticate: bool,
+    retry_after_secs: Option<u64>,
+    /// The database could not be reached (the response carries [`DatabaseUnreachable`]).
+    database_unreachable: bool,
 }
+
+/// Marks a response refused because the database could not be reached, for the middleware
+/// that then refuses further requests at once until it answers again.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseUnreachable;
+
+/// Seconds a client is asked to wait while the database is unreachable.
+const DATABASE_RETRY_AFTER_SECS: u64 = 2;
 
 impl ApiError {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self { status, detail: detail.into(), errors: None, www_authenticate: false }
+        Self {
+            status,
+            detail: detail.into(),
+            errors: None,
+            www_authenticate: false,
+            retry_after_secs: None,
+            database_unreachable: false,
+        }
+    }
+
+    /// 503: the database cannot be reached right now.
+    pub fn database_unreachable() -> Self {
+        Self {
+            retry_after_secs: Some(DATABASE_RETRY_AFTER_SECS),
+            database_unreachable: true,
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "the database is unreachable; retry shortly")
+        }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -77,6 +104,10 @@ impl From<StoreError> for ApiError {
                 StatusCode::PRECONDITION_FAILED,
                 format!("If-Match does not match the current version (ETag \"{current}\"); fetch it again"),
             ),
+            StoreError::Database(error) if crate::store::is_unreachable(&error) => {
+                tracing::warn!(error = %error, "database unreachable");
+                Self::database_unreachable()
+            }
             StoreError::Database(error) => Self::internal(format!("database: {error}")),
         }
     }
@@ -99,6 +130,12 @@ impl IntoResponse for ApiError {
             .into_response();
         if self.www_authenticate {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.database_unreachable {
+            response.extensions_mut().insert(DatabaseUnreachable);
         }
         response
     }

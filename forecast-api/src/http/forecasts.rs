@@ -23,6 +23,7 @@ use crate::auth::SCOPE_FORECASTS_WRITE;
 use crate::events::DomainEvent;
 use crate::model::{Forecast, ForecastInput};
 use crate::state::AppState;
+use crate::store::StoreError;
 
 const MAX_PAGE_SIZE: i64 = 100;
 const MAX_PAGE: i64 = 1_000_000_000;
@@ -121,7 +122,7 @@ pub async fn create(
 
 /// Replaces a forecast (needs `forecasts:write`); with `If-Match`, only if unchanged (else 412).
 #[utoipa::path(put, path = "/api/weatherforecast/{id}", tag = "forecasts", request_body = ForecastInput,
-    params(("id" = String, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "ETag from a previous read"),
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|[0-9]{1,18}|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*"){0,15})$"#, description = "`*`, or entity tags (ETags from previous reads; a bare version is taken as its tag); a weak tag never matches"),
            ("X-Relay-Connection-Id" = Option<String>, Header, nullable = false)),
     responses((status = 200, body = Forecast), (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
               (status = 403, response = Forbidden), (status = 404, response = NotFound),
@@ -136,21 +137,21 @@ pub async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let principal = authorize(&state, &headers, SCOPE_FORECASTS_WRITE).await?;
-    let expected = expected_version(&headers)?;
+    let expected = expected_versions(&headers)?;
     let input: ForecastInput = json_body(&headers, body)?;
     input.validate().map_err(ApiError::validation)?;
     let context = event_context(&principal, &headers, &correlation);
-    let (forecast, event) = state
-        .store
-        .update_forecast(&id, &input, expected, |f| DomainEvent::forecast_updated(f, &context))
-        .await?;
+    let (forecast, event) = with_precondition(&state, &id, expected, |version| {
+        state.store.update_forecast(&id, &input, version, |f| DomainEvent::forecast_updated(f, &context))
+    })
+    .await?;
     state.publisher.publish(event).await;
     Ok(with_etag(Json(&forecast).into_response(), &forecast))
 }
 
 /// Deletes a forecast (needs `forecasts:write`); with `If-Match`, only if unchanged (else 412).
 #[utoipa::path(delete, path = "/api/weatherforecast/{id}", tag = "forecasts",
-    params(("id" = String, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#),
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|[0-9]{1,18}|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*"){0,15})$"#, description = "`*`, or entity tags (ETags from previous reads; a bare version is taken as its tag); a weak tag never matches"),
            ("X-Relay-Connection-Id" = Option<String>, Header, nullable = false)),
     responses((status = 204), (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
               (status = 403, response = Forbidden), (status = 404, response = NotFound),
@@ -163,31 +164,122 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let principal = authorize(&state, &headers, SCOPE_FORECASTS_WRITE).await?;
-    let expected = expected_version(&headers)?;
+    let expected = expected_versions(&headers)?;
     let context = event_context(&principal, &headers, &correlation);
-    let event =
-        state.store.delete_forecast(&id, expected, || DomainEvent::forecast_deleted(&id, &context)).await?;
+    let event = with_precondition(&state, &id, expected, |version| {
+        state.store.delete_forecast(&id, version, || DomainEvent::forecast_deleted(&id, &context))
+    })
+    .await?;
     state.publisher.publish(event).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `If-Match: "3"` (or `W/"3"`, a bare `3`, or `*`) → the expected version; `None` when absent
-/// or `*`.
-fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
-    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
-    let text = value.to_str().unwrap_or("").trim();
-    if text == "*" {
+/// Entity tags an `If-Match` may list, at most.
+const MAX_IF_MATCH_TAGS: usize = 16;
+
+/// What `If-Match` (RFC 9110, 13.1.1) asks for: `None` when absent or `*` (any current
+/// version); else the versions it names with strong tags. A weak tag never matches, nor does
+/// a strong one that is not one of our versions: they are kept out, and when nothing is left
+/// the precondition fails (412). Only what is not `*` or a list of entity tags (or a bare
+/// version, `3`, accepted as `"3"`) is a 400.
+fn expected_versions(headers: &HeaderMap) -> Result<Option<Vec<i64>>, ApiError> {
+    let mut lines = headers.get_all(header::IF_MATCH).iter().peekable();
+    if lines.peek().is_none() {
         return Ok(None);
     }
-    let tag = text.strip_prefix("W/").unwrap_or(text);
-    let digits = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(tag);
-    let valid = (1..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
-    digits
-        .parse::<i64>()
-        .ok()
-        .filter(|_| valid)
-        .map(Some)
-        .ok_or_else(|| ApiError::bad_request(format!("If-Match must be one ETag like \"3\", got {text:?}")))
+    let malformed =
+        || ApiError::bad_request("If-Match must be * or a list of entity tags like \"3\", W/\"3\"");
+    let mut versions = Vec::new();
+    let mut tags = 0;
+    for line in lines {
+        let line = line.as_bytes();
+        let trimmed = line.trim_ascii();
+        // A bare version (`3`), as some clients send it: taken as its tag.
+        if (1..=18).contains(&trimmed.len()) && trimmed.iter().all(u8::is_ascii_digit) {
+            versions
+                .push(std::str::from_utf8(trimmed).ok().and_then(|d| d.parse().ok()).ok_or_else(malformed)?);
+            tags += 1;
+            continue;
+        }
+        if trimmed == b"*" {
+            // `*` stands alone (and then matches any current version).
+            return if headers.get_all(header::IF_MATCH).iter().count() == 1 {
+                Ok(None)
+            } else {
+                Err(malformed())
+            };
+        }
+        let mut rest = line;
+        loop {
+            // Empty list elements and whitespace around them are allowed (RFC 9110, 5.6.1).
+            rest = rest.trim_ascii_start();
+            match rest.first() {
+                None => break,
+                Some(b',') => {
+                    rest = &rest[1..];
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let weak = rest.starts_with(b"W/");
+            if weak {
+                rest = &rest[2..];
+            }
+            let opaque = rest.strip_prefix(b"\"").ok_or_else(malformed)?;
+            let end = opaque.iter().position(|&b| b == b'"').ok_or_else(malformed)?;
+            // etagc: %x21 / %x23-7E / obs-text.
+            if !opaque[..end].iter().all(|&b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80) {
+                return Err(malformed());
+            }
+            let digits = &opaque[..end];
+            if !weak && (1..=18).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
+                // Eighteen digits at most: always an i64.
+                versions.push(
+                    std::str::from_utf8(digits).ok().and_then(|d| d.parse().ok()).ok_or_else(malformed)?,
+                );
+            }
+            tags += 1;
+            rest = opaque[end + 1..].trim_ascii_start();
+            if !(rest.is_empty() || rest.starts_with(b",")) {
+                return Err(malformed());
+            }
+        }
+    }
+    if tags == 0 {
+        return Err(malformed());
+    }
+    if tags > MAX_IF_MATCH_TAGS {
+        return Err(ApiError::bad_request(format!(
+            "If-Match lists {tags} entity tags; at most {MAX_IF_MATCH_TAGS}"
+        )));
+    }
+    versions.sort_unstable();
+    versions.dedup();
+    Ok(Some(versions))
+}
+
+/// Runs `attempt` without a version (no precondition), or with each version `If-Match`
+/// named until one is current; with none current, the precondition failed (or the forecast
+/// is missing).
+async fn with_precondition<T, Attempt>(
+    state: &AppState,
+    id: &str,
+    versions: Option<Vec<i64>>,
+    mut attempt: impl FnMut(Option<i64>) -> Attempt,
+) -> Result<T, StoreError>
+where
+    Attempt: Future<Output = Result<T, StoreError>>,
+{
+    let Some(versions) = versions else { return attempt(None).await };
+    for version in versions {
+        match attempt(Some(version)).await {
+            Err(StoreError::VersionMismatch { .. }) => {}
+            other => return other,
+        }
+    }
+    // Nothing named is current: say which version is (or that there is none).
+    let current = state.store.get_forecast(id).await?;
+    Err(StoreError::VersionMismatch { current: current.version })
 }
 
 fn with_etag(mut response: Response, forecast: &Forecast) -> Response {
@@ -201,21 +293,43 @@ fn with_etag(mut response: Response, forecast: &Forecast) -> Response {
 mod tests {
     use super::*;
 
-    #[test]
-    fn if_match_accepts_one_etag_or_star() {
+    fn if_match(lines: &[&str]) -> Result<Option<Vec<i64>>, ApiError> {
         let mut headers = HeaderMap::new();
-        assert_eq!(expected_version(&headers).unwrap(), None);
-        headers.insert(header::IF_MATCH, HeaderValue::from_static("\"3\""));
-        assert_eq!(expected_version(&headers).unwrap(), Some(3));
-        headers.insert(header::IF_MATCH, HeaderValue::from_static("W/\"4\""));
-        assert_eq!(expected_version(&headers).unwrap(), Some(4));
-        headers.insert(header::IF_MATCH, HeaderValue::from_static("*"));
-        assert_eq!(expected_version(&headers).unwrap(), None);
-        headers.insert(header::IF_MATCH, HeaderValue::from_static("5"));
-        assert_eq!(expected_version(&headers).unwrap(), Some(5));
-        for bad in ["\"3", "W/3\"", "\"-1\"", "\"\"", "\"1 2\""] {
-            headers.insert(header::IF_MATCH, HeaderValue::from_str(bad).unwrap());
-            assert!(expected_version(&headers).is_err(), "{bad}");
+        for line in lines {
+            headers.append(header::IF_MATCH, HeaderValue::from_str(line).unwrap());
         }
+        expected_versions(&headers)
+    }
+
+    #[test]
+    fn if_match_is_star_or_a_list_of_entity_tags_compared_strongly() {
+        assert_eq!(if_match(&[]).unwrap(), None);
+        assert_eq!(if_match(&["*"]).unwrap(), None);
+        assert_eq!(if_match(&["\"3\""]).unwrap(), Some(vec![3]));
+        assert_eq!(if_match(&["\"3\", \"5\""]).unwrap(), Some(vec![3, 5]));
+        assert_eq!(
+            if_match(&["\"5\"", " ,\"3\" ,,"]).unwrap(),
+            Some(vec![3, 5]),
+            "every line, empty elements"
+        );
+        // Well formed, but never ours: a weak tag, an opaque tag, a number too large.
+        assert_eq!(if_match(&["W/\"4\""]).unwrap(), Some(vec![]));
+        assert_eq!(if_match(&["\"a\", W/\"4\", \"1234567890123456789\""]).unwrap(), Some(vec![]));
+        assert_eq!(if_match(&["\"a,b\", \"2\""]).unwrap(), Some(vec![2]), "a comma inside a tag");
+        assert_eq!(if_match(&[" 5 "]).unwrap(), Some(vec![5]), "a bare version");
+        for bad in [
+            &["\"3"][..],
+            &["W/3\""],
+            &["5a"],
+            &["\"1 2\""],
+            &["\"1\"x"],
+            &[""],
+            &["*", "\"1\""],
+            &["\"1\", *"],
+        ] {
+            assert!(if_match(bad).is_err(), "{bad:?}");
+        }
+        let many: Vec<String> = (0..17).map(|i| format!("\"{i}\"")).collect();
+        assert!(if_match(&[&many.join(",")]).is_err());
     }
 }

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::errors::ApiError;
+use super::errors::{ApiError, DatabaseUnreachable};
 use crate::state::AppState;
 
 pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
@@ -70,6 +70,23 @@ pub async fn with_timeout(timeout: Duration, request: Request, next: Next) -> Re
         )
         .into_response(),
     }
+}
+
+/// How often an unreachable database is tried again.
+const DATABASE_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Requests that need the database: refused at once (503, `Retry-After`) while it is known to
+/// be unreachable, rather than each waiting for a connection; the first refusal that finds it
+/// unreachable marks it so until it answers again.
+pub async fn database_gate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if state.store.is_known_unreachable() {
+        return ApiError::database_unreachable().into_response();
+    }
+    let response = next.run(request).await;
+    if response.extensions().get::<DatabaseUnreachable>().is_some() {
+        state.store.found_unreachable(DATABASE_RETRY_INTERVAL);
+    }
+    response
 }
 
 #[cfg(test)]

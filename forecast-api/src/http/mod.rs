@@ -43,7 +43,7 @@ pub fn router(
     max_body_bytes: usize,
     request_timeout: Duration,
 ) -> Router {
-    let api = Router::new()
+    let data = Router::new()
         .route("/api/weatherforecast", get(forecasts::list).post(forecasts::create))
         .route(
             "/api/weatherforecast/{id}",
@@ -53,6 +53,9 @@ pub fn router(
         .route("/api/admin/apikeys/{id}", delete(api_keys::revoke))
         .route("/api/relay-token", post(relay_tokens::create_token))
         .route("/api/relay-ticket", post(relay_tokens::create_ticket))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), middleware::database_gate));
+    let api = Router::new()
+        .merge(data)
         .route("/healthz", get(operations::healthz))
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))

@@ -24,13 +24,20 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         // Redis is not a condition of readiness (writes succeed while it is away; the outbox
         // keeps the events), but the node in use and the failovers followed are reported.
         Ok(Ok(())) => {
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "status": "ready",
                 "redis": { "node": state.redis.current_primary(), "failovers": state.redis.failovers() },
             });
+            // Ready regardless, but an operator should fix it.
+            if let Some(warning) = state.eviction.warning() {
+                body["warnings"] = serde_json::json!([warning]);
+            }
             ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
         Ok(Err(error)) => {
+            if crate::store::is_unreachable(&error) {
+                state.store.found_unreachable(Duration::from_millis(500));
+            }
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unreachable: {error}"))
                 .into_response()
         }

@@ -71,9 +71,20 @@ async fn forecasts_can_be_created_read_listed_updated_and_deleted(db: DbKind) {
     assert_eq!(stale.headers()["content-type"], "application/problem+json");
     assert!(stale.text().await.unwrap().contains("\\\"2\\\""), "the problem names the current ETag");
 
-    let stale_delete = api.delete(&location, ADMIN_KEY).header("if-match", "\"1\"").send().await.unwrap();
-    assert_eq!(stale_delete.status(), 412);
-    let deleted = api.delete(&location, ADMIN_KEY).header("if-match", "\"2\"").send().await.unwrap();
+    // RFC 9110: a weak tag never matches, nor does an opaque one; any well-formed tag that
+    // does not match is 412; a list matches when one of its tags does.
+    for if_match in ["\"1\"", "W/\"2\"", "\"a\"", "\"1\", W/\"2\""] {
+        let stale_delete =
+            api.delete(&location, ADMIN_KEY).header("if-match", if_match).send().await.unwrap();
+        assert_eq!(stale_delete.status(), 412, "{if_match}");
+    }
+    let deleted = api
+        .delete(&location, ADMIN_KEY)
+        .header("if-match", "\"7\"")
+        .header("if-match", "W/\"1\", \"2\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), 204);
     assert_eq!(api.get(&location).send().await.unwrap().status(), 404);
     assert_eq!(api.delete(&location, ADMIN_KEY).send().await.unwrap().status(), 404);

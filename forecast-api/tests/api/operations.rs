@@ -189,3 +189,33 @@ async fn a_final_outbox_drain_that_times_out_at_shutdown_is_logged() {
     assert_eq!(warnings.len(), 1, "logs:\n{}", process.logs().join("\n"));
     assert_eq!(warnings[0]["timeout_ms"], 2000);
 }
+
+/// A Redis that may evict the event log is pointed out at start, in `/readyz` (still ready)
+/// and in a gauge; one that may not is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_may_evict_the_log_is_warned_about() {
+    let redis = RedisServer::start();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .arg("maxmemory")
+        .arg(256 << 20)
+        .query(&mut redis.connection())
+        .unwrap();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let process = ForecastBuilder::new(&db, redis.url()).start();
+    process.wait_ready().await;
+    process.wait_metric("forecast_api_redis_log_evictable", |evictable| evictable == 1.0).await;
+    let ready: Value = process.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    let warning = ready["warnings"][0].as_str().unwrap();
+    assert!(warning.contains("maxmemory-policy allkeys-lru"), "{warning}");
+    assert_eq!(process.log_events("Redis may evict the event log").len(), 1, "said once, at start");
+
+    let TestApi { process: safe, .. } = TestApi::start(DbKind::Sqlite).await;
+    safe.wait_ready().await;
+    let ready: Value = safe.get("/readyz").await.json().await.unwrap();
+    assert!(ready.get("warnings").is_none(), "{ready}");
+    assert_eq!(safe.metric("forecast_api_redis_log_evictable").await, 0.0);
+}

@@ -85,3 +85,57 @@ async fn an_event_no_replica_confirmed_stays_in_the_outbox_until_one_does() {
     let log_length: i64 = redis::cmd("XLEN").arg("sse:log").query(&mut redis.connection()).unwrap();
     assert_eq!(log_length, 1);
 }
+
+/// While PostgreSQL cannot be reached, requests that need it get `503` with `Retry-After` and a
+/// problem body — after the first one found it so, at once rather than after the connection
+/// timeout each — and work again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_a_prompt_503_with_retry_after_until_it_returns() {
+    const CONNECT_TIMEOUT_MS: u64 = 3_000;
+    let redis = testkit::redis_server::RedisServer::start();
+    let db = testkit::forecast_process::TestDb::new(DbKind::Postgres).await;
+    let (host_port, rest) = db.url.strip_prefix("postgres://postgres@").unwrap().split_once('/').unwrap();
+    let proxy = testkit::proxy::WedgingProxy::start(host_port.parse().unwrap()).await;
+    let through_proxy = format!("postgres://postgres@{}/{rest}", proxy.addr());
+    let process = testkit::forecast_process::ForecastBuilder::new(&db, redis.url())
+        .env("DATABASE__URL", &through_proxy)
+        .env("DATABASE__CONNECT_TIMEOUT_MS", CONNECT_TIMEOUT_MS)
+        .start();
+    process.wait_ready().await;
+    let api = testkit::forecast_process::Api::new(&process);
+    api.create("2026-11-23", 1, "Before").await;
+
+    proxy.go_down();
+    let write = || {
+        api.post("/api/weatherforecast", ADMIN_KEY)
+            .json(&json!({ "date": "2026-11-24", "temperatureC": 2, "summary": "During" }))
+            .send()
+    };
+    // The first request finds the database unreachable (within the connection timeout).
+    let first = write().await.unwrap();
+    assert_eq!(first.status(), 503);
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let response = write().await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "2");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: Value = response.json().await.unwrap();
+        assert!(problem["detail"].as_str().unwrap().contains("database is unreachable"), "{problem}");
+        assert!(
+            took < std::time::Duration::from_millis(CONNECT_TIMEOUT_MS / 2),
+            "refused without waiting for a connection: {took:?}"
+        );
+    }
+    let reads = api.get("/api/weatherforecast").send().await.unwrap();
+    assert_eq!(reads.status(), 503, "reads need the database too");
+    assert_eq!(process.get("/readyz").await.status(), 503);
+
+    proxy.come_back();
+    testkit::eventually(std::time::Duration::from_secs(20), "writes to work again", || async {
+        (write().await.ok()?.status() == 201).then_some(())
+    })
+    .await;
+    assert!(!process.log_events("database unreachable").is_empty(), "the outage is logged");
+}
