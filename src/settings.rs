@@ -12,14 +12,14 @@ use serde::Deserialize;
 use crate::channels::{Access, ChannelRule};
 use protocol::message::Format;
 
-use protocol::glob::Pattern;
+use protocol::glob::{Pattern, Shape};
 use service::config::{ConfigError, ConfigErrors, Validate, require_positive};
-use service::redis_target::{RedisEndpoint, SentinelSettings, TlsSettings};
+use service::redis_target::{ClusterSettings, RedisEndpoint, SentinelSettings, TlsSettings};
 
 /// Environment variables starting with `SSE_RELAY__` override the file.
 pub const ENV_PREFIX: &str = "SSE_RELAY";
 /// Keys whose environment value is a comma-separated list.
-pub const LIST_KEYS: &[&str] = &["cors.allowed_origins", "redis.sentinel.addresses"];
+pub const LIST_KEYS: &[&str] = &["cors.allowed_origins", "redis.sentinel.addresses", "redis.cluster.nodes"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -51,8 +51,15 @@ pub struct RedisSettings {
     pub password_file: String,
     pub tls: TlsSettings,
     pub sentinel: SentinelSettings,
+    pub cluster: ClusterSettings,
     /// Stream holding envelope history for replay; "" disables replay.
     pub log_stream: String,
+    /// Streams the log is split into (Redis Cluster: spread over its primaries); 1 keeps the
+    /// one `log_stream`.
+    pub log_partitions: u32,
+    /// A managed Redis without PSUBSCRIBE, WAIT, FUNCTION, CLIENT, CONFIG and KEYS (such as
+    /// ElastiCache Serverless): raw channels must be exact names (SUBSCRIBE), not patterns.
+    pub restricted: bool,
     pub connect_timeout_ms: u64,
     /// How long the relay stays ready without a working subscription before `/readyz` fails.
     pub unready_after_secs: u64,
@@ -232,7 +239,10 @@ impl Default for RedisSettings {
             password_file: String::new(),
             tls: TlsSettings::default(),
             sentinel: SentinelSettings::default(),
+            cluster: ClusterSettings::default(),
             log_stream: "sse:log".into(),
+            log_partitions: 1,
+            restricted: false,
             connect_timeout_ms: 2_000,
             unready_after_secs: 10,
             backoff_initial_ms: 100,
@@ -325,6 +335,30 @@ impl Validate for RelaySettings {
             errors.add(ConfigError::new("pod_id", "must be a non-empty name without spaces"));
         }
         self.redis.endpoint().validate("redis", errors);
+        self.redis.endpoint().validate_log_partitions("redis", self.redis.log_partitions, errors);
+        if self.redis.restricted {
+            for (i, channel) in self.channels.iter().enumerate() {
+                let subscribed = channel.format == Format::Raw || self.redis.log_stream.is_empty();
+                let pattern = Pattern::parse(&channel.pattern);
+                if subscribed && pattern.is_ok_and(|pattern| !matches!(pattern.shape(), Shape::Exact(_))) {
+                    errors.add(ConfigError::new(
+                        format!("channels[{i}].pattern"),
+                        format!(
+                            "{:?} is a pattern, and a restricted Redis (redis.restricted) has no PSUBSCRIBE: \
+                             use an envelope channel (read from the log) or exact channel names",
+                            channel.pattern
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.redis.endpoint().is_cluster() {
+            // forecast-api publishes into a cluster; the relay does not read one yet.
+            errors.add(ConfigError::new(
+                "redis.cluster.nodes",
+                "the relay does not support Redis Cluster yet: point it at a standalone or Sentinel Redis",
+            ));
+        }
         errors.check(require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms));
         errors.check(require_positive("redis.unready_after_secs", self.redis.unready_after_secs));
         errors.check(require_positive("redis.backoff_initial_ms", self.redis.backoff_initial_ms));
@@ -402,6 +436,7 @@ impl RedisSettings {
             password_file: self.password_file.clone(),
             tls: self.tls.clone(),
             sentinel: self.sentinel.clone(),
+            cluster: self.cluster.clone(),
         }
     }
     pub fn connect_timeout(&self) -> Duration {

@@ -85,7 +85,12 @@ impl Subscriber {
             .map_err(|_| SessionError::Connect(format!("timed out after {} ms", timeout.as_millis())))?
             .map_err(SessionError::Connect)?;
         let subscribe = async {
-            pubsub.psubscribe(&self.patterns).await?;
+            // A restricted Redis has no PSUBSCRIBE: its raw channels are exact names.
+            if self.ctx.settings.restricted {
+                pubsub.subscribe(&self.patterns).await?;
+            } else {
+                pubsub.psubscribe(&self.patterns).await?;
+            }
             pubsub.subscribe(&self.probe_channel).await
         };
         tokio::time::timeout(timeout, subscribe)
@@ -151,12 +156,15 @@ impl Subscriber {
     fn handle(&self, message: redis::Msg, probe: &mut Probe, scans: &mut ScanCache) {
         let Ok(channel) = message.get_channel::<Vec<u8>>() else { return };
         let pattern = message.get_pattern::<Option<Vec<u8>>>().ok().flatten();
-        let Some(pattern) = pattern else {
-            // Plain SUBSCRIBE is used only for this pod's probe channel.
-            if channel == self.probe_channel.as_bytes() {
+        let pattern = match pattern {
+            Some(pattern) => pattern,
+            None if channel == self.probe_channel.as_bytes() => {
                 self.probe_echoed(message.get_payload_bytes(), probe);
+                return;
             }
-            return;
+            // Subscribed by name (a restricted Redis): the name is the rule's pattern.
+            None if self.ctx.settings.restricted => channel.clone(),
+            None => return,
         };
         if channel.starts_with(PROBE_CHANNEL_PREFIX.as_bytes()) {
             return;

@@ -13,8 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -24,9 +22,10 @@ use crate::metrics::ForecastMetrics;
 use crate::settings::{OutboxSettings, RedisSettings};
 use crate::store::{OutboxRow, Store};
 use protocol::envelope::{OutgoingEnvelope, PUBLISH_SCRIPT, now_micros};
+use protocol::partition::{Partitions, key_slot};
 use service::backoff::Backoff;
 use service::log_eviction::EvictionWatch;
-use service::redis_target::{RedisTarget, TargetError, needs_new_connection};
+use service::redis_target::{RedisConnection, RedisTarget, TargetError, needs_new_connection};
 
 /// The last attempt to empty the outbox at shutdown, at most.
 const FINAL_DRAIN: Duration = Duration::from_secs(2);
@@ -39,7 +38,9 @@ pub struct Dispatcher {
     metrics: ForecastMetrics,
     notify: Arc<Notify>,
     script: redis::Script,
-    connection: Option<MultiplexedConnection>,
+    connection: Option<RedisConnection>,
+    /// The log's partitions (one unless the log is spread over a Redis Cluster).
+    partitions: Partitions,
     /// Whether Redis may evict the log: looked at on start and every [`EVICTION_CHECK`].
     eviction: Arc<EvictionWatch>,
     eviction_checked: Option<tokio::time::Instant>,
@@ -73,6 +74,7 @@ impl Dispatcher {
         eviction: Arc<EvictionWatch>,
     ) -> Self {
         Self {
+            partitions: Partitions::new(redis.log_partitions),
             store,
             target,
             redis,
@@ -145,12 +147,15 @@ impl Dispatcher {
     /// without `INFO`, or a Redis that is away, leaves it unsaid until the next time.
     async fn check_eviction(&mut self) {
         self.eviction_checked = Some(tokio::time::Instant::now());
-        let log = self.redis.log_stream.clone();
+        // The first partition's node answers for the log (a cluster's nodes share a policy).
+        let log = self.partitions.log_key(&self.redis.log_stream, 0);
+        let slot = key_slot(log.as_bytes());
         let asked = async {
             let connection = connection(&mut self.connection, &self.target, &self.redis).await?;
-            let mut pipe = redis::pipe();
-            pipe.cmd("INFO").arg("memory").cmd("PTTL").arg(&log);
-            Ok::<(String, i64), PublishError>(pipe.query_async(connection).await?)
+            let info: String =
+                connection.query_on_slot(slot, redis::cmd("INFO").arg("memory").clone()).await?;
+            let ttl: i64 = connection.query_on_slot(slot, redis::cmd("PTTL").arg(&log).clone()).await?;
+            Ok::<(String, i64), PublishError>((info, ttl))
         };
         match asked.await {
             Ok((info, ttl)) => self.eviction.record(&log, &info, ttl),
@@ -169,10 +174,13 @@ impl Dispatcher {
         loop {
             let Some(batch) = self.store.next_outbox_batch(limit).await? else { return Ok(()) };
             let mut published = Vec::with_capacity(batch.rows.len());
+            // The slots written: in a cluster, each primary that took a write is waited for.
+            let mut slots = std::collections::BTreeSet::new();
             let mut failure = None;
             for row in &batch.rows {
                 match self.publish_one(row).await {
-                    Ok(()) => {
+                    Ok(slot) => {
+                        slots.insert(slot);
                         // Rows are written by this service, so their channels are known; one
                         // from a newer version is published all the same, without a label.
                         if let Some(channel) = Channel::from_name(&row.channel) {
@@ -190,7 +198,7 @@ impl Dispatcher {
             }
             if !published.is_empty()
                 && self.redis.min_replicas > 0
-                && let Err(error) = self.wait_for_replicas().await
+                && let Err(error) = self.wait_for_replicas(&slots).await
             {
                 // Keep every row of the batch: each is published again, a no-op where the
                 // first write did reach the replicas.
@@ -211,7 +219,8 @@ impl Dispatcher {
         }
     }
 
-    async fn publish_one(&mut self, row: &OutboxRow) -> Result<(), PublishError> {
+    /// Publishes one row into its channel's partition; the partition's hash slot.
+    async fn publish_one(&mut self, row: &OutboxRow) -> Result<u16, PublishError> {
         let data = RawValue::from_string(row.payload.clone())
             .map_err(|error| PublishError::BadPayload { seq: row.seq, error })?;
         let envelope = OutgoingEnvelope {
@@ -224,11 +233,16 @@ impl Dispatcher {
         }
         .to_json();
         let publish_channels = self.redis.publish_channels;
+        let partition = self.partitions.of_channel(row.channel.as_bytes());
+        // The deduplication key and the stream share the partition's hash slot.
+        let dedup_key =
+            format!("{}{}", self.partitions.dedup_prefix(&self.redis.dedup_prefix, partition), row.event_id);
+        let log_key = self.partitions.log_key(&self.redis.log_stream, partition);
         let connection = connection(&mut self.connection, &self.target, &self.redis).await?;
         let _log_id: Option<String> = self
             .script
-            .key(format!("{}{}", self.redis.dedup_prefix, row.event_id))
-            .key(&self.redis.log_stream)
+            .key(dedup_key)
+            .key(&log_key)
             .arg(self.redis.dedup_ttl_secs)
             .arg(self.redis.log_retention)
             .arg(&row.channel)
@@ -236,17 +250,25 @@ impl Dispatcher {
             .arg(if publish_channels { "1" } else { "0" })
             .invoke_async(connection)
             .await?;
-        Ok(())
+        Ok(key_slot(log_key.as_bytes()))
     }
 
-    /// `WAIT`s until `redis.min_replicas` replicas hold every write of this connection.
-    async fn wait_for_replicas(&mut self) -> Result<(), PublishError> {
+    /// `WAIT`s until `redis.min_replicas` replicas hold every write of this connection: on the
+    /// node, or on the primary of each slot written (in a cluster).
+    async fn wait_for_replicas(
+        &mut self,
+        slots: &std::collections::BTreeSet<u16>,
+    ) -> Result<(), PublishError> {
         let wanted = self.redis.min_replicas;
         let timeout_ms = self.redis.wait_timeout_ms;
         let connection = connection(&mut self.connection, &self.target, &self.redis).await?;
-        let confirmed: i64 = redis::cmd("WAIT").arg(wanted).arg(timeout_ms).query_async(connection).await?;
-        if confirmed < i64::from(wanted) {
-            return Err(PublishError::Unreplicated { confirmed, wanted, timeout_ms });
+        for &slot in slots {
+            let confirmed: i64 = connection
+                .query_on_slot(slot, redis::cmd("WAIT").arg(wanted).arg(timeout_ms).clone())
+                .await?;
+            if confirmed < i64::from(wanted) {
+                return Err(PublishError::Unreplicated { confirmed, wanted, timeout_ms });
+            }
         }
         Ok(())
     }
@@ -271,22 +293,20 @@ impl Dispatcher {
     }
 }
 
-/// The dispatcher's connection, made on first use for the node [`RedisTarget`] names now.
+/// The dispatcher's connection, made on first use for the node [`RedisTarget`] names now (or
+/// for the cluster).
 async fn connection<'a>(
-    slot: &'a mut Option<MultiplexedConnection>,
+    slot: &'a mut Option<RedisConnection>,
     target: &RedisTarget,
     redis: &RedisSettings,
-) -> Result<&'a mut MultiplexedConnection, PublishError> {
+) -> Result<&'a mut RedisConnection, PublishError> {
     let connection = match slot.take() {
         Some(connection) => connection,
         None => {
-            let resolved = target.client().await?;
             // WAIT holds the reply for up to its timeout.
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(redis.connect_timeout()))
-                .set_response_timeout(Some(redis.response_timeout() + redis.wait_timeout()));
-            let connection = resolved.client.get_multiplexed_async_connection_with_config(&config).await?;
-            tracing::info!(redis.node = %resolved.address, "outbox publishing to redis");
+            let (connection, address) =
+                target.connect(redis.response_timeout() + redis.wait_timeout()).await?;
+            tracing::info!(redis.node = %address, "outbox publishing to redis");
             connection
         }
     };

@@ -8,12 +8,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use service::config::{ConfigError, ConfigErrors, Validate, require_positive};
-use service::redis_target::{RedisEndpoint, SentinelSettings, TlsSettings};
+use service::redis_target::{ClusterSettings, RedisEndpoint, SentinelSettings, TlsSettings};
 
 /// Environment variables starting with `FORECAST_API__` override the file.
 pub const ENV_PREFIX: &str = "FORECAST_API";
 /// Keys whose environment value is a comma-separated list.
-pub const LIST_KEYS: &[&str] = &["cors.allowed_origins", "redis.sentinel.addresses"];
+pub const LIST_KEYS: &[&str] = &["cors.allowed_origins", "redis.sentinel.addresses", "redis.cluster.nodes"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -48,8 +48,15 @@ pub struct RedisSettings {
     pub password_file: String,
     pub tls: TlsSettings,
     pub sentinel: SentinelSettings,
+    pub cluster: ClusterSettings,
     /// History stream the publish script appends to; "" publishes without a log (no replay).
     pub log_stream: String,
+    /// Streams the log is split into (Redis Cluster: spread over its primaries); 1 keeps the
+    /// one `log_stream`.
+    pub log_partitions: u32,
+    /// A managed Redis without PSUBSCRIBE, WAIT, FUNCTION, CLIENT, CONFIG and KEYS (such as
+    /// ElastiCache Serverless): events are published without waiting for replicas.
+    pub restricted: bool,
     /// Approximate number of entries kept in the log stream.
     pub log_retention: u64,
     /// How long an event id is remembered to keep publishing exactly-once.
@@ -145,7 +152,10 @@ impl Default for RedisSettings {
             password_file: String::new(),
             tls: TlsSettings::default(),
             sentinel: SentinelSettings::default(),
+            cluster: ClusterSettings::default(),
             log_stream: "sse:log".into(),
+            log_partitions: 1,
+            restricted: false,
             log_retention: 100_000,
             dedup_ttl_secs: 86_400,
             dedup_prefix: "sse:dedup:".into(),
@@ -222,6 +232,7 @@ impl RedisSettings {
             password_file: self.password_file.clone(),
             tls: self.tls.clone(),
             sentinel: self.sentinel.clone(),
+            cluster: self.cluster.clone(),
         }
     }
     pub fn connect_timeout(&self) -> Duration {
@@ -271,6 +282,13 @@ impl Validate for ForecastSettings {
         errors.check(require_positive("database.max_connections", u64::from(self.database.max_connections)));
         errors.check(require_positive("database.connect_timeout_ms", self.database.connect_timeout_ms));
         self.redis.endpoint().validate("redis", errors);
+        self.redis.endpoint().validate_log_partitions("redis", self.redis.log_partitions, errors);
+        if self.redis.restricted && self.redis.min_replicas > 0 {
+            errors.add(ConfigError::new(
+                "redis.min_replicas",
+                "needs WAIT, which a restricted Redis (redis.restricted) does not have: use 0",
+            ));
+        }
         errors.check(require_positive("redis.log_retention", self.redis.log_retention));
         errors.check(require_positive("redis.dedup_ttl_secs", self.redis.dedup_ttl_secs));
         errors.check(require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms));

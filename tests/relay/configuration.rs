@@ -39,6 +39,18 @@ fn a_malformed_glob_exits_2_naming_the_rule() {
 #[test]
 fn an_unknown_key_exits_2_naming_it() {
     assert_refused(Some("[limits]\nmax_conections = 5\n"), &[], "max_conections", "unknown field");
+    assert_refused(
+        Some("[redis]\nrestricted = true\n\n[[channels]]\npattern = \"alerts.*\"\nformat = \"raw\"\n"),
+        &[],
+        "channels[0].pattern",
+        "has no PSUBSCRIBE",
+    );
+    assert_refused(
+        None,
+        &[("SSE_RELAY__REDIS__CLUSTER__NODES", "127.0.0.1:7000")],
+        "redis.cluster.nodes",
+        "does not support Redis Cluster yet",
+    );
     assert_refused(None, &[("SSE_RELAY__SSE__KEEPALIVE", "5")], "keepalive", "unknown field");
 }
 

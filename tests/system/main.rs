@@ -10,5 +10,6 @@ mod end_to_end;
 mod failover;
 mod redis_acl;
 mod redis_tls;
+mod restricted_redis;
 mod sentinel_failover;
 mod topology;

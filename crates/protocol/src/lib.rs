@@ -12,10 +12,13 @@
 //! - [`sse`] — Server-Sent Events frame encoding.
 //! - [`message`] — a message on a channel (raw or envelope) turned into one frame, or dropped
 //!   with a [`message::DropReason`].
+//! - [`partition`] — the log split into partitions for Redis Cluster: keys, hash slots, and
+//!   which partition a channel's events go to.
 
 pub mod claims;
 pub mod envelope;
 pub mod glob;
 pub mod log_id;
 pub mod message;
+pub mod partition;
 pub mod sse;

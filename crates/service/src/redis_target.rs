@@ -1,5 +1,5 @@
 //! Where Redis is and how to reach it, for both services: one URL (standalone; `rediss://` for
-//! TLS) or a master name behind Sentinel; ACL credentials from the URL or from a mounted file;
+//! TLS), a master name behind Sentinel, or the seed nodes of a Redis Cluster; ACL credentials from the URL or from a mounted file;
 //! TLS verified against the system roots or a CA file, a client certificate for mutual TLS, and
 //! an explicit, loudly logged opt-out of verification.
 //!
@@ -15,8 +15,12 @@ use std::time::Duration;
 
 use prometheus::{IntCounter, IntGaugeVec};
 
+use redis::aio::MultiplexedConnection;
+use redis::cluster::{ClusterClient, ClusterClientBuilder, NodeAddress};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-use redis::{ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, TlsCertificates, TlsMode};
+use redis::{ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, TlsCertificates, TlsMode};
 use serde::Deserialize;
 
 use crate::config::{ConfigError, ConfigErrors};
@@ -62,6 +66,26 @@ impl SentinelSettings {
     }
 }
 
+/// `[redis.cluster]`: set `nodes` to talk to a Redis Cluster.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Seed nodes, `host:port`: any few nodes of the cluster; the rest is discovered.
+    pub nodes: Vec<String>,
+    /// TLS to every node, with `[redis.tls]`.
+    pub tls: bool,
+    /// Addresses the nodes advertise → addresses to reach them at (`host:port` both), for
+    /// endpoints that advertise other names than their certificates carry, or than the
+    /// network routes.
+    pub address_map: std::collections::BTreeMap<String, String>,
+}
+
+impl ClusterSettings {
+    pub fn enabled(&self) -> bool {
+        !self.nodes.is_empty()
+    }
+}
+
 /// The connection part of a `[redis]` section, as both services write it. Each service's
 /// settings repeat these fields rather than flatten this struct into theirs: serde cannot
 /// combine `flatten` with `deny_unknown_fields`, which turns a misspelt key into an error.
@@ -76,6 +100,7 @@ pub struct RedisEndpoint {
     pub password_file: String,
     pub tls: TlsSettings,
     pub sentinel: SentinelSettings,
+    pub cluster: ClusterSettings,
 }
 
 impl RedisEndpoint {
@@ -87,10 +112,21 @@ impl RedisEndpoint {
         if !self.password_file.is_empty() {
             errors.check(read_secret(&key("password_file"), &self.password_file));
         }
-        let tls_wanted =
-            if self.sentinel.enabled() { self.sentinel.tls } else { self.url.starts_with("rediss://") };
+        let tls_wanted = if self.sentinel.enabled() {
+            self.sentinel.tls
+        } else if self.cluster.enabled() {
+            self.cluster.tls
+        } else {
+            self.url.starts_with("rediss://")
+        };
         if self.tls.is_set() && !tls_wanted {
-            let how = if self.sentinel.enabled() { "sentinel.tls = true" } else { "a rediss:// URL" };
+            let how = if self.sentinel.enabled() {
+                "sentinel.tls = true"
+            } else if self.cluster.enabled() {
+                "cluster.tls = true"
+            } else {
+                "a rediss:// URL"
+            };
             errors.add(ConfigError::new(
                 key("tls"),
                 format!("is set but the connection is not TLS: use {how}, or remove [{section}.tls]"),
@@ -144,6 +180,58 @@ impl RedisEndpoint {
                 "is empty but sentinel.addresses are set",
             ));
         }
+        let cluster = &self.cluster;
+        if cluster.enabled() && sentinel.enabled() {
+            errors.add(ConfigError::new(
+                key("cluster.nodes"),
+                "and sentinel.master_name are both set: one Redis mode at a time (url, sentinel or cluster)",
+            ));
+        }
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            errors.check(parse_host_port(&format!("{section}.cluster.nodes[{i}]"), node));
+        }
+        for (advertised, reachable) in &cluster.address_map {
+            let name = format!("{section}.cluster.address_map[{advertised:?}]");
+            errors.check(parse_host_port(&name, advertised));
+            errors.check(parse_host_port(&name, reachable));
+        }
+        if cluster.enabled() {
+            if self.url.starts_with("rediss://") && !cluster.tls {
+                errors.add(ConfigError::new(
+                    key("cluster.tls"),
+                    "the URL is rediss:// but cluster.tls is false: in a cluster, cluster.tls says whether TLS is used",
+                ));
+            }
+            if let Ok(info) = self.url.as_str().into_connection_info()
+                && info.redis_settings().db() != 0
+            {
+                errors.add(ConfigError::new(
+                    key("url"),
+                    "selects a database; a Redis Cluster has only database 0",
+                ));
+            }
+        } else if cluster.tls || !cluster.address_map.is_empty() {
+            errors.add(ConfigError::new(key("cluster.nodes"), "is empty but other cluster settings are set"));
+        }
+    }
+
+    /// Checks `log_partitions` against this endpoint: 1 to 64, and more than one only in a
+    /// cluster (one Redis holds one log anyway).
+    pub fn validate_log_partitions(&self, section: &str, partitions: u32, errors: &mut ConfigErrors) {
+        let key = format!("{section}.log_partitions");
+        if !(1..=64).contains(&partitions) {
+            errors.add(ConfigError::new(key, format!("is {partitions}; it must be from 1 to 64")));
+        } else if partitions > 1 && !self.is_cluster() {
+            errors.add(ConfigError::new(
+                key,
+                format!("is {partitions}, but partitions spread the log over a Redis Cluster: set {section}.cluster.nodes, or use 1"),
+            ));
+        }
+    }
+
+    /// Whether this endpoint is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.enabled()
     }
 }
 
@@ -215,12 +303,14 @@ impl RedisTarget {
         Self { endpoint, timeout, primary: Mutex::new(None), failovers: AtomicU64::new(0), metrics }
     }
 
-    /// Where this target points, for logs: the URL without its password, or the master name
-    /// and its sentinels.
+    /// Where this target points, for logs: the URL without its password, the master name and
+    /// its sentinels, or the cluster's seed nodes.
     pub fn describe(&self) -> String {
         let sentinel = &self.endpoint.sentinel;
         if sentinel.enabled() {
             format!("sentinel master {} via {}", sentinel.master_name, sentinel.addresses.join(","))
+        } else if self.endpoint.cluster.enabled() {
+            format!("cluster via {}", self.endpoint.cluster.nodes.join(","))
         } else {
             redacted_url(&self.endpoint.url)
         }
@@ -267,6 +357,87 @@ impl RedisTarget {
             *primary = Some(address.clone());
         }
         Ok(Resolved { client, address, changed })
+    }
+
+    /// A connection for short commands, whatever the mode: to the node [`Self::client`] names
+    /// (with its `host:port`), or to the cluster (named by its seed nodes). `response_timeout`
+    /// bounds each reply.
+    pub async fn connect(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<(RedisConnection, String), TargetError> {
+        if self.is_cluster() {
+            let client = self.cluster_client(response_timeout)?;
+            return Ok((RedisConnection::Cluster(client.get_async_connection().await?), self.describe()));
+        }
+        let resolved = self.client().await?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(response_timeout));
+        let connection = resolved.client.get_multiplexed_async_connection_with_config(&config).await?;
+        Ok((RedisConnection::Node(connection), resolved.address))
+    }
+
+    /// Whether this target is a Redis Cluster (use [`Self::cluster_client`]).
+    pub fn is_cluster(&self) -> bool {
+        self.endpoint.cluster.enabled()
+    }
+
+    /// A client of the cluster: its seed nodes, credentials (read now, as for
+    /// [`Self::client`]), TLS, address map and timeouts. It follows `MOVED`/`ASK`, failovers
+    /// and resharding by itself.
+    pub fn cluster_client(&self, response_timeout: Duration) -> Result<ClusterClient, TargetError> {
+        let cluster = &self.endpoint.cluster;
+        let url = self.endpoint.url.as_str().into_connection_info()?;
+        let nodes: Vec<ConnectionInfo> = cluster
+            .nodes
+            .iter()
+            .filter_map(|node| {
+                let (host, port) = node.rsplit_once(':')?;
+                let (host, port) = (host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?);
+                let addr = if cluster.tls {
+                    ConnectionAddr::TcpTls {
+                        host,
+                        port,
+                        insecure: self.endpoint.tls.insecure_skip_verify,
+                        tls_params: None,
+                    }
+                } else {
+                    ConnectionAddr::Tcp(host, port)
+                };
+                addr.into_connection_info().ok()
+            })
+            .collect();
+        let mut builder = ClusterClientBuilder::new(nodes)
+            .connection_timeout(self.timeout)
+            .response_timeout(response_timeout);
+        let username = Some(self.endpoint.username.as_str())
+            .filter(|name| !name.is_empty())
+            .or(url.redis_settings().username());
+        if let Some(username) = username {
+            builder = builder.username(username);
+        }
+        if let Some(password) = self.password()? {
+            builder = builder.password(password);
+        }
+        if cluster.tls {
+            let mode =
+                if self.endpoint.tls.insecure_skip_verify { TlsMode::Insecure } else { TlsMode::Secure };
+            builder = builder.tls(mode).certs(self.certificates()?);
+        }
+        if !cluster.address_map.is_empty() {
+            let address = |text: &str| {
+                let (host, port) = text.rsplit_once(':')?;
+                Some(NodeAddress::new(host.trim_matches(['[', ']']), port.parse().ok()?))
+            };
+            let map = cluster
+                .address_map
+                .iter()
+                .filter_map(|(advertised, reachable)| Some((address(advertised)?, address(reachable)?)))
+                .collect();
+            builder = builder.node_address_map(map);
+        }
+        Ok(builder.build()?)
     }
 
     fn standalone_client(&self) -> Result<redis::Client, TargetError> {
@@ -368,6 +539,66 @@ impl RedisTarget {
     }
 }
 
+/// A connection to the one node of a standalone or Sentinel Redis, or to a whole cluster
+/// (which routes each command to the node that owns its keys).
+#[derive(Clone)]
+pub enum RedisConnection {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl RedisConnection {
+    /// Runs `command` on the primary that owns `slot` (in a cluster: `WAIT` must reach the
+    /// node that took the writes it waits for), or on the node.
+    pub async fn query_on_slot<T: redis::FromRedisValue>(
+        &mut self,
+        slot: u16,
+        command: redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Self::Node(connection) => command.query_async(connection).await,
+            Self::Cluster(connection) => {
+                let route = Route::new(slot, SlotAddr::Master);
+                let value = connection
+                    .route_command(
+                        command,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                Ok(T::from_redis_value(value)?)
+            }
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Node(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Node(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Node(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
 fn read_file(what: &'static str, path: &str) -> Result<String, TargetError> {
     std::fs::read_to_string(path).map_err(|error| TargetError::File { what, path: path.to_owned(), error })
 }
@@ -442,6 +673,7 @@ mod tests {
             password_file: String::new(),
             tls: TlsSettings::default(),
             sentinel: SentinelSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 
@@ -453,6 +685,28 @@ mod tests {
         let mut errors = ConfigErrors::default();
         endpoint.validate("redis", &mut errors);
         errors.to_string()
+    }
+
+    #[test]
+    fn a_cluster_is_one_mode_among_three_and_its_addresses_are_checked() {
+        let mut cluster = endpoint("redis://127.0.0.1:6379");
+        cluster.cluster.nodes = vec!["127.0.0.1:7000".into(), "10.0.0.1".into()];
+        cluster.cluster.address_map.insert("10.1.0.1:6379".into(), "nat".into());
+        let errors = errors_of(&cluster);
+        assert!(errors.contains("redis.cluster.nodes[1]: \"10.0.0.1\" is not host:port"), "{errors}");
+        assert!(errors.contains("\"nat\" is not host:port"), "{errors}");
+        cluster.cluster.nodes.pop();
+        cluster.cluster.address_map.clear();
+        assert_eq!(errors_of(&cluster), "");
+        cluster.sentinel.master_name = "main".into();
+        cluster.sentinel.addresses = vec!["127.0.0.1:26379".into()];
+        assert!(errors_of(&cluster).contains("one Redis mode at a time"));
+        let mut tls_without_cluster = endpoint("redis://127.0.0.1:6379");
+        tls_without_cluster.cluster.tls = true;
+        assert!(
+            errors_of(&tls_without_cluster)
+                .contains("redis.cluster.nodes: is empty but other cluster settings are set")
+        );
     }
 
     #[test]

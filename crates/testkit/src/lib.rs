@@ -10,6 +10,7 @@
 //! - [`service_process`] — a service binary as a child process, its logs and endpoints.
 //! - [`redis_server`], [`postgres`], [`nginx`], [`haproxy`], [`proxy`] — real servers and a cuttable TCP proxy.
 //! - [`sentinel`] — a primary, replicas and `redis-sentinel` processes watching them.
+//! - [`redis_cluster`] — primaries and replicas joined into a Redis Cluster.
 //! - [`sse_client`], [`sse_parser`], [`event_source`] — clients of the event stream.
 //! - [`event_tap`] — what reaches Redis: a pattern subscription that records every message.
 //! - [`log_publisher`] — publishing envelopes the way forecast-api does, and reading the log.
@@ -23,6 +24,7 @@ pub mod log_publisher;
 pub mod nginx;
 pub mod postgres;
 pub mod proxy;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod relay_process;
 pub mod sentinel;

@@ -26,6 +26,11 @@ pub struct RedisConfig {
     pub users: Vec<String>,
     /// Start as a replica of the server on this port.
     pub replica_of: Option<u16>,
+    /// A Redis Cluster node (see [`crate::redis_cluster`]): its port is below 55,000, since
+    /// the cluster bus listens 10,000 above it.
+    pub cluster_node: bool,
+    /// Commands renamed away (`--rename-command <name> ""`): a managed service's restrictions.
+    pub disabled_commands: Vec<String>,
 }
 
 /// A TLS-only server's certificates, and whether clients must present one.
@@ -92,8 +97,9 @@ impl RedisServer {
             "redis-server",
             "run `scripts/ensure-deps.sh redis` (as root) or `apt-get install redis-server`",
         );
+        let pick_port = if config.cluster_node { free_cluster_port } else { free_port };
         let mut server = Self {
-            port: free_port(),
+            port: pick_port(),
             dir: tempfile::tempdir().expect("temp dir for redis"),
             config,
             child: None,
@@ -104,7 +110,7 @@ impl RedisServer {
             if server.spawn() {
                 return server;
             }
-            server.port = free_port();
+            server.port = pick_port();
         }
         panic!("redis-server could not bind a free port in three attempts");
     }
@@ -151,6 +157,15 @@ impl RedisServer {
             if self.config.replica_of.is_some() {
                 command.args(["--masteruser", HARNESS_USER, "--masterauth", HARNESS_PASSWORD]);
             }
+        }
+        if self.config.cluster_node {
+            command
+                .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                // A failed primary is replaced within seconds, not the default 15.
+                .args(["--cluster-node-timeout", "2000"]);
+        }
+        for disabled in &self.config.disabled_commands {
+            command.args(["--rename-command", disabled, ""]);
         }
         if let Some(primary) = self.config.replica_of {
             command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
@@ -283,6 +298,28 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A free port below 55,000 whose cluster bus port (10,000 above) is free too.
+pub fn free_cluster_port() -> u16 {
+    loop {
+        let port = rand_port();
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}
+
+/// A port in 20,000–54,999, from the clock and a counter (no random source needed).
+fn rand_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let mixed =
+        (nanos as u64 ^ std::process::id() as u64).wrapping_add(NEXT.fetch_add(7_919, Ordering::Relaxed));
+    20_000 + (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as u16 % 35_000
 }
 
 /// A port nobody listens on right now (bind to port 0, read it, release it).

@@ -25,6 +25,46 @@ fn bad_configuration_exits_2_with_one_line_naming_the_key() {
 }
 
 #[test]
+fn contradictory_redis_modes_and_partitions_without_a_cluster_are_refused() {
+    assert_refused(
+        &[
+            ("FORECAST_API__REDIS__CLUSTER__NODES", "127.0.0.1:7000,127.0.0.1:7001"),
+            ("FORECAST_API__REDIS__SENTINEL__MASTER_NAME", "main"),
+            ("FORECAST_API__REDIS__SENTINEL__ADDRESSES", "127.0.0.1:26379"),
+        ],
+        "redis.cluster.nodes",
+        "one Redis mode at a time",
+    );
+    assert_refused(&[("FORECAST_API__REDIS__LOG_PARTITIONS", "8")], "redis.log_partitions", "Redis Cluster");
+    assert_refused(
+        &[
+            ("FORECAST_API__REDIS__CLUSTER__NODES", "127.0.0.1:7000"),
+            ("FORECAST_API__REDIS__LOG_PARTITIONS", "65"),
+        ],
+        "redis.log_partitions",
+        "from 1 to 64",
+    );
+    assert_refused(
+        &[("FORECAST_API__REDIS__CLUSTER__NODES", "nohost")],
+        "redis.cluster.nodes[0]",
+        "host:port",
+    );
+    assert_refused(
+        &[
+            ("FORECAST_API__REDIS__CLUSTER__NODES", "127.0.0.1:7000"),
+            ("FORECAST_API__REDIS__URL", "redis://127.0.0.1:7000/3"),
+        ],
+        "redis.url",
+        "only database 0",
+    );
+    assert_refused(
+        &[("FORECAST_API__REDIS__RESTRICTED", "true"), ("FORECAST_API__REDIS__MIN_REPLICAS", "1")],
+        "redis.min_replicas",
+        "needs WAIT",
+    );
+}
+
+#[test]
 fn a_configuration_with_several_errors_reports_each_on_its_own_line() {
     let env = [
         ("FORECAST_API__AUTH__ADMIN_KEY", "short"),

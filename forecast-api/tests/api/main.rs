@@ -18,6 +18,7 @@ macro_rules! on_both_databases {
 }
 
 mod auth;
+mod cluster;
 mod concurrency;
 mod configuration;
 mod crud;
