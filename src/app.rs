@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use protocol::partition::Partitions;
 use service::server::{self, ServerControl};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -74,7 +75,14 @@ impl Relay {
         );
         let max_message_bytes = usize::try_from(settings.limits.max_message_bytes).unwrap_or(usize::MAX);
         let commands = Arc::new(SharedConnection::new(Arc::clone(&redis), settings.redis.connect_timeout()));
-        let log = Arc::new(LogReader::new(Arc::clone(&commands), settings.redis.log_stream.clone()));
+        // In a cluster the log's key carries a hash tag, as forecast-api writes it.
+        let log_key = if log_enabled {
+            Partitions::new(settings.redis.log_partitions, redis.is_cluster())
+                .log_key(&settings.redis.log_stream, 0)
+        } else {
+            String::new()
+        };
+        let log = Arc::new(LogReader::new(Arc::clone(&commands), log_key.clone()));
         // Only the tail fills the window: without one, resumes read the log.
         let window = Arc::new(ResumeWindow::new(
             if tail_needed {
@@ -110,7 +118,7 @@ impl Relay {
             metrics: metrics.clone(),
             eviction: Arc::clone(&eviction),
         });
-        let tail = tail_needed.then(|| LogTail::new(Arc::clone(&sources), window, &settings.pod_id));
+        let tail = tail_needed.then(|| LogTail::new(Arc::clone(&sources), window, log_key, &settings.pod_id));
         let subscriber =
             (!patterns.is_empty()).then(|| Subscriber::new(Arc::clone(&sources), patterns, &settings.pod_id));
         let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;

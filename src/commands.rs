@@ -6,11 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex as AsyncMutex;
 
-use service::redis_target::{RedisTarget, TargetError, needs_new_connection};
+use service::redis_target::{RedisConnection, RedisTarget, TargetError, needs_new_connection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -32,7 +30,7 @@ impl CommandError {
 pub struct SharedConnection {
     target: Arc<RedisTarget>,
     timeout: Duration,
-    connection: AsyncMutex<Option<MultiplexedConnection>>,
+    connection: AsyncMutex<Option<RedisConnection>>,
 }
 
 impl SharedConnection {
@@ -41,25 +39,28 @@ impl SharedConnection {
     }
 
     /// The connection, and whether it was in use before (it may have broken since).
-    async fn connection(&self) -> Result<(MultiplexedConnection, bool), CommandError> {
+    async fn connection(&self) -> Result<(RedisConnection, bool), CommandError> {
         let mut slot = self.connection.lock().await;
         if let Some(connection) = slot.as_ref() {
             return Ok((connection.clone(), true));
         }
-        let connect = async {
-            let resolved = self.target.client().await?;
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(self.timeout))
-                .set_response_timeout(Some(self.timeout));
-            Ok::<_, CommandError>(
-                resolved.client.get_multiplexed_async_connection_with_config(&config).await?,
-            )
-        };
-        let connection = tokio::time::timeout(self.timeout, connect)
+        let connection = tokio::time::timeout(self.timeout, self.target.connect(self.timeout))
             .await
-            .map_err(|_| CommandError::Timeout(self.timeout.as_millis()))??;
+            .map_err(|_| CommandError::Timeout(self.timeout.as_millis()))??
+            .0;
         *slot = Some(connection.clone());
         Ok((connection, false))
+    }
+
+    /// A command for the node that owns `slot` (a cluster's `INFO` of one node), sent once.
+    pub async fn query_on_slot<T: redis::FromRedisValue>(
+        &self,
+        slot: u16,
+        command: redis::Cmd,
+    ) -> Result<T, CommandError> {
+        let (mut connection, _) = self.connection().await?;
+        let result = tokio::time::timeout(self.timeout, connection.query_on_slot::<T>(slot, command)).await;
+        self.settle(result).await
     }
 
     /// A command that may run twice (reads, probes): found broken on a connection that was

@@ -352,11 +352,13 @@ impl Validate for RelaySettings {
                 }
             }
         }
-        if self.redis.endpoint().is_cluster() {
-            // forecast-api publishes into a cluster; the relay does not read one yet.
+        if self.redis.log_partitions > 1 && self.redis.endpoint().is_cluster() {
             errors.add(ConfigError::new(
-                "redis.cluster.nodes",
-                "the relay does not support Redis Cluster yet: point it at a standalone or Sentinel Redis",
+                "redis.log_partitions",
+                format!(
+                    "is {}, but this relay tails one log partition: use 1 (and the same in forecast-api)",
+                    self.redis.log_partitions
+                ),
             ));
         }
         errors.check(require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms));

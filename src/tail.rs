@@ -26,8 +26,6 @@ use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +39,7 @@ use crate::window::ResumeWindow;
 use protocol::log_id::StreamId;
 use protocol::message::{Decoded, DropReason};
 use protocol::sse::reset_frame;
+use service::redis_target::RedisConnection;
 
 /// Entries read per `XREAD`.
 const READ_COUNT: usize = 500;
@@ -106,9 +105,9 @@ impl Position {
 }
 
 impl LogTail {
-    /// The tail of `ctx.settings.log_stream`, with the probe stream of pod `pod_id`.
-    pub fn new(ctx: Arc<SourceContext>, window: Arc<ResumeWindow>, pod_id: &str) -> Self {
-        let key = ctx.settings.log_stream.clone();
+    /// The tail of the log stream `key`, with the probe stream of pod `pod_id` (in the log's
+    /// hash slot, so that one `XREAD` reads both in a cluster too).
+    pub fn new(ctx: Arc<SourceContext>, window: Arc<ResumeWindow>, key: String, pod_id: &str) -> Self {
         Self {
             reader: TailReader { probe_key: probe_key(&key, pod_id), key, ctx, window },
             position: Position::default(),
@@ -134,22 +133,14 @@ impl Source for LogTail {
 }
 
 impl TailReader {
-    async fn connect(&self) -> Result<(MultiplexedConnection, String), SessionError> {
+    async fn connect(&self) -> Result<(RedisConnection, String), SessionError> {
         let timeout = self.ctx.settings.connect_timeout();
-        let resolved =
-            self.ctx.target.client().await.map_err(|error| SessionError::Connect(error.to_string()))?;
         // The read blocks for up to `tail_block_ms`: the reply may take that long, and more.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(self.ctx.settings.tail_block() + timeout));
-        let connection = tokio::time::timeout(
-            timeout,
-            resolved.client.get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| SessionError::Connect(format!("timed out after {} ms", timeout.as_millis())))?
-        .map_err(|error| SessionError::Connect(error.to_string()))?;
-        Ok((connection, resolved.address))
+        // A connection of its own (in a cluster too): nothing else waits behind the read.
+        tokio::time::timeout(timeout, self.ctx.target.connect(self.ctx.settings.tail_block() + timeout))
+            .await
+            .map_err(|_| SessionError::Connect(format!("timed out after {} ms", timeout.as_millis())))?
+            .map_err(|error| SessionError::Connect(error.to_string()))
     }
 
     async fn session(
@@ -236,7 +227,7 @@ impl TailReader {
     /// One `XREAD` of the log and the probe stream.
     fn read(
         &self,
-        mut connection: MultiplexedConnection,
+        mut connection: RedisConnection,
         cursor: StreamId,
         probe_cursor: StreamId,
     ) -> impl Future<Output = redis::RedisResult<Vec<(String, Vec<RawEntry>)>>> + use<> {
@@ -321,7 +312,7 @@ impl TailReader {
     /// remembers one, else tell every stream to resynchronise.
     async fn locate(
         &self,
-        connection: &mut MultiplexedConnection,
+        connection: &mut RedisConnection,
         cursor: StreamId,
         log_end: StreamId,
         position: &mut Position,
@@ -464,14 +455,16 @@ async fn log_extent(
     Ok((oldest, crate::log::id_value(info.get("max-deleted-entry-id"))))
 }
 
-/// `INFO memory` and the log's `PTTL`: whether Redis may evict the log.
+/// `INFO memory` of the node holding the log, and the log's `PTTL`: whether Redis may evict
+/// the log.
 async fn eviction_policy(
     commands: &SharedConnection,
     key: &str,
 ) -> Result<(String, i64), crate::commands::CommandError> {
-    let mut pipe = redis::pipe();
-    pipe.cmd("INFO").arg("memory").cmd("PTTL").arg(key);
-    commands.query_pipeline(pipe).await
+    let slot = protocol::partition::key_slot(key.as_bytes());
+    let info: String = commands.query_on_slot(slot, redis::cmd("INFO").arg("memory").clone()).await?;
+    let ttl: i64 = commands.query_on_slot(slot, redis::cmd("PTTL").arg(key).clone()).await?;
+    Ok((info, ttl))
 }
 
 fn probe_entry((id, fields): &RawEntry) -> Option<(StreamId, u64)> {
@@ -481,10 +474,7 @@ fn probe_entry((id, fields): &RawEntry) -> Option<(StreamId, u64)> {
 }
 
 /// The log's last generated id on this node (`0-0` when there is no log yet).
-async fn last_generated_id(
-    connection: &mut MultiplexedConnection,
-    key: &str,
-) -> redis::RedisResult<StreamId> {
+async fn last_generated_id(connection: &mut RedisConnection, key: &str) -> redis::RedisResult<StreamId> {
     let mut command = redis::cmd("XINFO");
     command.arg("STREAM").arg(key);
     let info: redis::RedisResult<std::collections::HashMap<String, redis::Value>> =
@@ -497,7 +487,7 @@ async fn last_generated_id(
 }
 
 async fn entry_at(
-    connection: &mut MultiplexedConnection,
+    connection: &mut RedisConnection,
     key: &str,
     id: StreamId,
 ) -> redis::RedisResult<Option<Result<LogEntry, StreamId>>> {

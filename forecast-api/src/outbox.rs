@@ -74,7 +74,7 @@ impl Dispatcher {
         eviction: Arc<EvictionWatch>,
     ) -> Self {
         Self {
-            partitions: Partitions::new(redis.log_partitions),
+            partitions: Partitions::new(redis.log_partitions, target.is_cluster()),
             store,
             target,
             redis,
@@ -92,6 +92,8 @@ impl Dispatcher {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(self.settings.backoff_initial(), self.settings.backoff_max());
         let mut failing = false;
+        // What waits from a previous run, shown before the first (maybe slow) word with Redis.
+        self.update_pending().await;
         loop {
             // A drain cut short (a Redis that stopped answering) leaves rows that are published
             // but not deleted: the next attempt repeats them, and their dedup keys make that a

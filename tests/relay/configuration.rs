@@ -47,9 +47,9 @@ fn an_unknown_key_exits_2_naming_it() {
     );
     assert_refused(
         None,
-        &[("SSE_RELAY__REDIS__CLUSTER__NODES", "127.0.0.1:7000")],
-        "redis.cluster.nodes",
-        "does not support Redis Cluster yet",
+        &[("SSE_RELAY__REDIS__CLUSTER__NODES", "127.0.0.1:7000"), ("SSE_RELAY__REDIS__LOG_PARTITIONS", "4")],
+        "redis.log_partitions",
+        "tails one log partition",
     );
     assert_refused(None, &[("SSE_RELAY__SSE__KEEPALIVE", "5")], "keepalive", "unknown field");
 }

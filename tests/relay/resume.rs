@@ -173,6 +173,8 @@ async fn a_resume_point_older_than_the_log_gets_relay_reset_then_live_events() {
     let first = publisher.publish("weatherforecast.created", "1", None).await.unwrap();
     let _second = publisher.publish("weatherforecast.created", "2", None).await.unwrap();
     let third = publisher.publish("weatherforecast.created", "3", None).await.unwrap();
+    // The tail has read all three before the trim (else 1 entry could be the first alone).
+    relay.wait_metric("sse_relay_resume_window_entries", |entries| entries == 3.0).await;
     let _: i64 =
         redis::cmd("XTRIM").arg("sse:log").arg("MAXLEN").arg(1).query(&mut redis.connection()).unwrap();
     // The relay's resume window follows the trim.

@@ -6,10 +6,12 @@
 mod balancers;
 mod browser;
 mod chart_config;
+mod cluster;
 mod end_to_end;
 mod failover;
 mod redis_acl;
 mod redis_tls;
 mod restricted_redis;
 mod sentinel_failover;
+mod steady_writes;
 mod topology;

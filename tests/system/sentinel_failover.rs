@@ -4,20 +4,19 @@
 //! Last-Event-ID all along; SIGKILL of the primary. Then the hard case: a failover that loses
 //! the old primary's unreplicated writes.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::steady_writes::{
+    Writes, assert_complete, attach_clients, key_of, key_of_forecast, settle, wait_for_clients,
+};
 use testkit::event_source::EventSource;
 use testkit::eventually;
-use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
+use testkit::forecast_process::{Api, DbKind, ForecastBuilder, TestDb};
 use testkit::relay_process::{ENVELOPE_CHANNELS, RelayBuilder, RelayProcess};
 use testkit::sentinel::{MASTER_NAME, SentinelSet};
 use testkit::service_process::ServiceProcess;
-use testkit::sse_parser::SseEvent;
-
-const STREAM: &str = "/events?channel=weatherforecast.*";
 
 fn relay(set: &SentinelSet) -> RelayProcess {
     // Under Sentinel the URL's host is not used.
@@ -35,140 +34,6 @@ fn api(set: &SentinelSet, db: &TestDb) -> ServiceProcess {
         .env("REDIS__MIN_REPLICAS", 1)
         .env("REDIS__WAIT_TIMEOUT_MS", 200)
         .start()
-}
-
-/// An event as clients see it: channel, forecast id and the write's summary (unique per write).
-type EventKey = (String, String, String);
-
-fn key_of_forecast(channel: &str, forecast: &Value) -> EventKey {
-    let field = |name: &str| forecast[name].as_str().unwrap_or_default().to_owned();
-    (channel.to_owned(), field("id"), field("summary"))
-}
-
-/// Writes made so far, as the events clients must receive, in order.
-#[derive(Clone, Default)]
-struct Writes(Arc<Mutex<Vec<EventKey>>>);
-
-impl Writes {
-    fn snapshot(&self) -> Vec<EventKey> {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// `count` writes, one every `pace`: creates, and updates of the forecast created last.
-    async fn make(&self, api: &Api, count: usize, pace: Duration) {
-        let mut interval = tokio::time::interval(pace);
-        let mut last: Option<Value> = None;
-        for i in 0..count {
-            interval.tick().await;
-            let (channel, forecast) = match (&last, i % 3) {
-                (Some(previous), 1 | 2) => {
-                    let path = format!("/api/weatherforecast/{}", previous["id"].as_str().unwrap());
-                    let summary = format!("{} update {i}", self.0.lock().unwrap().len());
-                    let body =
-                        json!({ "date": "2026-12-04", "temperatureC": (i % 50) as i64, "summary": summary });
-                    let response = api.put(&path, ADMIN_KEY).json(&body).send().await.unwrap();
-                    assert_eq!(response.status(), 200, "writes succeed through the failover");
-                    ("weatherforecast.updated", response.json::<Value>().await.unwrap())
-                }
-                _ => {
-                    let summary = format!("{} create {i}", self.0.lock().unwrap().len());
-                    ("weatherforecast.created", api.create("2026-12-04", (i % 50) as i64, &summary).await)
-                }
-            };
-            self.0.lock().unwrap().push(key_of_forecast(channel, &forecast));
-            last = Some(forecast);
-        }
-    }
-}
-
-fn key_of(event: &SseEvent) -> EventKey {
-    let data: Value = serde_json::from_str(event.data.as_deref().unwrap_or("")).expect("event data is JSON");
-    key_of_forecast(event.event.as_deref().unwrap_or(""), &data)
-}
-
-/// What a client received: runs of events between `relay.reset`s.
-fn runs(events: &[SseEvent]) -> Vec<Vec<EventKey>> {
-    let mut runs = vec![Vec::new()];
-    for event in events {
-        if event.event.as_deref() == Some("relay.reset") {
-            runs.push(Vec::new());
-        } else {
-            runs.last_mut().unwrap().push(key_of(event));
-        }
-    }
-    runs
-}
-
-/// Every event exactly once and in order; a `relay.reset` (allowed only when `resets_allowed`)
-/// may skip events, as it tells the client to refetch its state, but never repeat or reorder
-/// them, and the run after it is gap-free to the end.
-fn assert_complete(client: &str, events: &[SseEvent], expected: &[EventKey], resets_allowed: bool) {
-    let runs = runs(events);
-    if !resets_allowed {
-        assert_eq!(runs.len(), 1, "{client}: no relay.reset");
-    }
-    let all: Vec<&EventKey> = runs.iter().flatten().collect();
-    let mut unique = all.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), all.len(), "{client}: no event twice");
-    let mut next = 0;
-    for (i, run) in runs.iter().enumerate() {
-        let Some(first) = run.first() else { continue };
-        let start = expected
-            .iter()
-            .position(|key| key == first)
-            .unwrap_or_else(|| panic!("{client}: unknown {first:?}"));
-        assert!(start >= next, "{client}: run {i} goes back in time");
-        if i == 0 {
-            assert_eq!(start, 0, "{client}: the first event is the first write");
-        }
-        assert_eq!(
-            run[..],
-            expected[start..start + run.len()],
-            "{client}: run {i} has no gap and keeps the order"
-        );
-        next = start + run.len();
-    }
-    assert_eq!(next, expected.len(), "{client}: everything up to the last write");
-}
-
-/// Brings every client to the last write. A client whose last id vanished with a lost write is
-/// told to reset whenever it resumes, and is live again only once a later write reaches it: so
-/// write, give every client a moment to end with that write, and write again until all do.
-async fn settle(
-    clients: &[EventSource],
-    writes: &Writes,
-    api: &Api,
-    api_process: &ServiceProcess,
-) -> Vec<EventKey> {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        writes.make(api, 1, Duration::from_millis(1)).await;
-        api_process.wait_metric("forecast_api_outbox_pending", |pending| pending == 0.0).await;
-        let expected = writes.snapshot();
-        let last = expected.last().cloned();
-        let round = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < round {
-            if clients.iter().all(|client| client.events().last().map(key_of_any) == Some(last.clone())) {
-                return expected;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(Instant::now() < deadline, "clients did not all end with the last write within 40 s");
-    }
-}
-
-/// [`key_of`], and `None` for a `relay.reset`.
-fn key_of_any(event: &SseEvent) -> Option<EventKey> {
-    (event.event.as_deref() != Some("relay.reset")).then(|| key_of(event))
-}
-
-async fn wait_for_clients(clients: &[EventSource], count: usize) {
-    eventually(Duration::from_secs(40), "every client to receive every event", || async {
-        clients.iter().all(|client| client.event_count() >= count).then_some(())
-    })
-    .await;
 }
 
 /// 1 primary, 2 replicas and 3 sentinels; a relay and forecast-api following them; 50 clients
@@ -191,22 +56,7 @@ impl Scenario {
         let db = TestDb::new(DbKind::Sqlite).await;
         let api_process = api(&set, &db);
         let api = Api::new(&api_process);
-        let http = reqwest::Client::new();
-        let connected: Vec<EventSource> =
-            (0..50).map(|_| EventSource::open(http.clone(), relay.url(STREAM))).collect();
-        let resuming: Vec<EventSource> = (0..50)
-            .map(|i| {
-                EventSource::open_dropping(
-                    http.clone(),
-                    relay.url(STREAM),
-                    Duration::from_millis(250 + 10 * i),
-                )
-            })
-            .collect();
-        eventually(Duration::from_secs(20), "every client attached", || async {
-            connected.iter().chain(&resuming).all(|client| client.current().is_some()).then_some(())
-        })
-        .await;
+        let (connected, resuming) = attach_clients(&relay).await;
         Self { set, relay, db, api_process, api, connected, resuming }
     }
 }

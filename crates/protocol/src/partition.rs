@@ -4,22 +4,36 @@
 //! spread over the slots so that a cluster spreads them over its primaries. An event's
 //! partition is a stable function of its channel: the events of a channel stay in order.
 //!
-//! With one partition every key is what it always was (`sse:log`, `sse:dedup:<event id>`).
+//! Outside a cluster the log is one partition and every key is what it always was (`sse:log`,
+//! `sse:dedup:<event id>`). In a cluster every key carries its partition's tag, one partition
+//! too: a stream and its deduplication keys must share a slot for the publishing script.
 
 /// Hash slots of a Redis Cluster.
 pub const SLOTS: u16 = 16_384;
 
-/// How the log is partitioned: `count` partitions, and the hash tag of each.
+/// How the log is partitioned: `count` partitions, and the hash tag of each (none outside a
+/// cluster).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partitions {
     tags: Vec<String>,
 }
 
 impl Partitions {
-    /// `count` partitions (at least one). Partition `i`'s tag is chosen so that its slot lies
-    /// in the `i`-th of `count` equal slot ranges: a cluster whose primaries hold equal ranges
-    /// (as `redis-cli --cluster create` assigns them) holds equal numbers of partitions.
-    pub fn new(count: u32) -> Self {
+    /// The one untagged partition of a standalone or Sentinel Redis.
+    pub fn single() -> Self {
+        Self { tags: Vec::new() }
+    }
+
+    /// One partition outside a cluster, else `count` tagged ones.
+    pub fn new(count: u32, cluster: bool) -> Self {
+        if cluster { Self::cluster(count) } else { Self::single() }
+    }
+
+    /// `count` tagged partitions of a cluster (at least one). Partition `i`'s tag is chosen so
+    /// that its slot lies in the `i`-th of `count` equal slot ranges: a cluster whose primaries
+    /// hold equal ranges (as `redis-cli --cluster create` assigns them) holds equal numbers of
+    /// partitions.
+    pub fn cluster(count: u32) -> Self {
         let count = count.max(1);
         let tags = (0..count)
             .map(|i| {
@@ -34,13 +48,13 @@ impl Partitions {
     }
 
     pub fn count(&self) -> u32 {
-        self.tags.len() as u32
+        self.tags.len().max(1) as u32
     }
 
     /// The partition of an event on `channel` (FNV-1a of the channel's bytes: the same in every
     /// service and every version).
     pub fn of_channel(&self, channel: &[u8]) -> u32 {
-        if self.tags.len() == 1 {
+        if self.tags.len() <= 1 {
             return 0;
         }
         let hash = channel.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
@@ -49,8 +63,8 @@ impl Partitions {
         (hash % self.tags.len() as u64) as u32
     }
 
-    /// The key of partition `partition`'s stream: `log_stream` itself with one partition,
-    /// else with the partition's hash tag after its first segment (`sse:log` → `sse:{p3}:log`).
+    /// The key of partition `partition`'s stream: `log_stream` itself outside a cluster, else
+    /// with the partition's hash tag after its first segment (`sse:log` → `sse:{p3}:log`).
     pub fn log_key(&self, log_stream: &str, partition: u32) -> String {
         self.tagged(log_stream, partition)
     }
@@ -62,7 +76,7 @@ impl Partitions {
     }
 
     fn tagged(&self, key: &str, partition: u32) -> String {
-        if self.tags.len() == 1 {
+        if self.tags.is_empty() {
             return key.to_owned();
         }
         let tag = &self.tags[partition as usize % self.tags.len()];
@@ -121,18 +135,31 @@ mod tests {
     }
 
     #[test]
-    fn one_partition_keeps_every_key_as_it_was() {
-        let one = Partitions::new(1);
-        assert_eq!(one.log_key("sse:log", 0), "sse:log");
-        assert_eq!(one.dedup_prefix("sse:dedup:", 0), "sse:dedup:");
+    fn outside_a_cluster_every_key_stays_as_it_was() {
+        let single = Partitions::single();
+        assert_eq!(single.count(), 1);
+        assert_eq!(single.log_key("sse:log", 0), "sse:log");
+        assert_eq!(single.dedup_prefix("sse:dedup:", 0), "sse:dedup:");
+        assert_eq!(single.of_channel(b"weatherforecast.created"), 0);
+        assert_eq!(Partitions::new(1, false), single);
+    }
+
+    #[test]
+    fn one_partition_of_a_cluster_keeps_its_keys_in_one_slot() {
+        let one = Partitions::cluster(1);
+        assert_eq!(Partitions::cluster(0), one, "at least one partition");
+        assert_eq!(one.count(), 1);
+        let log = one.log_key("sse:log", 0);
+        let dedup = format!("{}event-1", one.dedup_prefix("sse:dedup:", 0));
+        assert_eq!(log, "sse:{p0}:log");
+        assert_eq!(key_slot(log.as_bytes()), key_slot(dedup.as_bytes()));
         assert_eq!(one.of_channel(b"weatherforecast.created"), 0);
-        assert_eq!(Partitions::new(0), one, "at least one partition");
     }
 
     #[test]
     fn a_partitions_keys_share_its_slot_and_partitions_spread_over_the_slots() {
         for count in [2, 3, 8, 16] {
-            let partitions = Partitions::new(count);
+            let partitions = Partitions::cluster(count);
             for partition in 0..count {
                 let log = partitions.log_key("sse:log", partition);
                 let dedup = format!("{}{}", partitions.dedup_prefix("sse:dedup:", partition), "event-1");
@@ -142,14 +169,14 @@ mod tests {
                 assert!(slot_range(partition, count).contains(&key_slot(log.as_bytes())), "{log}, {count}");
             }
         }
-        let eight = Partitions::new(8);
+        let eight = Partitions::cluster(8);
         assert_eq!(eight.log_key("sse:log", 3), "sse:{p3.1}:log");
         assert_eq!(eight.log_key("log", 3), "{p3.1}:log");
     }
 
     #[test]
     fn a_channels_partition_is_stable_and_channels_spread() {
-        let eight = Partitions::new(8);
+        let eight = Partitions::cluster(8);
         // Fixed values: publishers and relays of every version must agree on them.
         assert_eq!(eight.of_channel(b"weatherforecast.created"), 4);
         assert_eq!(eight.of_channel(b"admin.user.loggedin"), 0);

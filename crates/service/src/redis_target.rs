@@ -254,6 +254,9 @@ pub struct RedisTarget {
     primary: Mutex<Option<String>>,
     failovers: AtomicU64,
     metrics: NodeMetrics,
+    /// In a cluster, the seed node the next [`RedisTarget::client`] is for: a subscription
+    /// whose node failed moves on to the next one.
+    next_seed: AtomicU64,
 }
 
 /// Which Redis node a service talks to, and how often that changed:
@@ -300,7 +303,14 @@ impl RedisTarget {
                  anyone on the network path can read and change every event"
             );
         }
-        Self { endpoint, timeout, primary: Mutex::new(None), failovers: AtomicU64::new(0), metrics }
+        Self {
+            endpoint,
+            timeout,
+            primary: Mutex::new(None),
+            failovers: AtomicU64::new(0),
+            metrics,
+            next_seed: AtomicU64::new(0),
+        }
     }
 
     /// Where this target points, for logs: the URL without its password, the master name and
@@ -326,12 +336,21 @@ impl RedisTarget {
         self.failovers.load(Ordering::Relaxed)
     }
 
-    /// A client for the node to talk to now: the URL's, or the primary the sentinels name.
+    /// A client for the node to talk to now: the URL's, the primary the sentinels name, or in
+    /// a cluster the next seed node (in turn: a classic subscription on any node of a cluster
+    /// hears every node's `PUBLISH`).
     pub async fn client(&self) -> Result<Resolved, TargetError> {
         let client = if self.endpoint.sentinel.enabled() {
             tokio::time::timeout(self.timeout, self.sentinel_client())
                 .await
                 .map_err(|_| TargetError::SentinelTimeout(self.timeout.as_millis()))??
+        } else if self.is_cluster() {
+            let seeds = self.seed_nodes();
+            let turn = self.next_seed.fetch_add(1, Ordering::Relaxed) as usize;
+            match seeds.get(turn % seeds.len().max(1)) {
+                Some(seed) => self.node_client(seed.clone().into_connection_info()?)?,
+                None => self.standalone_client()?,
+            }
         } else {
             self.standalone_client()?
         };
@@ -389,25 +408,8 @@ impl RedisTarget {
     pub fn cluster_client(&self, response_timeout: Duration) -> Result<ClusterClient, TargetError> {
         let cluster = &self.endpoint.cluster;
         let url = self.endpoint.url.as_str().into_connection_info()?;
-        let nodes: Vec<ConnectionInfo> = cluster
-            .nodes
-            .iter()
-            .filter_map(|node| {
-                let (host, port) = node.rsplit_once(':')?;
-                let (host, port) = (host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?);
-                let addr = if cluster.tls {
-                    ConnectionAddr::TcpTls {
-                        host,
-                        port,
-                        insecure: self.endpoint.tls.insecure_skip_verify,
-                        tls_params: None,
-                    }
-                } else {
-                    ConnectionAddr::Tcp(host, port)
-                };
-                addr.into_connection_info().ok()
-            })
-            .collect();
+        let nodes: Vec<ConnectionInfo> =
+            self.seed_nodes().into_iter().filter_map(|addr| addr.into_connection_info().ok()).collect();
         let mut builder = ClusterClientBuilder::new(nodes)
             .connection_timeout(self.timeout)
             .response_timeout(response_timeout);
@@ -440,8 +442,40 @@ impl RedisTarget {
         Ok(builder.build()?)
     }
 
+    /// The addresses of the cluster's seed nodes, with TLS where configured.
+    fn seed_nodes(&self) -> Vec<ConnectionAddr> {
+        let cluster = &self.endpoint.cluster;
+        cluster
+            .nodes
+            .iter()
+            .filter_map(|node| {
+                let (host, port) = node.rsplit_once(':')?;
+                let (host, port) = (host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?);
+                Some(if cluster.tls {
+                    ConnectionAddr::TcpTls {
+                        host,
+                        port,
+                        insecure: self.endpoint.tls.insecure_skip_verify,
+                        tls_params: None,
+                    }
+                } else {
+                    ConnectionAddr::Tcp(host, port)
+                })
+            })
+            .collect()
+    }
+
     fn standalone_client(&self) -> Result<redis::Client, TargetError> {
-        let mut info = self.endpoint.url.as_str().into_connection_info()?;
+        self.node_client(self.endpoint.url.as_str().into_connection_info()?)
+    }
+
+    /// A client for the node at `info`, with the configured credentials and TLS.
+    fn node_client(&self, mut info: ConnectionInfo) -> Result<redis::Client, TargetError> {
+        if self.is_cluster() {
+            // The URL is not a node's address in a cluster, but it may carry the credentials.
+            let url = self.endpoint.url.as_str().into_connection_info()?;
+            info = info.set_redis_settings(url.redis_settings().clone());
+        }
         let mut redis = info.redis_settings().clone();
         if !self.endpoint.username.is_empty() {
             redis = redis.set_username(&self.endpoint.username);

@@ -45,7 +45,8 @@ impl RedisCluster {
         cluster
     }
 
-    /// Waits until every running node says `cluster_state:ok` and knows every other one.
+    /// Waits until every running node says `cluster_state:ok` and knows every other one, and
+    /// every replica has synced with its primary.
     pub fn wait_until_up(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let expected = self.nodes.len();
@@ -62,7 +63,13 @@ impl RedisCluster {
                     .lines()
                     .find_map(|line| line.trim().strip_prefix("cluster_known_nodes:"))
                     .and_then(|n| n.parse::<usize>().ok());
-                info.lines().any(|line| line.trim() == "cluster_state:ok") && known == Some(expected)
+                let replication: String =
+                    redis::cmd("INFO").arg("replication").query(&mut connection).unwrap_or_default();
+                let synced = !replication.lines().any(|line| line.trim() == "role:slave")
+                    || replication.lines().any(|line| line.trim() == "master_link_status:up");
+                info.lines().any(|line| line.trim() == "cluster_state:ok")
+                    && known == Some(expected)
+                    && synced
             });
             if all_up {
                 return;
@@ -89,27 +96,99 @@ impl RedisCluster {
 
     /// The index of the node that is primary for `slot` now.
     pub fn primary_for_slot(&self, slot: u16) -> usize {
-        let mut connection = self.nodes[0].connection();
-        let slots: Vec<redis::Value> =
-            redis::cmd("CLUSTER").arg("SLOTS").query(&mut connection).expect("CLUSTER SLOTS");
-        for range in slots {
-            let redis::Value::Array(range) = range else { continue };
-            let number = |value: &redis::Value| match value {
-                redis::Value::Int(n) => *n,
-                _ => -1,
+        self.slot_ranges()
+            .into_iter()
+            .find(|(range, _)| range.contains(&slot))
+            .map(|(_, primary)| primary)
+            .unwrap_or_else(|| panic!("no primary serves slot {slot}"))
+    }
+
+    /// The lowest slot node `index` serves.
+    pub fn first_slot_of(&self, index: usize) -> u16 {
+        self.slot_ranges()
+            .into_iter()
+            .filter(|(_, primary)| *primary == index)
+            .map(|(range, _)| *range.start())
+            .min()
+            .unwrap_or_else(|| panic!("node {index} serves no slot"))
+    }
+
+    /// Slot ranges and the index of the primary serving each, as the first node that answers
+    /// (`CLUSTER SLOTS`) sees them.
+    fn slot_ranges(&self) -> Vec<(std::ops::RangeInclusive<u16>, usize)> {
+        let number = |value: &redis::Value| match value {
+            redis::Value::Int(n) => *n,
+            _ => -1,
+        };
+        for node in self.nodes.iter().filter(|node| node.is_running()) {
+            let Ok(mut connection) = node.client().get_connection_with_timeout(Duration::from_millis(500))
+            else {
+                continue;
             };
-            if (number(&range[0])..=number(&range[1])).contains(&i64::from(slot))
-                && let redis::Value::Array(primary) = &range[2]
-            {
-                let port = number(&primary[1]);
-                return self
-                    .nodes
-                    .iter()
-                    .position(|node| i64::from(node.port()) == port)
-                    .expect("a node of this cluster");
-            }
+            let Ok(slots) = redis::cmd("CLUSTER").arg("SLOTS").query::<Vec<redis::Value>>(&mut connection)
+            else {
+                continue;
+            };
+            return slots
+                .into_iter()
+                .filter_map(|range| {
+                    let redis::Value::Array(range) = range else { return None };
+                    let redis::Value::Array(primary) = &range[2] else { return None };
+                    let port = number(&primary[1]);
+                    let index = self.nodes.iter().position(|node| i64::from(node.port()) == port)?;
+                    Some((number(&range[0]) as u16..=number(&range[1]) as u16, index))
+                })
+                .collect();
         }
-        panic!("no primary serves slot {slot}");
+        panic!("no node of the cluster answers CLUSTER SLOTS");
+    }
+
+    /// What each node says of the cluster (`CLUSTER NODES`, its role, its keys): for the
+    /// message of a failed assertion.
+    pub fn describe(&self) -> String {
+        let mut description = String::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            let said = node.client().get_connection_with_timeout(Duration::from_millis(500)).map(
+                |mut connection| {
+                    let nodes: String =
+                        redis::cmd("CLUSTER").arg("NODES").query(&mut connection).unwrap_or_default();
+                    let replication: String =
+                        redis::cmd("INFO").arg("replication").query(&mut connection).unwrap_or_default();
+                    let keys: i64 = redis::cmd("DBSIZE").query(&mut connection).unwrap_or(-1);
+                    let role = replication.lines().find(|line| line.starts_with("role:")).unwrap_or("role:?");
+                    format!("{role}, {keys} keys\n{nodes}")
+                },
+            );
+            let said = said.unwrap_or_else(|error| format!("unreachable: {error}"));
+            description.push_str(&format!("node {index} (port {}): {said}\n", node.port()));
+        }
+        description
+    }
+
+    /// The cluster id of node `index` (`CLUSTER MYID`).
+    pub fn node_id(&self, index: usize) -> String {
+        redis::cmd("CLUSTER").arg("MYID").query(&mut self.nodes[index].connection()).expect("CLUSTER MYID")
+    }
+
+    /// Moves the `count` lowest slots of node `from` to node `to`, keys and all, with
+    /// `redis-cli --cluster reshard` (as an operator does while the cluster serves).
+    pub fn reshard(&self, from: usize, to: usize, count: u16) {
+        let redis_cli = require_program(
+            "redis-cli",
+            "run `scripts/ensure-deps.sh redis` or `apt-get install redis-tools`",
+        );
+        let output = Command::new(redis_cli)
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{}", self.nodes[from].port())])
+            .args(["--cluster-from", &self.node_id(from), "--cluster-to", &self.node_id(to)])
+            .args(["--cluster-slots", &count.to_string(), "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster reshard");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster reshard failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Kills node `index` (SIGKILL).

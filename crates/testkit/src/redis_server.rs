@@ -258,6 +258,11 @@ impl RedisServer {
         assert!(status.success(), "kill -{signal} failed");
     }
 
+    /// Whether the server process is up (not killed by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Kills the server (SIGKILL: no goodbye to its clients).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

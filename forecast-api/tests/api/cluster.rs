@@ -3,10 +3,12 @@
 //! each channel's events in order, and `WAIT` answered by the primary that took the write.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use protocol::partition::{Partitions, key_slot};
+use testkit::eventually;
 use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
 use testkit::redis_cluster::RedisCluster;
 
@@ -42,15 +44,26 @@ async fn events_go_to_their_channels_partition_once_and_in_order_with_partitions
         .post("/api/admin/apikeys", ADMIN_KEY)
         .json(&json!({ "name": "ci", "scopes": ["forecasts:write"] }));
     assert_eq!(key.send().await.unwrap().status(), 201);
+    let partitions = Partitions::cluster(PARTITIONS);
+    let mut connection = cluster.client().get_connection().unwrap();
+    // The pending gauge alone could say 0 before the dispatcher first looked: wait for the
+    // events themselves.
+    eventually(Duration::from_secs(20), "13 events in the log", || {
+        let logged: usize = (0..PARTITIONS)
+            .map(|partition| {
+                let log = partitions.log_key("sse:log", partition);
+                redis::cmd("XLEN").arg(&log).query::<usize>(&mut connection).unwrap()
+            })
+            .sum();
+        std::future::ready((logged >= 13).then_some(()))
+    })
+    .await;
     process.wait_metric("forecast_api_outbox_pending", |pending| pending == 0.0).await;
     assert_eq!(
         process.metric("forecast_api_outbox_unreplicated_total").await,
         0.0,
         "WAIT reached the right primaries"
     );
-
-    let partitions = Partitions::new(PARTITIONS);
-    let mut connection = cluster.client().get_connection().unwrap();
     let mut by_event: HashMap<String, u32> = HashMap::new();
     let mut channels_per_partition: Vec<HashSet<String>> = vec![HashSet::new(); PARTITIONS as usize];
     let mut updates_in_order = Vec::new();
@@ -72,7 +85,13 @@ async fn events_go_to_their_channels_partition_once_and_in_order_with_partitions
             channels_per_partition[partition as usize].insert(channel);
         }
     }
-    assert_eq!(by_event.len(), 6 + 6 + 1, "every event is in the log");
+    assert_eq!(
+        by_event.len(),
+        6 + 6 + 1,
+        "every event is in the log; the cluster:\n{}\nforecast-api logged:\n{}",
+        cluster.describe(),
+        process.logs().join("\n")
+    );
     assert_eq!(updates_in_order, (50..56).collect::<Vec<_>>(), "a channel's events stay in order");
     assert_eq!(primaries.len(), 3, "the partitions are spread over the three primaries");
 }
