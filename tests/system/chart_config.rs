@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use testkit::log_publisher::LogPublisher;
+use testkit::redis_cluster::RedisCluster;
 use testkit::redis_server::RedisServer;
 use testkit::relay_process::RelayProcess;
 use testkit::service_process::ServiceProcess;
@@ -51,6 +52,13 @@ fn rendered_relay_toml(values: Option<&str>) -> String {
 
 async fn relay_serves_with(toml: &str) {
     let redis = RedisServer::start();
+    let publisher = LogPublisher::connect(&redis.url()).await;
+    relay_serves_through(toml, &[("SSE_RELAY__REDIS__URL", redis.url())], publisher).await;
+}
+
+/// The relay started as the Deployment starts it (`toml` and what it sets in `env`), then an
+/// event published by `publisher` delivered.
+async fn relay_serves_through(toml: &str, env: &[(&str, String)], mut publisher: LogPublisher) {
     let dir = tempfile::tempdir().expect("config dir");
     let config = dir.path().join("relay.toml");
     std::fs::write(&config, toml).expect("write relay.toml");
@@ -61,7 +69,7 @@ async fn relay_serves_with(toml: &str) {
         .env("LOG_FORMAT", "json")
         // What the Deployment sets from the Secret and the pod.
         .env("SSE_RELAY__LISTEN", "127.0.0.1:0")
-        .env("SSE_RELAY__REDIS__URL", redis.url())
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
         .env("SSE_RELAY__AUTH__JWT_SECRET", "a-secret-as-the-chart-generates-it-0123456789")
         .env("POD_NAME", "sse-relay-7d4b9c-x2x9q")
         .env("SSE_RELAY__REDIS__PROBE_INTERVAL_MS", "200")
@@ -70,7 +78,6 @@ async fn relay_serves_with(toml: &str) {
     let relay = RelayProcess::new(ServiceProcess::spawn(command, dir));
     relay.wait_ready().await;
     let mut stream = relay.open_stream("?channel=weatherforecast.*").await;
-    let mut publisher = LogPublisher::connect(&redis.url()).await;
     let id = publisher.publish("weatherforecast.created", r#"{"id":"f1"}"#, None).await.expect("publish");
     let event = stream.next_event(Duration::from_secs(10)).await;
     assert_eq!(event.id.as_deref(), Some(id.as_str()), "the chart's channel rule delivers envelopes");
@@ -85,4 +92,39 @@ async fn the_relay_serves_with_the_configuration_the_chart_renders_by_default() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_serves_with_the_configuration_of_the_production_example() {
     relay_serves_with(&rendered_relay_toml(Some("helm/sse-relay/examples/production.yaml"))).await;
+}
+
+/// A cluster whose nodes advertise host names nothing resolves (as managed endpoints advertise
+/// names a client cannot use as they are): the chart's `redis.cluster.addressMap` rendered
+/// into `relay.toml` leads the relay to them, with the seed nodes as the Deployment passes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_serves_through_a_cluster_with_the_address_map_the_chart_renders() {
+    const DOMAIN: &str = "cluster.invalid";
+    let cluster = RedisCluster::start(3, 1);
+    cluster.announce_hostnames(DOMAIN);
+    let dir = tempfile::tempdir().expect("values dir");
+    let values = dir.path().join("cluster.yaml");
+    let map: String = cluster
+        .nodes()
+        .iter()
+        .map(|node| {
+            let port = node.port();
+            format!(
+                "      \"{}:{port}\": \"127.0.0.1:{port}\"\n",
+                RedisCluster::advertised_host(port, DOMAIN)
+            )
+        })
+        .collect();
+    let seeds = cluster.seed_nodes().join("\", \"");
+    std::fs::write(&values, format!("redis:\n  cluster:\n    nodes: [\"{seeds}\"]\n    addressMap:\n{map}"))
+        .expect("write values");
+    let toml = rendered_relay_toml(Some(values.to_str().expect("UTF-8 path")));
+    assert!(toml.contains("[redis.cluster.address_map]"), "{toml}");
+    let publisher = LogPublisher::connect_cluster(&cluster.client_mapping(DOMAIN)).await;
+    relay_serves_through(
+        &toml,
+        &[("SSE_RELAY__REDIS__CLUSTER__NODES", cluster.seed_nodes().join(","))],
+        publisher,
+    )
+    .await;
 }

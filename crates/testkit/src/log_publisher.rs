@@ -2,19 +2,42 @@
 //! script that appends them to the log.
 
 use protocol::envelope::{OutgoingEnvelope, PUBLISH_SCRIPT, now_micros};
+use protocol::partition::Partitions;
 use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
 use serde_json::value::RawValue;
 
 pub struct LogPublisher {
-    connection: MultiplexedConnection,
+    connection: Connection,
     script: redis::Script,
+    /// The log's keys: as they are on one Redis, tagged in a cluster.
+    partitions: Partitions,
+}
+
+enum Connection {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
 }
 
 impl LogPublisher {
     pub async fn connect(redis_url: &str) -> Self {
         let client = redis::Client::open(redis_url).expect("redis url");
         let connection = client.get_multiplexed_async_connection().await.expect("connect publisher");
-        Self { connection, script: redis::Script::new(PUBLISH_SCRIPT) }
+        Self {
+            connection: Connection::Node(connection),
+            script: redis::Script::new(PUBLISH_SCRIPT),
+            partitions: Partitions::single(),
+        }
+    }
+
+    /// A publisher into the one log partition of a cluster, through `client`.
+    pub async fn connect_cluster(client: &redis::cluster::ClusterClient) -> Self {
+        let connection = client.get_async_connection().await.expect("connect publisher");
+        Self {
+            connection: Connection::Cluster(connection),
+            script: redis::Script::new(PUBLISH_SCRIPT),
+            partitions: Partitions::cluster(1),
+        }
     }
 
     /// Publishes `data` (JSON text) on `channel`; returns the log id.
@@ -48,17 +71,20 @@ impl LogPublisher {
             ts: now_micros(),
         }
         .to_json();
-        self.script
-            .key(format!("sse:dedup:{event_id}"))
-            .key("sse:log")
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(format!("{}{event_id}", self.partitions.dedup_prefix("sse:dedup:", 0)))
+            .key(self.partitions.log_key("sse:log", 0))
             .arg(3600)
             .arg(100_000)
             .arg(channel)
             .arg(envelope)
             // The relay reads the log; nothing needs the channel.
-            .arg("0")
-            .invoke_async(&mut self.connection)
-            .await
+            .arg("0");
+        match &mut self.connection {
+            Connection::Node(connection) => invocation.invoke_async(connection).await,
+            Connection::Cluster(connection) => invocation.invoke_async(connection).await,
+        }
     }
 }
 

@@ -143,6 +143,64 @@ impl RedisCluster {
         panic!("no node of the cluster answers CLUSTER SLOTS");
     }
 
+    /// Makes every node advertise the host name `node-<port>.<domain>` instead of its address
+    /// (`cluster-announce-hostname`, `cluster-preferred-endpoint-type hostname`), as nodes
+    /// behind a managed endpoint advertise names a client cannot use as they are; returns once
+    /// every node's `CLUSTER SLOTS` says so. A client then needs an address map
+    /// ([`Self::client_mapping`]). Nothing resolves these names: the map is applied first.
+    pub fn announce_hostnames(&self, domain: &str) {
+        for node in &self.nodes {
+            let mut connection = node.connection();
+            for (parameter, value) in [
+                ("cluster-announce-hostname", Self::advertised_host(node.port(), domain)),
+                ("cluster-preferred-endpoint-type", "hostname".to_owned()),
+            ] {
+                let _: () = redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg(parameter)
+                    .arg(value)
+                    .query(&mut connection)
+                    .expect("CONFIG SET");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let announced = |node: &RedisServer| {
+            let slots: Vec<redis::Value> =
+                redis::cmd("CLUSTER").arg("SLOTS").query(&mut node.connection()).unwrap_or_default();
+            let text = format!("{slots:?}");
+            self.nodes.iter().all(|other| text.contains(&Self::advertised_host(other.port(), domain)))
+        };
+        while !self.nodes.iter().all(announced) {
+            assert!(
+                Instant::now() < deadline,
+                "the nodes did not all advertise their host names within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The name node `port` advertises after [`Self::announce_hostnames`].
+    pub fn advertised_host(port: u16, domain: &str) -> String {
+        format!("node-{port}.{domain}")
+    }
+
+    /// A client of the cluster that reaches the nodes advertised under `domain` at
+    /// `127.0.0.1:<port>` (after [`Self::announce_hostnames`]).
+    pub fn client_mapping(&self, domain: &str) -> redis::cluster::ClusterClient {
+        let urls: Vec<String> = self.nodes.iter().map(|node| node.url()).collect();
+        let map = self
+            .nodes
+            .iter()
+            .map(|node| {
+                (
+                    redis::cluster::NodeAddress::new(Self::advertised_host(node.port(), domain), node.port()),
+                    redis::cluster::NodeAddress::new("127.0.0.1", node.port()),
+                )
+            })
+            .collect();
+        redis::cluster::ClusterClientBuilder::new(urls).node_address_map(map).build().expect("cluster client")
+    }
+
     /// What each node says of the cluster (`CLUSTER NODES`, its role, its keys): for the
     /// message of a failed assertion.
     pub fn describe(&self) -> String {

@@ -157,6 +157,22 @@ files come from the volumes of "sse-relay.redisVolumes", mounted by "sse-relay.r
 {{- end }}
 {{- end }}
 {{- end }}
+{{- with $redis.cluster }}
+{{- if .nodes }}
+- name: {{ $prefix }}CLUSTER__NODES
+  value: {{ join "," .nodes | quote }}
+{{- if .tls }}
+- name: {{ $prefix }}CLUSTER__TLS
+  value: "true"
+{{- end }}
+- name: {{ $prefix }}LOG_PARTITIONS
+  value: {{ $redis.logPartitions | quote }}
+{{- end }}
+{{- end }}
+{{- if $redis.restricted }}
+- name: {{ $prefix }}RESTRICTED
+  value: "true"
+{{- end }}
 {{- end }}
 
 {{/* The Secret files of "sse-relay.redisEnv": (dict "root" $ "credentials" …). */}}
