@@ -26,6 +26,7 @@ use crate::log::LogReader;
 use crate::metrics::RelayMetrics;
 use crate::replay::Replay;
 use crate::settings::RelaySettings;
+use crate::sharded::ShardedSubscriber;
 use crate::source::{SourceContext, supervise};
 use crate::subscriber::Subscriber;
 use crate::tail::LogTail;
@@ -41,6 +42,7 @@ pub struct Relay {
     state: Arc<AppState>,
     tail: Option<LogTail>,
     subscriber: Option<Subscriber>,
+    sharded: Option<ShardedSubscriber>,
 }
 
 impl Relay {
@@ -59,9 +61,11 @@ impl Relay {
         let log_enabled = !settings.redis.log_stream.is_empty();
         let tail_needed = log_enabled && rules.has_envelope_rules();
         let patterns = rules.subscribed_patterns(log_enabled);
+        let sharded_channels = rules.sharded_channels();
         let paths: Vec<DeliveryPath> = [
             tail_needed.then_some(DeliveryPath::Log),
             (!patterns.is_empty()).then_some(DeliveryPath::Subscription),
+            (!sharded_channels.is_empty()).then_some(DeliveryPath::Sharded),
         ]
         .into_iter()
         .flatten()
@@ -119,6 +123,8 @@ impl Relay {
             eviction: Arc::clone(&eviction),
         });
         let tail = tail_needed.then(|| LogTail::new(Arc::clone(&sources), window, log_key, &settings.pod_id));
+        let sharded = (!sharded_channels.is_empty())
+            .then(|| ShardedSubscriber::new(Arc::clone(&sources), sharded_channels, &settings.pod_id));
         let subscriber =
             (!patterns.is_empty()).then(|| Subscriber::new(Arc::clone(&sources), patterns, &settings.pod_id));
         let listener = server::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
@@ -148,7 +154,7 @@ impl Relay {
                 .unwrap_or(usize::MAX),
             retry_after_secs: settings.sse.retry_ms.div_ceil(1000).max(1),
         });
-        Ok(Self { listener, metrics_listener, settings, state, tail, subscriber })
+        Ok(Self { listener, metrics_listener, settings, state, tail, subscriber, sharded })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -163,7 +169,7 @@ impl Relay {
 
     /// Serves until `shutdown` completes, then drains within the grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self { listener, metrics_listener, settings, state, tail, subscriber } = self;
+        let Self { listener, metrics_listener, settings, state, tail, subscriber, sharded } = self;
         let redis_cancel = CancellationToken::new();
         let redis_tasks = TaskTracker::new();
         if let Some(tail) = tail {
@@ -171,6 +177,9 @@ impl Relay {
         }
         if let Some(subscriber) = subscriber {
             redis_tasks.spawn(supervise(subscriber, redis_cancel.clone()));
+        }
+        if let Some(sharded) = sharded {
+            redis_tasks.spawn(supervise(sharded, redis_cancel.clone()));
         }
         redis_tasks.close();
         let keepalive_task = {

@@ -24,6 +24,8 @@ pub struct ChannelRule {
     pub pattern: Pattern,
     pub format: Format,
     pub access: Access,
+    /// A raw channel by exact name through sharded pub/sub (`SSUBSCRIBE`, Redis Cluster).
+    pub sharded: bool,
 }
 
 /// The configured rules, in order: for a given channel the first matching rule applies.
@@ -37,17 +39,28 @@ impl ChannelRules {
         Self { rules }
     }
 
-    /// The patterns to PSUBSCRIBE, each once: those of raw rules, and of envelope rules too
-    /// when there is no log to read them from.
+    /// The patterns to PSUBSCRIBE, each once: those of raw rules (but sharded ones), and of
+    /// envelope rules too when there is no log to read them from.
     pub fn subscribed_patterns(&self, log_enabled: bool) -> Vec<String> {
         let mut patterns: Vec<String> = Vec::new();
         for rule in &self.rules {
-            let subscribed = rule.format == Format::Raw || !log_enabled;
+            let subscribed = (rule.format == Format::Raw && !rule.sharded) || !log_enabled;
             if subscribed && !patterns.iter().any(|pattern| pattern == rule.pattern.as_str()) {
                 patterns.push(rule.pattern.as_str().to_owned());
             }
         }
         patterns
+    }
+
+    /// The channels to SSUBSCRIBE, each once: the exact names of sharded raw rules.
+    pub fn sharded_channels(&self) -> Vec<String> {
+        let mut channels: Vec<String> = Vec::new();
+        for rule in self.rules.iter().filter(|rule| rule.sharded && rule.format == Format::Raw) {
+            if !channels.iter().any(|channel| channel == rule.pattern.as_str()) {
+                channels.push(rule.pattern.as_str().to_owned());
+            }
+        }
+        channels
     }
 
     /// Whether some rule reads its channels from the log.
@@ -181,7 +194,12 @@ mod tests {
     use super::*;
 
     fn rule(pattern: &str) -> ChannelRule {
-        ChannelRule { pattern: Pattern::parse(pattern).unwrap(), format: Format::Raw, access: Access::Public }
+        ChannelRule {
+            pattern: Pattern::parse(pattern).unwrap(),
+            format: Format::Raw,
+            access: Access::Public,
+            sharded: false,
+        }
     }
 
     #[test]
@@ -209,7 +227,7 @@ mod tests {
         let p = |s: &str| Pattern::parse(s).unwrap();
         let rules = ChannelRules::new(vec![
             rule("weatherforecast.*"),
-            ChannelRule { pattern: p("admin.*"), format: Format::Envelope, access: Access::Token },
+            ChannelRule { format: Format::Envelope, access: Access::Token, ..rule("admin.*") },
         ]);
         let readable = |requested: &str, grants: Option<&[Pattern]>| {
             rules.readable(&p(requested), grants, &mut { usize::MAX }).unwrap()
@@ -233,6 +251,7 @@ mod tests {
             pattern: p("admin.*"),
             format: Format::Envelope,
             access: Access::Token,
+            sharded: false,
         }]);
         // No channel matches two of these that end differently, which only a search of every
         // pair of positions can tell.

@@ -19,13 +19,18 @@ pub enum DeliveryPath {
     Log,
     /// `PSUBSCRIBE`: raw channels.
     Subscription,
+    /// `SSUBSCRIBE` on a cluster: sharded raw channels.
+    Sharded,
 }
 
 impl DeliveryPath {
+    pub const ALL: [Self; 3] = [Self::Log, Self::Subscription, Self::Sharded];
+
     fn index(self) -> usize {
         match self {
             Self::Log => 0,
             Self::Subscription => 1,
+            Self::Sharded => 2,
         }
     }
 
@@ -34,6 +39,7 @@ impl DeliveryPath {
         match self {
             Self::Log => "log tail",
             Self::Subscription => "subscription",
+            Self::Sharded => "sharded subscription",
         }
     }
 }
@@ -50,7 +56,7 @@ pub struct Health {
 #[derive(Debug)]
 struct State {
     draining: bool,
-    paths: [PathState; 2],
+    paths: [PathState; DeliveryPath::ALL.len()],
 }
 
 #[derive(Debug, Default)]
@@ -132,11 +138,7 @@ impl Health {
 
     pub fn readiness(&self) -> Readiness {
         let state = self.state();
-        let enabled = || {
-            [DeliveryPath::Log, DeliveryPath::Subscription]
-                .into_iter()
-                .filter(|path| state.paths[path.index()].enabled)
-        };
+        let enabled = || DeliveryPath::ALL.into_iter().filter(|path| state.paths[path.index()].enabled);
         let last_error = enabled().find_map(|path| state.paths[path.index()].last_error.clone());
         let mut readiness = Readiness { ready: false, redis: "subscribed", reason: None, last_error };
         if state.draining {
@@ -221,16 +223,18 @@ mod tests {
 
     #[test]
     fn not_ready_until_a_probe_proves_delivery_on_every_path() {
-        let health = health(Duration::from_secs(10), &[DeliveryPath::Log, DeliveryPath::Subscription]);
+        let health = health(Duration::from_secs(10), &DeliveryPath::ALL);
         assert!(!health.readiness().ready);
-        health.delivery_verified(DeliveryPath::Log);
-        let readiness = health.readiness();
-        assert!(!readiness.ready);
-        assert_eq!(
-            readiness.reason.as_deref(),
-            Some("waiting for the first probe to come back through the subscription")
-        );
-        health.delivery_verified(DeliveryPath::Subscription);
+        for (verified, next) in DeliveryPath::ALL.iter().zip(&DeliveryPath::ALL[1..]) {
+            health.delivery_verified(*verified);
+            let readiness = health.readiness();
+            assert!(!readiness.ready);
+            assert_eq!(
+                readiness.reason,
+                Some(format!("waiting for the first probe to come back through the {}", next.name()))
+            );
+        }
+        health.delivery_verified(DeliveryPath::Sharded);
         assert!(health.readiness().ready);
     }
 

@@ -12,7 +12,8 @@
 //! - [`tail`] — envelope channels delivered from the log: the supervised `XREAD` tail, its
 //!   delivery probe, and recovery after a failover.
 //! - [`subscriber`] — raw channels: the supervised PSUBSCRIBE and its delivery probe.
-//! - [`source`] — what both share: the parts they deliver with, and their supervisor
+//! - [`sharded`] — raw channels by exact name through a cluster's sharded pub/sub (SSUBSCRIBE).
+//! - [`source`] — what they share: the parts they deliver with, and their supervisor
 //!   (reconnect with backoff, readiness, one warning per outage).
 //! - [`commands`] — the shared Redis command connection (log reads, probes, tickets).
 //! - [`log`] — the Redis history log: paged reads after an id, resume points.
@@ -41,6 +42,7 @@ pub mod log;
 pub mod metrics;
 pub mod replay;
 pub mod settings;
+pub mod sharded;
 pub mod source;
 pub mod stream;
 pub mod subscriber;

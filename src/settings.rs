@@ -89,6 +89,10 @@ pub struct ChannelSettings {
     pub format: Format,
     #[serde(default = "default_access")]
     pub access: Access,
+    /// Raw, exact name, Redis Cluster: subscribed with sharded pub/sub (`SSUBSCRIBE`) on the
+    /// node that owns the channel's slot, which publishers reach with `SPUBLISH`.
+    #[serde(default)]
+    pub sharded: bool,
 }
 
 fn default_format() -> Format {
@@ -211,6 +215,7 @@ impl Default for RelaySettings {
                 pattern: "weatherforecast.*".into(),
                 format: Format::Envelope,
                 access: Access::Public,
+                sharded: false,
             }],
             auth: AuthSettings::default(),
             cors: CorsSettings::default(),
@@ -311,7 +316,12 @@ impl RelaySettings {
             .enumerate()
             .map(|(i, channel)| {
                 let pattern = channel_pattern(i, &channel.pattern)?;
-                Ok(ChannelRule { pattern, format: channel.format, access: channel.access })
+                Ok(ChannelRule {
+                    pattern,
+                    format: channel.format,
+                    access: channel.access,
+                    sharded: channel.sharded,
+                })
             })
             .collect()
     }
@@ -350,6 +360,22 @@ impl Validate for RelaySettings {
                         ),
                     ));
                 }
+            }
+        }
+        for (i, channel) in self.channels.iter().enumerate().filter(|(_, channel)| channel.sharded) {
+            let exact = Pattern::parse(&channel.pattern)
+                .is_ok_and(|pattern| matches!(pattern.shape(), Shape::Exact(_)));
+            let why = if channel.format != Format::Raw {
+                Some("sharded pub/sub is for raw channels (envelope channels are read from the log)")
+            } else if !exact {
+                Some("sharded pub/sub has no patterns: name one exact channel per rule")
+            } else if !self.redis.endpoint().is_cluster() {
+                Some("sharded pub/sub (SSUBSCRIBE) is a Redis Cluster's: set redis.cluster.nodes")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                errors.add(ConfigError::new(format!("channels[{i}].sharded"), why));
             }
         }
         if self.redis.log_partitions > 1 && self.redis.endpoint().is_cluster() {

@@ -55,6 +55,22 @@ fn an_unknown_key_exits_2_naming_it() {
 }
 
 #[test]
+fn a_sharded_rule_must_be_raw_exact_and_on_a_cluster() {
+    let cluster = [("SSE_RELAY__REDIS__CLUSTER__NODES", "127.0.0.1:7000")];
+    let rule = |pattern: &str, format: &str| {
+        format!("[[channels]]\npattern = \"{pattern}\"\nformat = \"{format}\"\nsharded = true\n")
+    };
+    assert_refused(
+        Some(&rule("orders.eu.1337", "envelope")),
+        &cluster,
+        "channels[0].sharded",
+        "raw channels",
+    );
+    assert_refused(Some(&rule("orders.eu.*", "raw")), &cluster, "channels[0].sharded", "no patterns");
+    assert_refused(Some(&rule("orders.eu.1337", "raw")), &[], "channels[0].sharded", "redis.cluster.nodes");
+}
+
+#[test]
 fn zero_or_negative_limits_exit_2_naming_the_key() {
     assert_refused(
         None,

@@ -406,6 +406,15 @@ impl RedisTarget {
     /// [`Self::client`]), TLS, address map and timeouts. It follows `MOVED`/`ASK`, failovers
     /// and resharding by itself.
     pub fn cluster_client(&self, response_timeout: Duration) -> Result<ClusterClient, TargetError> {
+        Ok(self.cluster_client_builder(response_timeout)?.build()?)
+    }
+
+    /// [`Self::cluster_client`], before it is built (to add a protocol and a push sender, for
+    /// sharded subscriptions).
+    pub fn cluster_client_builder(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<ClusterClientBuilder, TargetError> {
         let cluster = &self.endpoint.cluster;
         let url = self.endpoint.url.as_str().into_connection_info()?;
         let nodes: Vec<ConnectionInfo> =
@@ -439,7 +448,7 @@ impl RedisTarget {
                 .collect();
             builder = builder.node_address_map(map);
         }
-        Ok(builder.build()?)
+        Ok(builder)
     }
 
     /// The addresses of the cluster's seed nodes, with TLS where configured.

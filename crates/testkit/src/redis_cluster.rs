@@ -11,7 +11,14 @@ use crate::require_program;
 pub struct RedisCluster {
     /// Primaries first, then their replicas, as created.
     nodes: Vec<RedisServer>,
+    /// Held while the cluster runs: see [`ONE_AT_A_TIME`].
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+/// One cluster at a time in a test process: several clusters of 6–9 nodes, each with services
+/// and a hundred clients, on two cores starve each other's replication and failure detection,
+/// and a test would then measure the machine rather than the product.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl RedisCluster {
     /// `primaries` primaries with `replicas` replicas each, every slot assigned, every node
@@ -21,6 +28,7 @@ impl RedisCluster {
             "redis-cli",
             "run `scripts/ensure-deps.sh redis` or `apt-get install redis-tools`",
         );
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
             .map(|_| {
                 RedisServer::start_configured(RedisConfig { cluster_node: true, ..RedisConfig::default() })
@@ -40,8 +48,11 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let cluster = Self { nodes };
+        let cluster = Self { nodes, _turn: turn };
         cluster.wait_until_up(Duration::from_secs(30));
+        // Each node's role reaches the others by gossip: until it has, a failover can be
+        // voted on by nodes that still take a replica for a primary.
+        cluster.wait_until_agreed(Duration::from_secs(30));
         cluster
     }
 
@@ -214,7 +225,13 @@ impl RedisCluster {
                         redis::cmd("INFO").arg("replication").query(&mut connection).unwrap_or_default();
                     let keys: i64 = redis::cmd("DBSIZE").query(&mut connection).unwrap_or(-1);
                     let role = replication.lines().find(|line| line.starts_with("role:")).unwrap_or("role:?");
-                    format!("{role}, {keys} keys\n{nodes}")
+                    let offsets: Vec<&str> = replication
+                        .lines()
+                        .filter(|line| {
+                            line.contains("repl_offset:") || line.starts_with("master_link_status")
+                        })
+                        .collect();
+                    format!("{role}, {keys} keys, {}\n{nodes}", offsets.join(", "))
                 },
             );
             let said = said.unwrap_or_else(|error| format!("unreachable: {error}"));
@@ -228,9 +245,49 @@ impl RedisCluster {
         redis::cmd("CLUSTER").arg("MYID").query(&mut self.nodes[index].connection()).expect("CLUSTER MYID")
     }
 
+    /// Waits until every running node gives the same slot map: a change made through one node
+    /// reaches the others by gossip, and `redis-cli --cluster` refuses to work before.
+    pub fn wait_until_agreed(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let views: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|node| node.is_running())
+                .map(|node| {
+                    let nodes: String = node
+                        .client()
+                        .get_connection_with_timeout(Duration::from_millis(500))
+                        .and_then(|mut connection| redis::cmd("CLUSTER").arg("NODES").query(&mut connection))
+                        .unwrap_or_default();
+                    // Each node's id, role and slots, in a fixed order.
+                    let mut lines: Vec<String> = nodes
+                        .lines()
+                        .map(|line| {
+                            let fields: Vec<&str> = line.split_whitespace().collect();
+                            let role = fields.get(2).map_or("", |flags| {
+                                if flags.contains("master") { "master" } else { "replica" }
+                            });
+                            let slots = fields.get(8..).unwrap_or_default().join(" ");
+                            format!("{} {role} {slots}", fields.first().unwrap_or(&""))
+                        })
+                        .collect();
+                    lines.sort();
+                    lines.join("\n")
+                })
+                .collect();
+            if !views[0].is_empty() && views.iter().all(|view| *view == views[0]) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the nodes did not agree on the slots within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Moves the `count` lowest slots of node `from` to node `to`, keys and all, with
     /// `redis-cli --cluster reshard` (as an operator does while the cluster serves).
     pub fn reshard(&self, from: usize, to: usize, count: u16) {
+        self.wait_until_agreed(Duration::from_secs(30));
         let redis_cli = require_program(
             "redis-cli",
             "run `scripts/ensure-deps.sh redis` or `apt-get install redis-tools`",
@@ -247,6 +304,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+        self.wait_until_agreed(Duration::from_secs(30));
     }
 
     /// Kills node `index` (SIGKILL).
