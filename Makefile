@@ -24,7 +24,7 @@ test:
 BENCH_OUT ?= target/bench/results.json
 bench:
 	scripts/ensure-deps.sh redis nchan bench
-	cargo build --release --locked -p sse-relay -p sse-bench
+	cargo build --release --locked -p sse-relay -p forecast-api -p sse-bench
 	target/release/sse-bench suite --out $(BENCH_OUT)
 
 # Each fuzz target for FUZZ_SECONDS, release build with AddressSanitizer.

@@ -6,6 +6,7 @@ mod clients;
 mod histogram;
 mod payload;
 mod publish;
+mod scale_out;
 mod servers;
 mod suite;
 mod table;

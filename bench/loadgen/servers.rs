@@ -1,5 +1,6 @@
 //! The servers under test, each pinned to the server core: the relay (release build), the
-//! floor, and nginx with nchan; and Redis, pinned to the load core. Killed on drop.
+//! floor, nginx with nchan, forecast-api; and Redis (or a Redis Cluster), pinned to the load
+//! core. Killed on drop.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -138,12 +139,112 @@ fn spawn(
 }
 
 pub fn redis(core: usize) -> anyhow::Result<Process> {
-    let port = free_port();
+    redis_node(core, free_port(), &[])
+}
+
+/// Redis on `port`, clients authenticated with `password`.
+pub fn redis_with_password(core: usize, port: u16, password: &str) -> anyhow::Result<Process> {
+    redis_node(core, port, &["--requirepass", password])
+}
+
+fn redis_node(core: usize, port: u16, extra: &[&str]) -> anyhow::Result<Process> {
     let dir = ScratchDir::new(name_hint())?;
     let mut command = pinned(core, "redis-server");
     command.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"]);
-    command.arg("--dir").arg(dir.path());
+    command.arg("--dir").arg(dir.path()).args(extra);
     spawn("redis", command, ([127, 0, 0, 1], port).into(), dir)
+}
+
+/// `count` free ports whose cluster bus ports (port + 10000) are free too, below 55000.
+pub fn cluster_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let mut ports: Vec<u16> = Vec::new();
+    for _ in 0..1000 {
+        if ports.len() == count {
+            return Ok(ports);
+        }
+        let port = rand::random_range(20_000..45_000);
+        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if !ports.contains(&port) && free(port) && free(port + 10_000) {
+            ports.push(port);
+        }
+    }
+    anyhow::bail!("no {count} free ports with free cluster bus ports below 55000")
+}
+
+/// A Redis Cluster of one primary on each of `ports` (no replicas), clients authenticated with
+/// `password`, every slot assigned and every node giving the same slot map.
+pub fn redis_cluster(core: usize, ports: &[u16], password: &str) -> anyhow::Result<Vec<Process>> {
+    let nodes = ports
+        .iter()
+        .map(|&port| {
+            let args =
+                ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000", "--requirepass", password];
+            redis_node(core, port, &args)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let addresses: Vec<String> = nodes.iter().map(|node| node.addr.to_string()).collect();
+    let output = Command::new("redis-cli")
+        .args(["-a", password, "--no-auth-warning", "--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .context("run redis-cli --cluster create")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "redis-cli --cluster create failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Each node's view: every node's id and slots, in a fixed order.
+        let views: Vec<String> = nodes
+            .iter()
+            .map(|node| {
+                let said: String = redis::Client::open(format!("redis://:{password}@{}", node.addr))
+                    .and_then(|client| client.get_connection())
+                    .and_then(|mut connection| redis::cmd("CLUSTER").arg("NODES").query(&mut connection))
+                    .unwrap_or_default();
+                let mut lines: Vec<String> = said
+                    .lines()
+                    .map(|line| {
+                        let fields: Vec<&str> = line.split_whitespace().collect();
+                        format!(
+                            "{} {}",
+                            fields.first().unwrap_or(&""),
+                            fields.get(8..).unwrap_or_default().join(" ")
+                        )
+                    })
+                    .collect();
+                lines.sort();
+                lines.join("\n")
+            })
+            .collect();
+        let assigned = views[0].lines().filter(|line| line.contains(' ')).count() == nodes.len();
+        if assigned && views.iter().all(|view| *view == views[0]) {
+            return Ok(nodes);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the cluster's nodes did not agree within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// forecast-api with `config` (TOML) and an SQLite database of its own.
+pub fn forecast_api(core: usize, binary: &Path, config: &str) -> anyhow::Result<Process> {
+    let port = free_port();
+    let dir = ScratchDir::new(name_hint())?;
+    let config_path = dir.path().join("forecast-api.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[database]\nurl = \"sqlite://{}\"\n{config}",
+            dir.path().join("forecast.db").display()
+        ),
+    )?;
+    let mut command = pinned(core, binary);
+    // The Redis client warns at every refused connect, which the scale-out scenario causes.
+    command.arg("--config").arg(&config_path).env("RUST_LOG", "warn,redis=error");
+    spawn("forecast-api", command, ([127, 0, 0, 1], port).into(), dir)
 }
 
 /// The relay with the benchmark's channels: `bench.*` raw, `benchlog.*` envelope (replayable).

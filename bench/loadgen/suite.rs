@@ -72,6 +72,8 @@ struct Plan {
     hostile_rate: u64,
     hostile_secs: u64,
     slow_clients: usize,
+    /// Forecasts created, updated and deleted for the scale-out backlog (three events each).
+    scale_out_forecasts: usize,
     /// How long after the slow clients were cut the relay's memory is looked at again.
     slow_release_wait: Duration,
     settle: Duration,
@@ -103,6 +105,7 @@ impl Plan {
                 hostile_rate: 200,
                 hostile_secs: 1,
                 slow_clients: 100,
+                scale_out_forecasts: 50,
                 slow_release_wait: Duration::from_secs(2),
                 settle: Duration::from_millis(300),
             };
@@ -130,6 +133,7 @@ impl Plan {
             hostile_rate: 1_000,
             hostile_secs: 5,
             slow_clients: 5_000,
+            scale_out_forecasts: 5_000,
             slow_release_wait: Duration::from_secs(30),
             settle: Duration::from_secs(2),
         }
@@ -512,6 +516,18 @@ fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Val
     }
     if relay && args.wants("slow_burst") {
         figures["slow_burst"] = slow_burst(args, plan, target)?;
+    }
+    // The publishing side, once per run beside the relay's figures: it has no counterpart in
+    // the references.
+    if relay && args.wants("scale_out") {
+        let api = std::env::current_exe()?.with_file_name("forecast-api");
+        anyhow::ensure!(
+            api.is_file(),
+            "{} is missing: build it (cargo build --release -p forecast-api)",
+            api.display()
+        );
+        figures["scale_out"] =
+            crate::scale_out::run(&api, args.server_core, args.load_core, plan.scale_out_forecasts)?;
     }
     Ok(figures)
 }

@@ -51,6 +51,10 @@ const ROWS: &[(&str, &str, &str, bool)] = &[
     ("slow burst: RSS before (bytes)", "slow_burst", "rss_before_bytes", true),
     ("slow burst: RSS at the peak (bytes)", "slow_burst", "rss_peak_bytes", true),
     ("slow burst: RSS a while after (bytes)", "slow_burst", "rss_after_bytes", true),
+    ("outbox to log: one Redis (events/s)", "scale_out", "standalone_events_per_sec", false),
+    ("outbox to log: cluster, 1 partition (events/s)", "scale_out", "cluster_1_events_per_sec", false),
+    ("outbox to log: cluster, 8 partitions (ev/s)", "scale_out", "cluster_8_events_per_sec", false),
+    ("outbox to log: 8 partitions, how many written", "scale_out", "cluster_8_partitions_written", false),
 ];
 
 pub fn render(results: &Value) -> String {

@@ -48,5 +48,10 @@ fn the_benchmark_suite_runs_every_scenario_against_every_server() {
     assert_eq!(relay["channels"]["excess"], 0, "spread events are counted once: {relay}");
     assert_eq!(relay["fanout"]["out_of_order"], 0);
     assert_eq!(relay["storm"]["complete"], 100, "every resumed stream got the events it missed");
+    for setup in ["standalone", "cluster_1", "cluster_8"] {
+        let in_log = &relay["scale_out"][format!("{setup}_in_log")];
+        assert_eq!(in_log, 150, "{setup}: the backlog reached the log, each event once: {relay}");
+    }
+    assert!(relay["scale_out"]["cluster_8_partitions_written"].as_u64().unwrap() > 1, "{relay}");
     assert!(stdout.contains("relay/floor"), "the table has the ratios:\n{stdout}");
 }

@@ -1,4 +1,5 @@
-//! The outbox dispatcher: publishes committed outbox rows to Redis, in order, exactly once.
+//! The outbox dispatcher: publishes committed outbox rows to Redis, exactly once, each channel's
+//! in order (a batch's log partitions side by side, each partition's rows in outbox order).
 //!
 //! Each row goes through [`PUBLISH_SCRIPT`] (dedup key, XADD to the history log, and PUBLISH on
 //! the channel where configured) and is deleted once published — and, with
@@ -10,6 +11,7 @@
 //! (`forecast_api_outbox_pending`). Each (re)connect asks [`RedisTarget`] for the node to use,
 //! so the dispatcher follows a Sentinel failover.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,29 +177,15 @@ impl Dispatcher {
         let limit = i64::from(self.settings.batch_size);
         loop {
             let Some(batch) = self.store.next_outbox_batch(limit).await? else { return Ok(()) };
-            let mut published = Vec::with_capacity(batch.rows.len());
-            // The slots written: in a cluster, each primary that took a write is waited for.
-            let mut slots = std::collections::BTreeSet::new();
-            let mut failure = None;
-            for row in &batch.rows {
-                match self.publish_one(row).await {
-                    Ok(slot) => {
-                        slots.insert(slot);
-                        // Rows are written by this service, so their channels are known; one
-                        // from a newer version is published all the same, without a label.
-                        if let Some(channel) = Channel::from_name(&row.channel) {
-                            self.metrics.events_published.inc(channel);
-                        }
-                        published.push(row.seq);
-                    }
-                    Err(error) => {
-                        self.metrics.publish_failures.inc();
-                        self.forget_connection_after(&error);
-                        failure = Some(error);
-                        break;
-                    }
-                }
+            let (mut published, slots, failure) = match self.publish_batch(&batch.rows).await {
+                Ok(lanes) => lanes,
+                Err(error) => (Vec::new(), BTreeSet::new(), Some(error)),
+            };
+            if let Some(error) = &failure {
+                self.metrics.publish_failures.inc();
+                self.forget_connection_after(error);
             }
+            let mut failure = failure;
             if !published.is_empty()
                 && self.redis.min_replicas > 0
                 && let Err(error) = self.wait_for_replicas(&slots).await
@@ -221,8 +209,62 @@ impl Dispatcher {
         }
     }
 
-    /// Publishes one row into its channel's partition; the partition's hash slot.
-    async fn publish_one(&mut self, row: &OutboxRow) -> Result<u16, PublishError> {
+    /// Publishes `rows`, the partitions side by side and each partition's rows one after
+    /// another in outbox order (a channel lives in one partition, so its events keep their
+    /// order; a partition stops at its first failure, the others go on). The rows published,
+    /// the hash slots written, and the first failure.
+    async fn publish_batch(
+        &mut self,
+        rows: &[OutboxRow],
+    ) -> Result<(Vec<i64>, BTreeSet<u16>, Option<PublishError>), PublishError> {
+        let connection = connection(&mut self.connection, &self.target, &self.redis).await?.clone();
+        let mut lanes: BTreeMap<u32, Vec<&OutboxRow>> = BTreeMap::new();
+        for row in rows {
+            lanes.entry(self.partitions.of_channel(row.channel.as_bytes())).or_default().push(row);
+        }
+        let this = &*self;
+        let outcomes = futures_util::future::join_all(lanes.into_iter().map(|(partition, rows)| {
+            let mut connection = connection.clone();
+            async move {
+                let mut published = Vec::with_capacity(rows.len());
+                for row in rows {
+                    if let Err(error) = this.publish_one(&mut connection, partition, row).await {
+                        return (partition, published, Some(error));
+                    }
+                    published.push(row);
+                }
+                (partition, published, None)
+            }
+        }))
+        .await;
+        let mut published = Vec::new();
+        let mut slots = BTreeSet::new();
+        let mut failure = None;
+        for (partition, rows, error) in outcomes {
+            if !rows.is_empty() {
+                let log_key = self.partitions.log_key(&self.redis.log_stream, partition);
+                slots.insert(key_slot(log_key.as_bytes()));
+            }
+            for row in rows {
+                // Rows are written by this service, so their channels are known; one from a
+                // newer version is published all the same, without a label.
+                if let Some(channel) = Channel::from_name(&row.channel) {
+                    self.metrics.events_published.inc(channel);
+                }
+                published.push(row.seq);
+            }
+            failure = failure.or(error);
+        }
+        Ok((published, slots, failure))
+    }
+
+    /// Publishes one row into `partition`, its channel's.
+    async fn publish_one(
+        &self,
+        connection: &mut RedisConnection,
+        partition: u32,
+        row: &OutboxRow,
+    ) -> Result<(), PublishError> {
         let data = RawValue::from_string(row.payload.clone())
             .map_err(|error| PublishError::BadPayload { seq: row.seq, error })?;
         let envelope = OutgoingEnvelope {
@@ -235,12 +277,10 @@ impl Dispatcher {
         }
         .to_json();
         let publish_channels = self.redis.publish_channels;
-        let partition = self.partitions.of_channel(row.channel.as_bytes());
         // The deduplication key and the stream share the partition's hash slot.
         let dedup_key =
             format!("{}{}", self.partitions.dedup_prefix(&self.redis.dedup_prefix, partition), row.event_id);
         let log_key = self.partitions.log_key(&self.redis.log_stream, partition);
-        let connection = connection(&mut self.connection, &self.target, &self.redis).await?;
         let _log_id: Option<String> = self
             .script
             .key(dedup_key)
@@ -252,15 +292,12 @@ impl Dispatcher {
             .arg(if publish_channels { "1" } else { "0" })
             .invoke_async(connection)
             .await?;
-        Ok(key_slot(log_key.as_bytes()))
+        Ok(())
     }
 
     /// `WAIT`s until `redis.min_replicas` replicas hold every write of this connection: on the
     /// node, or on the primary of each slot written (in a cluster).
-    async fn wait_for_replicas(
-        &mut self,
-        slots: &std::collections::BTreeSet<u16>,
-    ) -> Result<(), PublishError> {
+    async fn wait_for_replicas(&mut self, slots: &BTreeSet<u16>) -> Result<(), PublishError> {
         let wanted = self.redis.min_replicas;
         let timeout_ms = self.redis.wait_timeout_ms;
         let connection = connection(&mut self.connection, &self.target, &self.redis).await?;
