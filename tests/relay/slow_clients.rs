@@ -9,8 +9,13 @@ use testkit::sse_client::connect_without_reading;
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// Held by each test here: each pins hundreds of MB of kernel TCP memory at its peak, and one
+/// of them measures that memory, which is the whole machine's.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_while_a_reading_client_gets_everything() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let TestRelay { redis, relay } =
         TestRelay::with(|relay| relay.env("LIMITS__CLIENT_QUEUE", 8).env("LIMITS__MAX_MESSAGE_BYTES", 65536))
             .await;
@@ -117,6 +122,7 @@ fn tcp_memory() -> u64 {
 /// in a closing socket for as long as the client holds its end open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutting_clients_that_never_read_frees_the_kernel_memory_their_data_held() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     const STALLED: usize = 40;
     let TestRelay { redis, relay } =
         TestRelay::with(|relay| relay.env("LIMITS__CLIENT_QUEUE", 8).env("LIMITS__MAX_MESSAGE_BYTES", 65536))
@@ -184,6 +190,7 @@ fn rss_bytes(pid: u32) -> u64 {
 /// to the system once they are cut, not kept by the allocator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_taken_by_slow_clients_is_given_back_after_they_are_cut() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     const STALLED: usize = 100;
     let TestRelay { redis, relay } = TestRelay::with(|relay| {
         relay.env("LIMITS__CLIENT_QUEUE", 1024).env("LIMITS__MAX_MESSAGE_BYTES", 65536)
