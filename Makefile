@@ -14,7 +14,7 @@ run:
 # topology behind nginx, the deployment files (Helm chart, kustomize, Dockerfile) and a brief run
 # of each fuzz target.
 test:
-	scripts/ensure-deps.sh redis sentinel postgres openssl schemathesis browser nginx haproxy nchan bench deploy-tools
+	scripts/ensure-deps.sh redis sentinel postgres openssl schemathesis browser nginx haproxy nchan bench deploy-tools prometheus
 	scripts/validate-deploy.sh
 	cargo test --workspace --locked
 	scripts/fuzz.sh --smoke 10
@@ -33,7 +33,7 @@ fuzz:
 
 # helm lint, helm template and Kubernetes schema validation of the chart and kustomize base.
 validate-deploy:
-	scripts/ensure-deps.sh deploy-tools
+	scripts/ensure-deps.sh deploy-tools prometheus
 	scripts/validate-deploy.sh
 
 lint:

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the system programs the project needs when they are missing.
 # Usage: scripts/ensure-deps.sh [redis] [sentinel] [postgres] [openssl] [schemathesis] [browser] [nginx] [haproxy]
-#                               [nchan] [bench] [deploy-tools]
+#                               [nchan] [bench] [deploy-tools] [prometheus]
 set -eu
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -37,6 +37,10 @@ for component in "$@"; do
         sentinel)
             # redis-sentinel, for the failover tests.
             if ! have redis-sentinel; then apt_install redis-sentinel; fi
+            ;;
+        prometheus)
+            # Prometheus and promtool: a real scraper in the tests, and the rules' unit tests.
+            if ! have prometheus || ! have promtool; then apt_install prometheus; fi
             ;;
         openssl)
             if ! have openssl; then apt_install openssl; fi

@@ -5,8 +5,9 @@
 #   message on its "# expect:" line;
 # - every rendered manifest (chart, kustomize base and examples) against the Kubernetes JSON schemas in
 #   strict mode, for each version in KUBE_VERSIONS;
-# - hadolint on the Dockerfile; the docker-compose files against the compose specification's schema.
-# Tools come from scripts/ensure-deps.sh deploy-tools (into .tools/).
+# - hadolint on the Dockerfile; the docker-compose files against the compose specification's schema;
+# - promtool check rules and test rules on the alert rules (helm/sse-relay/files/prometheus-rules.yaml).
+# Tools come from scripts/ensure-deps.sh deploy-tools (into .tools/) and prometheus.
 set -eu
 cd "$(dirname "$0")/.."
 KUBE_VERSIONS="${KUBE_VERSIONS:-1.30.0 1.35.0}"
@@ -50,7 +51,7 @@ done
 
 # Built-in kinds against the bundled schemas; kinds from CRDs (ServiceMonitor, HTTPRoute) against
 # the validators generated from their CRDs (tests/deploy/schemas). A kind neither knows fails.
-crd_kinds="HTTPRoute ServiceMonitor"
+crd_kinds="HTTPRoute ServiceMonitor PrometheusRule"
 for manifest in "$work"/rendered/*.yaml; do
     for version in $KUBE_VERSIONS; do
         if ! kubernetes-validate --strict --quiet -k "$version" "$manifest" >"$work/validate.log" 2>&1; then
@@ -77,6 +78,25 @@ print(json.dumps(docs))' "$manifest" "$crd_kinds" >"$work/crds.json"
 done
 
 hadolint deploy/Dockerfile || fail "hadolint deploy/Dockerfile"
+
+# The alert rules as Prometheus reads them, and their unit tests; the PrometheusRule renders
+# the same groups.
+rules="$chart/files/prometheus-rules.yaml"
+promtool check rules "$rules" >"$work/rules.log" 2>&1 || { cat "$work/rules.log" >&2; fail "promtool check rules $rules"; }
+promtool test rules tests/prometheus/rules.test.yaml >"$work/rules.log" 2>&1 \
+    || { cat "$work/rules.log" >&2; fail "promtool test rules tests/prometheus/rules.test.yaml"; }
+dashboard="$chart/files/grafana-dashboard.json"
+"$tools/venv/bin/python" - "$work/rendered/production.yaml" "$rules" "$dashboard" <<'PY' \
+    || fail "the PrometheusRule or the dashboard ConfigMap differs from $rules or $dashboard"
+import json, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+if len(rules) != 1 or rules[0]["spec"] != yaml.safe_load(open(sys.argv[2])):
+    sys.exit("the production example's PrometheusRule does not hold the rules file's groups")
+boards = [d for d in docs if d["kind"] == "ConfigMap" and "sse-relay.json" in d.get("data", {})]
+if len(boards) != 1 or json.loads(boards[0]["data"]["sse-relay.json"]) != json.load(open(sys.argv[3])):
+    sys.exit("the production example's dashboard ConfigMap does not hold the dashboard")
+PY
 
 # The compose files against the compose specification's schema, and the config files they name
 # exist (secret files are the operator's to make).

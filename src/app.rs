@@ -51,6 +51,7 @@ impl Relay {
         let addr = settings.listen_addr()?;
         let rules = Arc::new(ChannelRules::new(settings.channel_rules()?));
         let metrics = RelayMetrics::new();
+        metrics.max_connections.set(i64::try_from(settings.limits.max_connections).unwrap_or(i64::MAX));
         let redis = Arc::new(RedisTarget::new(
             settings.redis.endpoint(),
             settings.redis.connect_timeout(),

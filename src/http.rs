@@ -381,7 +381,8 @@ struct ReadyBody {
     warnings: Vec<String>,
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+/// Delivery proven on every path, not draining, and below the connection limit.
+fn readiness(state: &AppState) -> Readiness {
     let mut readiness = state.health.readiness();
     let open = state.hub.open_connections();
     if readiness.ready && state.capacity.full(open) {
@@ -391,6 +392,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             state.capacity.max()
         ));
     }
+    readiness
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let readiness = readiness(&state);
     let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = ReadyBody {
         readiness,
@@ -403,6 +409,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // What /readyz would answer now: readiness depends on time (an outage counts only after
+    // redis.unready_after_secs), so it is looked at when scraped.
+    state.metrics.ready.set(i64::from(readiness(&state).ready));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }
 

@@ -4,7 +4,7 @@
 //! Label values are bounded: refusal and drop reasons are closed sets (enums), never channel
 //! names.
 
-use prometheus::{Histogram, IntCounter, IntGauge};
+use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
 use protocol::message::DropReason;
 use service::metrics::{CounterBy, MetricsRegistry};
 use service::redis_target::NodeMetrics;
@@ -42,6 +42,12 @@ pub struct RelayMetrics {
     pub resets: IntCounter,
     pub delivery_latency: Histogram,
     pub redis_node: NodeMetrics,
+    pub max_connections: IntGauge,
+    pub ready: IntGauge,
+    pub last_event_read: Gauge,
+    pub log_read: Gauge,
+    pub log_lag: Gauge,
+    pub log_oldest_entry: Gauge,
 }
 
 /// Reasons a stream request is refused (`sse_relay_connections_refused_total{reason}`).
@@ -208,6 +214,30 @@ impl RelayMetrics {
                 DELIVERY_BUCKETS,
             ),
             redis_node: NodeMetrics::new(&m, "sse_relay"),
+            max_connections: m.gauge(
+                "sse_relay_max_connections",
+                "The pod's connection limit (limits.max_connections): beyond it streams are refused with 503",
+            ),
+            ready: m.gauge(
+                "sse_relay_ready",
+                "1 when /readyz would answer 200 (delivery proven, not draining, below the connection limit), else 0",
+            ),
+            last_event_read: m.float_gauge(
+                "sse_relay_last_event_read_timestamp_seconds",
+                "When the relay last read an event from Redis (log or subscription), unix time; 0 before the first",
+            ),
+            log_read: m.float_gauge(
+                "sse_relay_log_read_timestamp_seconds",
+                "When the log tail last had an answer from Redis (events, probes or an empty read), unix time",
+            ),
+            log_lag: m.float_gauge(
+                "sse_relay_log_lag_seconds",
+                "How old the newest log entry of the tail's last read was when read (from its id): how far behind the log the tail is",
+            ),
+            log_oldest_entry: m.float_gauge(
+                "sse_relay_log_oldest_entry_timestamp_seconds",
+                "When the oldest entry the log still holds was written (from its id), unix time: a resume from before it gets relay.reset",
+            ),
             registry: m,
         }
     }
@@ -218,6 +248,12 @@ impl RelayMetrics {
 
     pub fn dropped(&self, reason: DropReason) {
         self.events_dropped.inc(reason);
+    }
+
+    /// An event read from Redis.
+    pub fn received(&self) {
+        self.events_received.inc();
+        self.last_event_read.set(unix_seconds_now());
     }
 
     /// Records the time from an envelope's publish timestamp (unix µs) to now.
@@ -234,6 +270,11 @@ impl RelayMetrics {
     pub fn render(&self) -> String {
         self.registry.render()
     }
+}
+
+/// Now, as a `_timestamp_seconds` gauge holds it.
+pub fn unix_seconds_now() -> f64 {
+    protocol::envelope::now_micros() as f64 / 1e6
 }
 
 impl Default for RelayMetrics {

@@ -170,7 +170,7 @@ impl ShardedSubscriber {
         }
         // Subscribed by exact name: the name is the rule's pattern.
         let Some(rule) = self.ctx.rules.accept(channel, channel) else { return };
-        self.ctx.metrics.events_received.inc();
+        self.ctx.metrics.received();
         match decode(rule.format, channel, payload, None, self.ctx.max_message_bytes) {
             Ok(decoded) => {
                 self.ctx.metrics.observe_latency(decoded.published_micros);

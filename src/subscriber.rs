@@ -172,7 +172,7 @@ impl Subscriber {
         // Only the governing rule's own pattern delivers: a channel that an envelope rule
         // governs is read from the log, whatever raw pattern also matches it.
         let Some(rule) = self.ctx.rules.accept(&pattern, &channel) else { return };
-        self.ctx.metrics.events_received.inc();
+        self.ctx.metrics.received();
         match decode(rule.format, &channel, message.get_payload_bytes(), None, self.ctx.max_message_bytes) {
             Ok(decoded) => {
                 self.ctx.metrics.observe_latency(decoded.published_micros);

@@ -34,6 +34,7 @@ use crate::commands::SharedConnection;
 use crate::health::DeliveryPath;
 use crate::hub::{QueuedFrame, ScanCache};
 use crate::log::{LogEntry, RawEntry, entry_from_raw};
+use crate::metrics::unix_seconds_now;
 use crate::source::{Established, Probe, Source, SourceContext};
 use crate::window::ResumeWindow;
 use protocol::log_id::StreamId;
@@ -180,6 +181,8 @@ impl TailReader {
                     let started = Instant::now();
                     let reply = reply.map_err(SessionError::Read)?;
                     position.read_at = Some(started.into_std());
+                    let now = unix_seconds_now();
+                    self.ctx.metrics.log_read.set(now);
                     for (key, entries) in reply {
                         if key == self.probe_key {
                             for (id, nonce) in entries.iter().filter_map(probe_entry) {
@@ -187,6 +190,9 @@ impl TailReader {
                                 self.probe_seen(nonce, &mut probe);
                             }
                         } else if key == self.key {
+                            if let Some(newest) = entries.last().and_then(|(id, _)| id.parse::<StreamId>().ok()) {
+                                self.ctx.metrics.log_lag.set((now - newest.ms as f64 / 1e3).max(0.0));
+                            }
                             self.deliver(entries, position, gap_end, &mut scans);
                         }
                     }
@@ -200,13 +206,19 @@ impl TailReader {
                     let expire_ms = self.ctx.settings.probe_interval_ms.saturating_mul(10).max(60_000);
                     let window = Arc::clone(&self.window);
                     let eviction = Arc::clone(&self.ctx.eviction);
+                    let oldest_entry = self.ctx.metrics.log_oldest_entry.clone();
                     tokio::spawn(async move {
                         if let Err(error) = publish_probe(&commands, &probe_key, nonce, expire_ms).await {
                             tracing::debug!(error = %error, "probe append failed");
                         }
                         // Trimming is invisible to the tail: follow it at the probe's pace.
                         match log_extent(&commands, &key).await {
-                            Ok((oldest, max_deleted)) => window.follow_log(oldest, max_deleted),
+                            Ok((oldest, max_deleted)) => {
+                                if let Some(oldest) = oldest {
+                                    oldest_entry.set(oldest.ms as f64 / 1e3);
+                                }
+                                window.follow_log(oldest, max_deleted);
+                            }
                             Err(error) => tracing::debug!(error = %error, "log extent unknown"),
                         }
                         match eviction_policy(&commands, &key).await {
@@ -281,7 +293,7 @@ impl TailReader {
                 Ok(decoded) => decoded,
                 Err(reason) => {
                     if !redelivered {
-                        self.ctx.metrics.events_received.inc();
+                        self.ctx.metrics.received();
                         self.ctx.drop_message(&entry.channel, reason);
                     }
                     continue;
@@ -295,7 +307,7 @@ impl TailReader {
             if redelivered {
                 continue;
             }
-            self.ctx.metrics.events_received.inc();
+            self.ctx.metrics.received();
             if gap_end.is_some_and(|end| entry.id <= end) {
                 self.ctx.metrics.gap_filled_events.inc();
             }

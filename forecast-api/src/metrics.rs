@@ -3,7 +3,7 @@
 //! Labels are bounded: route templates (never raw paths), methods, status codes, the closed set
 //! of event channels, handler names.
 
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{Gauge, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use service::metrics::{CounterBy, MetricsRegistry};
 use service::redis_target::NodeMetrics;
 
@@ -22,6 +22,7 @@ pub struct ForecastMetrics {
     pub publish_failures: IntCounter,
     pub unreplicated: IntCounter,
     pub outbox_pending: IntGauge,
+    pub outbox_oldest: Gauge,
     pub log_evictable: IntGauge,
     pub handler_duration: HistogramVec,
     pub handler_failures: IntCounterVec,
@@ -64,6 +65,10 @@ impl ForecastMetrics {
                 "Outbox batches published but not confirmed by redis.min_replicas replicas in time (kept and published again)",
             ),
             outbox_pending: m.gauge("forecast_api_outbox_pending", "Events written but not yet published"),
+            outbox_oldest: m.float_gauge(
+                "forecast_api_outbox_oldest_event_timestamp_seconds",
+                "When the oldest event still waiting in the outbox was written, unix time; 0 when none waits",
+            ),
             log_evictable: m.gauge(
                 "forecast_api_redis_log_evictable",
                 "1 when Redis may evict the event log (its memory policy reaches it), else 0",

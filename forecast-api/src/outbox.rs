@@ -326,8 +326,9 @@ impl Dispatcher {
     }
 
     async fn update_pending(&self) {
-        if let Ok(pending) = self.store.outbox_pending().await {
+        if let Ok((pending, oldest)) = self.store.outbox_pending().await {
             self.metrics.outbox_pending.set(pending);
+            self.metrics.outbox_oldest.set(oldest.unwrap_or(0.0));
         }
     }
 }

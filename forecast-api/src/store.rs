@@ -364,8 +364,15 @@ impl Store {
 
     // ---- outbox ----
 
-    pub async fn outbox_pending(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM outbox").fetch_one(&self.pool).await?.try_get(0)?)
+    /// The rows waiting, and when the oldest was written (unix seconds; `None` when none waits).
+    pub async fn outbox_pending(&self) -> Result<(i64, Option<f64>), StoreError> {
+        let row = sqlx::query("SELECT COUNT(*), MIN(created_at) FROM outbox").fetch_one(&self.pool).await?;
+        let oldest: Option<String> = row.try_get(1)?;
+        // Stored as RFC 3339 in UTC (see `now_text`), so the text's minimum is the oldest.
+        let oldest = oldest
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(&text).ok())
+            .map(|at| at.timestamp_millis() as f64 / 1e3);
+        Ok((row.try_get(0)?, oldest))
     }
 
     /// The oldest outbox rows, in order, to publish; `None` when another replica is publishing.

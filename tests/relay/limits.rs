@@ -50,6 +50,8 @@ async fn readiness_turns_off_at_the_connection_limit_and_back_on_below_ninety_pe
         body["reason"].as_str().unwrap().contains("at the connection limit: 10 streams open of 10"),
         "{body}"
     );
+    assert_eq!(relay.metric("sse_relay_ready").await, 0.0);
+    assert_eq!(relay.metric("sse_relay_max_connections").await, 10.0);
     // One below the limit: still full (hysteresis).
     streams.pop();
     relay.wait_metric("sse_relay_connections", |open| open == 9.0).await;

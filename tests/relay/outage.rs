@@ -23,9 +23,11 @@ async fn a_stream_survives_a_redis_restart_and_receives_what_comes_after() {
     assert_eq!(body["redis"], "reconnecting");
     assert!(body["reason"].as_str().unwrap().contains("no working Redis subscription"), "{body}");
     assert!(body["last_error"].is_string(), "{body}");
+    assert_eq!(relay.metric("sse_relay_ready").await, 0.0, "what /readyz says, in the metrics");
 
     redis.restart();
     relay.wait_ready().await;
+    assert_eq!(relay.metric("sse_relay_ready").await, 1.0);
     assert!(relay.metric("sse_relay_redis_reconnects_total").await >= 1.0);
     redis.publish("weatherforecast.created", "after");
     assert_eq!(client.next_event(WAIT).await.data.as_deref(), Some("after"));

@@ -9,6 +9,7 @@ mod chart_config;
 mod cluster;
 mod end_to_end;
 mod failover;
+mod prometheus;
 mod redis_acl;
 mod redis_tls;
 mod restricted_redis;

@@ -10,7 +10,8 @@ use std::marker::PhantomData;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// The metrics of one service instance.
@@ -30,6 +31,11 @@ impl MetricsRegistry {
 
     pub fn gauge(&self, name: &str, help: &str) -> IntGauge {
         self.register(IntGauge::new(name, help))
+    }
+
+    /// A gauge of a fractional value (times, as `_timestamp_seconds`).
+    pub fn float_gauge(&self, name: &str, help: &str) -> Gauge {
+        self.register(Gauge::new(name, help))
     }
 
     pub fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {

@@ -12,6 +12,7 @@
 //! - [`sentinel`] — a primary, replicas and `redis-sentinel` processes watching them.
 //! - [`redis_cluster`] — primaries and replicas joined into a Redis Cluster.
 //! - [`sse_client`], [`sse_parser`], [`event_source`] — clients of the event stream.
+//! - [`prometheus`] — a real Prometheus scraping the services, and `promtool`'s checks.
 //! - [`event_tap`] — what reaches Redis: a pattern subscription that records every message.
 //! - [`log_publisher`] — publishing envelopes the way forecast-api does, and reading the log.
 //! - [`tls`] — a throwaway CA and certificates for TLS tests.
@@ -23,6 +24,7 @@ pub mod haproxy;
 pub mod log_publisher;
 pub mod nginx;
 pub mod postgres;
+pub mod prometheus;
 pub mod proxy;
 pub mod redis_cluster;
 pub mod redis_server;

@@ -36,10 +36,18 @@ async fn writes_succeed_while_redis_is_down_and_every_event_goes_out_once_in_ord
     assert_eq!(process.get("/readyz").await.status(), 200, "Redis being down does not make the API unready");
     process.wait_metric("forecast_api_outbox_pending", |pending| pending == 20.0).await;
     assert!(process.metric("forecast_api_outbox_publish_failures_total").await >= 1.0);
+    // The oldest waiting event is the first written, before this test's twenty writes ended.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let oldest = process.metric("forecast_api_outbox_oldest_event_timestamp_seconds").await;
+    assert!(
+        oldest > now - 60.0 && oldest <= now,
+        "the oldest waiting event was written at {oldest}, now {now}"
+    );
 
     redis.restart();
     let tap = EventTap::log(&redis).await;
     process.wait_metric("forecast_api_outbox_pending", |pending| pending == 0.0).await;
+    assert_eq!(process.metric("forecast_api_outbox_oldest_event_timestamp_seconds").await, 0.0, "none waits");
     let messages = tap.wait_for(20).await;
 
     let received: Vec<(String, i64)> = messages

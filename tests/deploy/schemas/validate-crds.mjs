@@ -3,10 +3,12 @@
 // Exit status 1 and one line per invalid object, or a line per valid one.
 import { HTTPRoute } from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute";
 import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
+import { PrometheusRule } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule";
 
 const models = {
   "gateway.networking.k8s.io/v1 HTTPRoute": HTTPRoute,
   "monitoring.coreos.com/v1 ServiceMonitor": ServiceMonitor,
+  "monitoring.coreos.com/v1 PrometheusRule": PrometheusRule,
 };
 
 let input = "";
