@@ -337,6 +337,8 @@ impl Validate for RelaySettings {
         errors.check(self.listen_addr());
         if let (Ok(listen), Ok(Some(metrics))) = (self.listen_addr(), self.metrics_addr())
             && listen == metrics
+            // Port 0 picks a free port for each: two listeners, never the same.
+            && listen.port() != 0
         {
             errors.add(ConfigError::new("metrics_listen", "must differ from listen"));
         }

@@ -88,6 +88,12 @@ fn unsupported_or_invalid_values_exit_2_naming_the_key() {
     assert_refused(None, &[("SSE_RELAY__LISTEN", "everywhere")], "listen", "not an address");
     assert_refused(
         None,
+        &[("SSE_RELAY__LISTEN", "127.0.0.1:8080"), ("SSE_RELAY__METRICS_LISTEN", "127.0.0.1:8080")],
+        "metrics_listen",
+        "must differ from listen",
+    );
+    assert_refused(
+        None,
         &[("SSE_RELAY__CORS__ALLOWED_ORIGINS", "https://ok.example,not-an-origin")],
         "cors.allowed_origins[1]",
         "not an origin",

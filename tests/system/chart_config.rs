@@ -75,6 +75,10 @@ async fn relay_serves_through(toml: &str, env: &[(&str, String)], mut publisher:
         .env("SSE_RELAY__REDIS__PROBE_INTERVAL_MS", "200")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
+    if toml.contains("metrics_listen") {
+        // A port of the pod's own, as the listener's: on loopback here.
+        command.env("SSE_RELAY__METRICS_LISTEN", "127.0.0.1:0");
+    }
     let relay = RelayProcess::new(ServiceProcess::spawn(command, dir));
     relay.wait_ready().await;
     let mut stream = relay.open_stream("?channel=weatherforecast.*").await;

@@ -291,6 +291,11 @@ ports:
   - name: http
     containerPort: {{ .port }}
     protocol: TCP
+  {{- if .metricsPort }}
+  - name: metrics
+    containerPort: {{ .metricsPort }}
+    protocol: TCP
+  {{- end }}
 livenessProbe:
   httpGet: { path: /healthz, port: http }
   periodSeconds: 10
@@ -317,7 +322,7 @@ resources:
 {{- define "sse-relay.podAnnotations" -}}
 {{- if .root.Values.metrics.podAnnotations }}
 prometheus.io/scrape: "true"
-prometheus.io/port: {{ .port | quote }}
+prometheus.io/port: {{ .metricsPort | default .port | quote }}
 prometheus.io/path: /metrics
 {{- end }}
 {{- with .values.podAnnotations }}
