@@ -232,7 +232,7 @@ impl RelayMetrics {
             ),
             log_lag: m.float_gauge(
                 "sse_relay_log_lag_seconds",
-                "How old the newest log entry of the tail's last read was when read (from its id): how far behind the log the tail is",
+                "How old the newest log entry of the tail's last read was when read (from its id), 0 once a read finds the log's end: how far behind the log the tail is",
             ),
             log_oldest_entry: m.float_gauge(
                 "sse_relay_log_oldest_entry_timestamp_seconds",

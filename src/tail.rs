@@ -183,6 +183,11 @@ impl TailReader {
                     position.read_at = Some(started.into_std());
                     let now = unix_seconds_now();
                     self.ctx.metrics.log_read.set(now);
+                    // A read that brings nothing of the log is at its end: no lag, whatever the
+                    // last entries were (those of a gap filled after an outage are old).
+                    if !reply.iter().any(|(key, entries)| *key == self.key && !entries.is_empty()) {
+                        self.ctx.metrics.log_lag.set(0.0);
+                    }
                     for (key, entries) in reply {
                         if key == self.probe_key {
                             for (id, nonce) in entries.iter().filter_map(probe_entry) {

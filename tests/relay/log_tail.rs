@@ -57,3 +57,26 @@ async fn a_relay_with_only_envelope_channels_needs_no_subscription() {
     let id = publisher.publish("weatherforecast.updated", "{}", None).await.unwrap();
     assert_eq!(stream.next_event(WAIT).await.id, Some(id));
 }
+
+/// `sse_relay_log_lag_seconds` tells how far behind the log the tail is: once the tail has
+/// caught up it is 0, not the age of the last entry it read (entries of a gap filled after an
+/// outage are old, and a quiet log brings no newer one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_lag_returns_to_zero_once_the_tail_has_caught_up_with_an_old_entry() {
+    let TestRelay { redis, relay } = TestRelay::with(|relay| relay.channels(ENVELOPE_CHANNELS)).await;
+    let mut stream = relay.open_stream("?channel=weatherforecast.*").await;
+    // An entry written (by its id) in 1970: what a tail a long way behind would read.
+    let _: String = redis::cmd("XADD")
+        .arg("sse:log")
+        .arg("1000-0")
+        .arg("ch")
+        .arg("weatherforecast.created")
+        .arg("m")
+        .arg(r#"{"event_id":"e-1970","data":{"n":1},"correlation_id":"c","ts":1000000}"#)
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(stream.next_event(WAIT).await.id.as_deref(), Some("1000-0"));
+    relay.wait_metric("sse_relay_log_lag_seconds", |lag| lag == 0.0).await;
+    assert!(relay.metric("sse_relay_log_read_timestamp_seconds").await > 1.7e9);
+    assert!(relay.metric("sse_relay_last_event_read_timestamp_seconds").await > 1.7e9);
+}
