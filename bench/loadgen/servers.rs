@@ -249,18 +249,25 @@ pub fn forecast_api(core: usize, binary: &Path, config: &str) -> anyhow::Result<
 
 /// The relay with the benchmark's channels: `bench.*` raw, `benchlog.*` envelope (replayable).
 pub fn relay(core: usize, binary: &Path, redis_url: &str) -> anyhow::Result<Process> {
-    let port = free_port();
-    let dir = ScratchDir::new(name_hint())?;
-    let config = dir.path().join("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\npod_id = \"bench\"\n[redis]\nurl = \"{redis_url}\"\n\
+    relay_configured(
+        core,
+        binary,
+        &format!(
+            "[redis]\nurl = \"{redis_url}\"\n\
              [[channels]]\npattern = \"bench.*\"\nformat = \"raw\"\n\
              [[channels]]\npattern = \"benchlog.*\"\nformat = \"envelope\"\n\
              [limits]\nmax_connections = 1000000\n"
         ),
-    )?;
+    )
+}
+
+/// The relay with `config` (TOML, after its listen address and pod id).
+pub fn relay_configured(core: usize, binary: &Path, config: &str) -> anyhow::Result<Process> {
+    let port = free_port();
+    let dir = ScratchDir::new(name_hint())?;
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, format!("listen = \"127.0.0.1:{port}\"\npod_id = \"bench\"\n{config}"))?;
+    let config = path;
     let mut command = pinned(core, binary);
     command.arg("--config").arg(&config).env("RUST_LOG", "warn");
     spawn("sse-relay", command, ([127, 0, 0, 1], port).into(), dir)

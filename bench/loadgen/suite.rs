@@ -526,8 +526,9 @@ fn measure(args: &SuiteArgs, plan: &Plan, target: &Target) -> anyhow::Result<Val
             "{} is missing: build it (cargo build --release -p forecast-api)",
             api.display()
         );
-        figures["scale_out"] =
-            crate::scale_out::run(&api, args.server_core, args.load_core, plan.scale_out_forecasts)?;
+        let relay = args.relay_binary.clone().unwrap_or_else(|| api.with_file_name("sse-relay"));
+        let cores = (args.server_core, args.load_core);
+        figures["scale_out"] = crate::scale_out::run(&api, &relay, cores, plan.scale_out_forecasts)?;
     }
     Ok(figures)
 }

@@ -55,6 +55,20 @@ const ROWS: &[(&str, &str, &str, bool)] = &[
     ("outbox to log: cluster, 1 partition (events/s)", "scale_out", "cluster_1_events_per_sec", false),
     ("outbox to log: cluster, 8 partitions (ev/s)", "scale_out", "cluster_8_events_per_sec", false),
     ("outbox to log: 8 partitions, how many written", "scale_out", "cluster_8_partitions_written", false),
+    (
+        "relay on one Redis: CPU s/million deliveries",
+        "scale_out",
+        "standalone_relay_cpu_secs_per_million",
+        true,
+    ),
+    ("relay on one Redis: latency p99 (ms)", "scale_out", "standalone_relay_latency_p99_ms", true),
+    (
+        "relay on a cluster: CPU s/million deliveries",
+        "scale_out",
+        "cluster_1_relay_cpu_secs_per_million",
+        true,
+    ),
+    ("relay on a cluster: latency p99 (ms)", "scale_out", "cluster_1_relay_latency_p99_ms", true),
 ];
 
 pub fn render(results: &Value) -> String {

@@ -177,7 +177,7 @@ impl Dispatcher {
         let limit = i64::from(self.settings.batch_size);
         loop {
             let Some(batch) = self.store.next_outbox_batch(limit).await? else { return Ok(()) };
-            let (mut published, slots, failure) = match self.publish_batch(&batch.rows).await {
+            let (mut published, slots, mut failure) = match self.publish_batch(&batch.rows).await {
                 Ok(lanes) => lanes,
                 Err(error) => (Vec::new(), BTreeSet::new(), Some(error)),
             };
@@ -185,7 +185,6 @@ impl Dispatcher {
                 self.metrics.publish_failures.inc();
                 self.forget_connection_after(error);
             }
-            let mut failure = failure;
             if !published.is_empty()
                 && self.redis.min_replicas > 0
                 && let Err(error) = self.wait_for_replicas(&slots).await
