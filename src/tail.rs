@@ -64,6 +64,8 @@ struct TailReader {
     window: Arc<ResumeWindow>,
     key: String,
     probe_key: String,
+    /// When the relay started: its streams are owed every entry logged since.
+    started: std::time::Instant,
 }
 
 /// Why a tail session ended.
@@ -110,7 +112,13 @@ impl LogTail {
     /// hash slot, so that one `XREAD` reads both in a cluster too).
     pub fn new(ctx: Arc<SourceContext>, window: Arc<ResumeWindow>, key: String, pod_id: &str) -> Self {
         Self {
-            reader: TailReader { probe_key: probe_key(&key, pod_id), key, ctx, window },
+            reader: TailReader {
+                probe_key: probe_key(&key, pod_id),
+                key,
+                ctx,
+                window,
+                started: std::time::Instant::now(),
+            },
             position: Position::default(),
         }
     }
@@ -153,7 +161,9 @@ impl TailReader {
         let (mut connection, address) = self.connect().await?;
         let log_end = last_generated_id(&mut connection, &self.key).await.map_err(SessionError::Read)?;
         match position.cursor {
-            None => position.cursor = Some(log_end),
+            // Streams may have opened before Redis could be reached (the relay started while
+            // Redis was down): entries logged since the relay started are theirs.
+            None => position.cursor = Some(log_end.min(self.logged_since_start(&mut connection).await)),
             Some(cursor) => {
                 self.locate(&mut connection, cursor, log_end, position).await.map_err(SessionError::Read)?
             }
@@ -491,6 +501,26 @@ fn probe_entry((id, fields): &RawEntry) -> Option<(StreamId, u64)> {
 }
 
 /// The log's last generated id on this node (`0-0` when there is no log yet).
+impl TailReader {
+    /// The last id before the relay started, in the clock of Redis (which makes the ids): its
+    /// `TIME` less the time since start. The highest id when Redis does not answer `TIME` (an
+    /// ACL user without it): the tail then starts at the log's end.
+    async fn logged_since_start(&self, connection: &mut RedisConnection) -> StreamId {
+        let time: redis::RedisResult<(u64, u64)> = redis::cmd("TIME").query_async(connection).await;
+        match time {
+            Ok((secs, micros)) => {
+                let now_ms = secs * 1000 + micros / 1000;
+                let started_ms = now_ms.saturating_sub(self.started.elapsed().as_millis() as u64);
+                StreamId { ms: started_ms.saturating_sub(1), seq: u64::MAX }
+            }
+            Err(error) => {
+                tracing::debug!(error = %error, "no TIME from Redis: the log tail starts at the log's end");
+                StreamId { ms: u64::MAX, seq: u64::MAX }
+            }
+        }
+    }
+}
+
 async fn last_generated_id(connection: &mut RedisConnection, key: &str) -> redis::RedisResult<StreamId> {
     let mut command = redis::cmd("XINFO");
     command.arg("STREAM").arg(key);

@@ -28,9 +28,6 @@ use crate::settings::ForecastSettings;
 use crate::state::AppState;
 use crate::store::Store;
 
-/// A handler that takes longer than this is cut and counted as failed.
-const HANDLER_TIMEOUT: Duration = Duration::from_secs(5);
-
 pub struct ForecastApi {
     listener: TcpListener,
     settings: ForecastSettings,
@@ -63,7 +60,7 @@ impl ForecastApi {
             Arc::new(MetricsHandler { metrics: metrics.clone() }),
         ];
         handlers.extend(extra_handlers);
-        let publisher = EventPublisher::new(handlers, metrics.clone(), HANDLER_TIMEOUT);
+        let publisher = EventPublisher::new(handlers, metrics.clone(), settings.events.handler_timeout());
         let redis = Arc::new(RedisTarget::new(
             settings.redis.endpoint(),
             settings.redis.connect_timeout(),

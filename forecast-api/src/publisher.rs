@@ -202,6 +202,37 @@ mod tests {
         }
     }
 
+    /// Waits until every handler of its barrier has started: handlers run one after another
+    /// would wait for each other forever.
+    struct Meeting(Arc<tokio::sync::Barrier>);
+    impl EventHandler for Meeting {
+        fn name(&self) -> &'static str {
+            "meeting"
+        }
+        fn handle<'a>(&'a self, _: &'a DomainEvent) -> BoxFuture<'a, anyhow::Result<()>> {
+            Box::pin(async move {
+                self.0.wait().await;
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn handlers_run_side_by_side() {
+        let metrics = ForecastMetrics::new();
+        let barrier = Arc::new(tokio::sync::Barrier::new(3));
+        let handlers: Vec<Arc<dyn EventHandler>> =
+            (0..3).map(|_| Arc::new(Meeting(Arc::clone(&barrier))) as Arc<dyn EventHandler>).collect();
+        let publisher = EventPublisher::new(handlers, metrics.clone(), Duration::from_secs(1));
+        publisher.publish(DomainEvent::forecast_deleted("x", &EventContext::default())).await;
+        assert_eq!(
+            metrics.handler_failures.with_label_values(&["meeting"]).get(),
+            0,
+            "none timed out waiting"
+        );
+        assert_eq!(metrics.handler_duration.with_label_values(&["meeting"]).get_sample_count(), 3);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn failing_panicking_and_hanging_handlers_do_not_stop_the_others() {
         let metrics = ForecastMetrics::new();

@@ -25,7 +25,29 @@ pub struct ForecastSettings {
     pub relay: RelaySettings,
     pub cors: CorsSettings,
     pub outbox: OutboxSettings,
+    pub events: EventsSettings,
     pub http: HttpSettings,
+}
+
+/// The in-process handlers every domain event goes through (audit, outbox notifier, metrics).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsSettings {
+    /// A handler still running after this long is abandoned (logged and counted as failed);
+    /// the request that caused the event waits for its handlers at most this long.
+    pub handler_timeout_ms: u64,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        Self { handler_timeout_ms: 5_000 }
+    }
+}
+
+impl EventsSettings {
+    pub fn handler_timeout(&self) -> Duration {
+        Duration::from_millis(self.handler_timeout_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +155,7 @@ impl Default for ForecastSettings {
             relay: RelaySettings::default(),
             cors: CorsSettings::default(),
             outbox: OutboxSettings::default(),
+            events: EventsSettings::default(),
             http: HttpSettings::default(),
         }
     }
@@ -321,6 +344,7 @@ impl Validate for ForecastSettings {
         errors.check(require_positive("outbox.batch_size", u64::from(self.outbox.batch_size)));
         errors.check(require_positive("outbox.backoff_initial_ms", self.outbox.backoff_initial_ms));
         errors.check(require_positive("outbox.backoff_max_ms", self.outbox.backoff_max_ms));
+        errors.check(require_positive("events.handler_timeout_ms", self.events.handler_timeout_ms));
         errors.check(require_positive("http.request_timeout_ms", self.http.request_timeout_ms));
         errors.check(require_positive("http.max_body_bytes", self.http.max_body_bytes));
         errors.check(require_positive("http.header_read_timeout_secs", self.http.header_read_timeout_secs));

@@ -1,6 +1,9 @@
 use std::time::Duration;
 
-use testkit::relay_process::TestRelay;
+use testkit::log_publisher::LogPublisher;
+use testkit::proxy::WedgingProxy;
+use testkit::redis_server::RedisServer;
+use testkit::relay_process::{ENVELOPE_CHANNELS, RelayBuilder, TestRelay};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -59,4 +62,27 @@ async fn the_first_probes_after_redis_returns_succeed_and_nothing_reconnects_twi
     assert_eq!(relay.metric("sse_relay_probe_failures_total").await, 0.0);
     assert_eq!(relay.metric("sse_relay_redis_reconnects_total").await, reconnects, "no second reconnect");
     assert!(relay.log_events("probe not").is_empty(), "no probe was given up");
+}
+
+/// A relay started while Redis cannot be reached takes streams and reports why it is not
+/// ready; what is logged before it gets through (forecast-api reached Redis first) reaches
+/// those streams once it does, not only what comes after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_started_before_redis_is_reachable_delivers_what_was_logged_meanwhile() {
+    let redis = RedisServer::start();
+    let proxy = WedgingProxy::start(format!("127.0.0.1:{}", redis.port()).parse().unwrap()).await;
+    proxy.go_down();
+    let relay = RelayBuilder::new(proxy.url()).channels(ENVELOPE_CHANNELS).start();
+    let body = relay.wait_unready().await;
+    assert_eq!(body["redis"], "connecting", "{body}");
+    let mut stream = relay.open_stream("?channel=weatherforecast.*").await;
+
+    let mut publisher = LogPublisher::connect(&redis.url()).await;
+    let id = publisher.publish("weatherforecast.created", r#"{"n":1}"#, None).await.unwrap();
+    proxy.come_back();
+    relay.wait_ready().await;
+    let event = stream.next_event(WAIT).await;
+    assert_eq!((event.id, event.data.as_deref()), (Some(id), Some(r#"{"n":1}"#)));
+    let id = publisher.publish("weatherforecast.created", r#"{"n":2}"#, None).await.unwrap();
+    assert_eq!(stream.next_event(WAIT).await.id, Some(id), "and what comes after");
 }

@@ -97,3 +97,48 @@ async fn tokens_and_tickets_from_forecast_api_open_admin_channels_on_the_relay()
         assert_eq!(data["id"], key["id"]);
     }
 }
+
+/// Both services started while Redis cannot be reached: they come up, the relay says it is not
+/// ready and forecast-api keeps the events in its outbox; once Redis is reachable, every event
+/// reaches the stream opened meanwhile, once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_services_started_before_redis_deliver_everything_once_it_is_reachable() {
+    use testkit::proxy::WedgingProxy;
+    use testkit::redis_server::RedisServer;
+    use testkit::relay_process::RelayBuilder;
+
+    let redis = RedisServer::start();
+    let proxy = WedgingProxy::start(format!("127.0.0.1:{}", redis.port()).parse().unwrap()).await;
+    proxy.go_down();
+    let relay = RelayBuilder::new(proxy.url()).channels(ENVELOPE_CHANNELS).start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api_process = ForecastBuilder::new(&db, proxy.url()).start();
+    let api = Api::new(&api_process);
+    let body = relay.wait_unready().await;
+    assert_eq!(body["redis"], "connecting", "{body}");
+    assert_eq!(
+        api_process.get("/readyz").await.status(),
+        200,
+        "forecast-api does not need Redis to take writes"
+    );
+
+    let mut stream = relay.open_stream("?channel=weatherforecast.*").await;
+    let mut created = Vec::new();
+    for day in 1..=3 {
+        created.push(api.create(&format!("2026-12-0{day}"), 20 + day, "Mild").await);
+    }
+    api_process.wait_metric("forecast_api_outbox_pending", |pending| pending == 3.0).await;
+
+    proxy.come_back();
+    relay.wait_ready().await;
+    for forecast in &created {
+        let event = stream.next_event(WAIT).await;
+        assert_eq!(event.event.as_deref(), Some("weatherforecast.created"));
+        assert_eq!(serde_json::from_str::<Value>(event.data.as_deref().unwrap()).unwrap(), *forecast);
+    }
+    api_process.wait_metric("forecast_api_outbox_pending", |pending| pending == 0.0).await;
+    // Nothing twice: the next event is the next change.
+    let next = api.create("2026-12-04", 24, "Mild").await;
+    let event = stream.next_event(WAIT).await;
+    assert_eq!(serde_json::from_str::<Value>(event.data.as_deref().unwrap()).unwrap(), next);
+}

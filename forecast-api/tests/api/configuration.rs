@@ -22,6 +22,11 @@ fn bad_configuration_exits_2_with_one_line_naming_the_key() {
     );
     assert_refused(&[("FORECAST_API__HTTP__MAX_BODY_BYTES", "0")], "http.max_body_bytes", "at least 1");
     assert_refused(&[("FORECAST_API__OUTBOX__BATCH", "5")], "batch", "unknown field");
+    assert_refused(
+        &[("FORECAST_API__EVENTS__HANDLER_TIMEOUT_MS", "0")],
+        "events.handler_timeout_ms",
+        "at least 1",
+    );
 }
 
 #[test]
