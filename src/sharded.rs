@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::{Access, PROBE_CHANNEL_PREFIX};
 use crate::health::DeliveryPath;
 use crate::hub::{QueuedFrame, ScanCache};
-use crate::source::{Established, Probe, Source, SourceContext};
+use crate::source::{Established, Probe, Source, SourceContext, Traced};
 use crate::subscriber::SessionError;
 use protocol::message::decode;
 
@@ -175,7 +175,12 @@ impl ShardedSubscriber {
             Ok(decoded) => {
                 self.ctx.metrics.observe_latency(decoded.published_micros);
                 let frame = QueuedFrame::new(None, decoded.frame);
-                self.ctx.hub.publish(channel, rule.access == Access::Token, &frame, decoded.exclude, scans);
+                let traced = Traced {
+                    id: decoded.id,
+                    correlation_id: decoded.correlation_id.as_deref(),
+                    exclude: decoded.exclude,
+                };
+                self.ctx.deliver(channel, rule.access == Access::Token, &frame, traced, scans);
             }
             Err(reason) => self.ctx.drop_message(channel, reason),
         }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::ChannelRules;
 use crate::commands::SharedConnection;
 use crate::health::{DeliveryPath, Health};
-use crate::hub::Hub;
+use crate::hub::{Hub, QueuedFrame, ScanCache};
 use crate::metrics::RelayMetrics;
 use crate::settings::RedisSettings;
 use protocol::message::DropReason;
@@ -39,12 +39,42 @@ pub struct SourceContext {
 }
 
 impl SourceContext {
+    /// Hands a decoded message to the hub and logs it, at debug level under the target
+    /// `sse_relay::events` (`RUST_LOG=info,sse_relay::events=debug`): its channel, log id and
+    /// correlation id, and how many streams it went to.
+    pub fn deliver(
+        &self,
+        channel: &[u8],
+        token_only: bool,
+        frame: &QueuedFrame,
+        traced: Traced<'_>,
+        scans: &mut ScanCache,
+    ) {
+        let streams = self.hub.publish(channel, token_only, frame, traced.exclude, scans);
+        tracing::debug!(
+            target: "sse_relay::events",
+            channel = %String::from_utf8_lossy(channel).escape_debug(),
+            id = traced.id.map(|id| id.to_string()),
+            correlation_id = traced.correlation_id,
+            streams,
+            "event"
+        );
+    }
+
     pub fn drop_message(&self, channel: &[u8], reason: DropReason) {
         self.metrics.dropped(reason);
         // Debug level: a misbehaving publisher must not flood the logs; the metric counts it.
         let reason: &str = reason.into();
         tracing::debug!(channel = %String::from_utf8_lossy(channel).escape_debug(), reason, "message dropped");
     }
+}
+
+/// What a delivered message is traced and filtered by (the parts of its
+/// [`protocol::message::Decoded`] besides the frame).
+pub struct Traced<'a> {
+    pub id: Option<protocol::log_id::StreamId>,
+    pub correlation_id: Option<&'a str>,
+    pub exclude: Option<uuid::Uuid>,
 }
 
 /// A source of events from Redis.

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::{Access, PROBE_CHANNEL_PREFIX};
 use crate::health::DeliveryPath;
 use crate::hub::{QueuedFrame, ScanCache};
-use crate::source::{Established, Probe, Source, SourceContext};
+use crate::source::{Established, Probe, Source, SourceContext, Traced};
 use protocol::message::decode;
 
 pub struct Subscriber {
@@ -177,7 +177,12 @@ impl Subscriber {
             Ok(decoded) => {
                 self.ctx.metrics.observe_latency(decoded.published_micros);
                 let frame = QueuedFrame::new(None, decoded.frame);
-                self.ctx.hub.publish(&channel, rule.access == Access::Token, &frame, decoded.exclude, scans);
+                let traced = Traced {
+                    id: decoded.id,
+                    correlation_id: decoded.correlation_id.as_deref(),
+                    exclude: decoded.exclude,
+                };
+                self.ctx.deliver(&channel, rule.access == Access::Token, &frame, traced, scans);
             }
             Err(reason) => self.ctx.drop_message(&channel, reason),
         }

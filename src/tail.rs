@@ -35,7 +35,7 @@ use crate::health::DeliveryPath;
 use crate::hub::{QueuedFrame, ScanCache};
 use crate::log::{LogEntry, RawEntry, entry_from_raw};
 use crate::metrics::unix_seconds_now;
-use crate::source::{Established, Probe, Source, SourceContext};
+use crate::source::{Established, Probe, Source, SourceContext, Traced};
 use crate::window::ResumeWindow;
 use protocol::log_id::StreamId;
 use protocol::message::{Decoded, DropReason};
@@ -327,7 +327,12 @@ impl TailReader {
                 self.ctx.metrics.gap_filled_events.inc();
             }
             self.ctx.metrics.observe_latency(decoded.published_micros);
-            self.ctx.hub.publish(&entry.channel, token_only, &frame, decoded.exclude, scans);
+            let traced = Traced {
+                id: decoded.id,
+                correlation_id: decoded.correlation_id.as_deref(),
+                exclude: decoded.exclude,
+            };
+            self.ctx.deliver(&entry.channel, token_only, &frame, traced, scans);
         }
     }
 

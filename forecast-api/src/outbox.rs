@@ -280,7 +280,7 @@ impl Dispatcher {
         let dedup_key =
             format!("{}{}", self.partitions.dedup_prefix(&self.redis.dedup_prefix, partition), row.event_id);
         let log_key = self.partitions.log_key(&self.redis.log_stream, partition);
-        let _log_id: Option<String> = self
+        let log_id: Option<String> = self
             .script
             .key(dedup_key)
             .key(&log_key)
@@ -291,6 +291,16 @@ impl Dispatcher {
             .arg(if publish_channels { "1" } else { "0" })
             .invoke_async(connection)
             .await?;
+        // `None`: the deduplication key says an earlier attempt published it.
+        tracing::info!(
+            target: "forecast_api::events",
+            event_id = %row.event_id,
+            channel = %row.channel,
+            log_id = log_id.as_deref().map_or("(already published)", |id| if id.is_empty() { "(no log)" } else { id }),
+            correlation_id = %row.correlation_id,
+            actor = %row.actor,
+            "event published"
+        );
         Ok(())
     }
 

@@ -80,6 +80,15 @@ impl EventPublisher {
                 );
             }
         }
+        tracing::info!(
+            target: "forecast_api::events",
+            event_id = %event.event_id,
+            channel = event.channel.name(),
+            correlation_id = %event.correlation_id,
+            actor = %event.actor,
+            handlers_ms = started.elapsed().as_secs_f64() * 1e3,
+            "event handled"
+        );
     }
 }
 

@@ -75,6 +75,8 @@ pub struct OutboxRow {
     pub payload: String,
     pub correlation_id: String,
     pub exclude_connection: Option<String>,
+    /// The API key id that made the change.
+    pub actor: String,
 }
 
 /// The current time as stored: RFC 3339, UTC, milliseconds.
@@ -382,7 +384,7 @@ impl Store {
     /// (one process owns the file) there is a single dispatcher and no transaction is held while
     /// publishing, which would block writers meanwhile.
     pub async fn next_outbox_batch(&self, limit: i64) -> Result<Option<OutboxBatch>, StoreError> {
-        const SELECT: &str = "SELECT seq, event_id, channel, payload, correlation_id, exclude_connection \
+        const SELECT: &str = "SELECT seq, event_id, channel, payload, correlation_id, exclude_connection, actor \
                               FROM outbox ORDER BY seq LIMIT $1";
         let (tx, rows) = match self.kind {
             DatabaseKind::Postgres => {
@@ -443,8 +445,8 @@ async fn insert_outbox(
     event: &DomainEvent,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO outbox (event_id, channel, payload, correlation_id, exclude_connection, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO outbox (event_id, channel, payload, correlation_id, exclude_connection, created_at, actor) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(event.event_id.to_string())
     .bind(event.channel.name())
@@ -452,6 +454,7 @@ async fn insert_outbox(
     .bind(&event.correlation_id)
     .bind(&event.exclude)
     .bind(now_text())
+    .bind(&event.actor)
     .execute(&mut **tx)
     .await
     .map(|_| ())
@@ -491,6 +494,7 @@ fn outbox_from_row(row: &AnyRow) -> Result<OutboxRow, sqlx::Error> {
         payload: row.try_get("payload")?,
         correlation_id: row.try_get("correlation_id")?,
         exclude_connection: row.try_get("exclude_connection")?,
+        actor: row.try_get("actor")?,
     })
 }
 

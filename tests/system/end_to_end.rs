@@ -142,3 +142,59 @@ async fn both_services_started_before_redis_deliver_everything_once_it_is_reacha
     let event = stream.next_event(WAIT).await;
     assert_eq!(serde_json::from_str::<Value>(event.data.as_deref().unwrap()).unwrap(), next);
 }
+
+/// One change followed through every hop by its `X-Correlation-Id`: forecast-api's answer,
+/// its "event handled" and "event published" lines (with the log id and who made it), and the
+/// relay's "event" line (same log id, the streams it went to).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_change_is_traceable_from_the_api_to_the_relay_by_its_correlation_id() {
+    let TestRelay { redis, relay } = TestRelay::with(|relay| relay.channels(ENVELOPE_CHANNELS)).await;
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api_process = ForecastBuilder::new(&db, redis.url()).start();
+    let api = Api::new(&api_process);
+    let mut streams = vec![
+        relay.open_stream("?channel=weatherforecast.*").await,
+        relay.open_stream("?channel=weatherforecast.created").await,
+    ];
+    let response = api
+        .post("/api/weatherforecast", ADMIN_KEY)
+        .header("X-Correlation-Id", "trace-me-42")
+        .json(&json!({ "date": "2026-12-05", "temperatureC": 21, "summary": "Mild" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-correlation-id"], "trace-me-42");
+    let mut ids = Vec::new();
+    for stream in &mut streams {
+        ids.push(stream.next_event(WAIT).await.id.unwrap());
+    }
+
+    let handled = traced(&api_process, "event handled").await;
+    assert_eq!(handled.len(), 1, "{handled:?}");
+    assert_eq!(handled[0]["channel"], "weatherforecast.created");
+    assert!(handled[0]["handlers_ms"].as_f64().is_some(), "{handled:?}");
+    let published = traced(&api_process, "event published").await;
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(published[0]["log_id"], ids[0].as_str());
+    assert_eq!(published[0]["event_id"], handled[0]["event_id"]);
+    assert!(published[0]["actor"].as_str().is_some_and(|actor| !actor.is_empty()), "{published:?}");
+    let delivered = traced(&relay, "event").await;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0]["id"], ids[0].as_str());
+    assert_eq!(delivered[0]["streams"], 2);
+    assert_eq!(delivered[0]["channel"], "weatherforecast.created");
+}
+
+/// The lines `process` logged with `message` for correlation id `trace-me-42`, once there are
+/// any: each hop writes its line as it finishes, which may be a moment after the event arrived.
+async fn traced(process: &testkit::service_process::ServiceProcess, message: &str) -> Vec<Value> {
+    testkit::eventually(WAIT, message, || async {
+        let lines: Vec<Value> = process
+            .log_events(message)
+            .into_iter()
+            .filter(|line| line["correlation_id"] == "trace-me-42")
+            .collect();
+        (!lines.is_empty()).then_some(lines)
+    })
+    .await
+}

@@ -79,11 +79,28 @@ pub struct IncomingEnvelope<'a> {
     pub exclude: Option<Cow<'a, str>>,
     #[serde(default)]
     pub ts: Option<i64>,
+    /// What the publisher traces the change by (its request's `X-Correlation-Id`).
+    #[serde(borrow, default)]
+    pub correlation_id: Option<Cow<'a, str>>,
 }
 
 impl<'a> IncomingEnvelope<'a> {
+    /// A JSON object with `data` (serde would also take the fields from an array, in order),
+    /// whose `data` holds no unpaired UTF-16 surrogate escape: `RawValue` does not check them,
+    /// and JSON parsers differ on them (RFC 8259: "unpredictable"), so such data is refused
+    /// rather than forwarded for each client to read its own way.
     pub fn parse(message: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(message)
+        use serde::de::Error;
+        if message.trim_ascii_start().first() != Some(&b'{') {
+            return Err(serde_json::Error::custom("an envelope is a JSON object"));
+        }
+        let envelope: Self = serde_json::from_slice(message)?;
+        let data = envelope.data.get();
+        // Only escapes of surrogates need the full parse: other data is valid as RawValue read it.
+        if data.contains("\\ud") || data.contains("\\uD") {
+            serde_json::from_str::<serde_json::Value>(data)?;
+        }
+        Ok(envelope)
     }
 }
 
@@ -96,6 +113,18 @@ pub fn now_micros() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_envelope_is_an_object_whose_data_has_no_unpaired_surrogate() {
+        assert!(
+            IncomingEnvelope::parse(br#" {"data":{"t":"\ud83d\ude00"}}"#).is_ok(),
+            "a pair is a character"
+        );
+        assert!(IncomingEnvelope::parse(br#"[null,"e","ev",{"t":1}]"#).is_err(), "fields in an array");
+        assert!(IncomingEnvelope::parse(br#"{"data":"\uda91\uda91"}"#).is_err(), "two high surrogates");
+        assert!(IncomingEnvelope::parse(br#"{"data":["\uDC00"]}"#).is_err(), "a lone low surrogate");
+        assert!(IncomingEnvelope::parse(br#"{"event":"\uda91","data":1}"#).is_err(), "nor in a name");
+    }
 
     #[test]
     fn incoming_envelopes_borrow_their_data_as_raw_json() {

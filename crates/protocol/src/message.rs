@@ -78,6 +78,8 @@ pub struct Decoded {
     pub exclude: Option<Uuid>,
     /// Publish time, unix µs, for the delivery latency histogram.
     pub published_micros: Option<i64>,
+    /// The envelope's `correlation_id`, for the relay's per-event log line.
+    pub correlation_id: Option<Box<str>>,
 }
 
 /// `log_id` is the entry id when the message comes from the log. Ids come only from there: an
@@ -96,7 +98,14 @@ pub fn decode(
     match format {
         Format::Raw => {
             let frame = encode_event(None, channel, payload)?;
-            Ok(Decoded { frame, id: None, event_id: None, exclude: None, published_micros: None })
+            Ok(Decoded {
+                frame,
+                id: None,
+                event_id: None,
+                exclude: None,
+                published_micros: None,
+                correlation_id: None,
+            })
         }
         Format::Envelope => {
             let envelope = IncomingEnvelope::parse(payload).map_err(|_| DropReason::BadEnvelope)?;
@@ -111,6 +120,7 @@ pub fn decode(
                 event_id: envelope.event_id.as_deref().map(Box::from),
                 exclude: envelope.exclude.as_deref().and_then(|text| Uuid::parse_str(text).ok()),
                 published_micros: envelope.ts,
+                correlation_id: envelope.correlation_id.as_deref().map(Box::from),
             })
         }
     }
@@ -133,6 +143,10 @@ mod tests {
         assert_eq!(decoded.id, log_id);
         assert_eq!(decoded.event_id.as_deref(), Some("e"));
         assert_eq!(decoded.published_micros, Some(7));
+        assert_eq!(decoded.correlation_id, None);
+        let traced = br#"{"data":1,"correlation_id":"req-42"}"#;
+        let decoded = decode(Format::Envelope, b"ch", traced, None, 1000).unwrap();
+        assert_eq!(decoded.correlation_id.as_deref(), Some("req-42"));
 
         let named =
             br#"{"event":"custom","data":"multi\nline","exclude":"5f7d5ee5-cc0b-41aa-89f2-ac62592fcba3"}"#;
