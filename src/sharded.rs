@@ -18,12 +18,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::{Access, PROBE_CHANNEL_PREFIX};
+use crate::channels::PROBE_CHANNEL_PREFIX;
 use crate::health::DeliveryPath;
-use crate::hub::{QueuedFrame, ScanCache};
-use crate::source::{Established, Probe, Source, SourceContext, Traced};
+use crate::hub::ScanCache;
+use crate::source::{Established, Probe, Source, SourceContext};
 use crate::subscriber::SessionError;
-use protocol::message::decode;
 
 pub struct ShardedSubscriber {
     ctx: Arc<SourceContext>,
@@ -161,29 +160,12 @@ impl ShardedSubscriber {
             return;
         };
         if channel == self.probe_channel.as_bytes() {
-            let echoed = std::str::from_utf8(payload).ok().and_then(|text| text.parse::<u64>().ok());
-            if let Some(round_trip) = echoed.and_then(|nonce| probe.echoed(nonce)) {
-                self.ctx.metrics.probe_rtt.observe(round_trip.as_secs_f64());
-                self.ctx.health.delivery_verified(DeliveryPath::Sharded);
-            }
+            self.ctx.probe_echoed(DeliveryPath::Sharded, payload, probe);
             return;
         }
         // Subscribed by exact name: the name is the rule's pattern.
         let Some(rule) = self.ctx.rules.accept(channel, channel) else { return };
-        self.ctx.metrics.received();
-        match decode(rule.format, channel, payload, None, self.ctx.max_message_bytes) {
-            Ok(decoded) => {
-                self.ctx.metrics.observe_latency(decoded.published_micros);
-                let frame = QueuedFrame::new(None, decoded.frame);
-                let traced = Traced {
-                    id: decoded.id,
-                    correlation_id: decoded.correlation_id.as_deref(),
-                    exclude: decoded.exclude,
-                };
-                self.ctx.deliver(channel, rule.access == Access::Token, &frame, traced, scans);
-            }
-            Err(reason) => self.ctx.drop_message(channel, reason),
-        }
+        self.ctx.deliver_subscribed(rule, channel, payload, scans);
     }
 }
 

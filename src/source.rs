@@ -13,13 +13,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::ChannelRules;
+use crate::channels::{Access, ChannelRule, ChannelRules};
 use crate::commands::SharedConnection;
 use crate::health::{DeliveryPath, Health};
 use crate::hub::{Hub, QueuedFrame, ScanCache};
 use crate::metrics::RelayMetrics;
 use crate::settings::RedisSettings;
-use protocol::message::DropReason;
+use protocol::message::{DropReason, decode};
 use service::backoff::Backoff;
 use service::redis_target::RedisTarget;
 
@@ -39,6 +39,46 @@ pub struct SourceContext {
 }
 
 impl SourceContext {
+    /// A message received on a subscription (classic or sharded), `rule` governing its
+    /// channel: decoded and delivered, or dropped and counted.
+    pub fn deliver_subscribed(
+        &self,
+        rule: &ChannelRule,
+        channel: &[u8],
+        payload: &[u8],
+        scans: &mut ScanCache,
+    ) {
+        self.metrics.received();
+        match decode(rule.format, channel, payload, None, self.max_message_bytes) {
+            Ok(decoded) => {
+                self.metrics.observe_latency(decoded.published_micros);
+                let frame = QueuedFrame::new(None, decoded.frame);
+                let traced = Traced {
+                    id: decoded.id,
+                    correlation_id: decoded.correlation_id.as_deref(),
+                    exclude: decoded.exclude,
+                };
+                self.deliver(channel, rule.access == Access::Token, &frame, traced, scans);
+            }
+            Err(reason) => self.drop_message(channel, reason),
+        }
+    }
+
+    /// A payload on `path`'s probe channel: the nonce of a pending probe proves delivery.
+    pub fn probe_echoed(&self, path: DeliveryPath, payload: &[u8], probe: &mut Probe) {
+        if let Some(nonce) = std::str::from_utf8(payload).ok().and_then(|text| text.parse::<u64>().ok()) {
+            self.probe_seen(path, nonce, probe);
+        }
+    }
+
+    /// A probe nonce came back through `path`: if it is the pending probe's, delivery works.
+    pub fn probe_seen(&self, path: DeliveryPath, nonce: u64, probe: &mut Probe) {
+        if let Some(round_trip) = probe.echoed(nonce) {
+            self.metrics.probe_rtt.observe(round_trip.as_secs_f64());
+            self.health.delivery_verified(path);
+        }
+    }
+
     /// Hands a decoded message to the hub and logs it, at debug level under the target
     /// `sse_relay::events` (`RUST_LOG=info,sse_relay::events=debug`): its channel, log id and
     /// correlation id, and how many streams it went to.

@@ -19,11 +19,10 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::{Access, PROBE_CHANNEL_PREFIX};
+use crate::channels::PROBE_CHANNEL_PREFIX;
 use crate::health::DeliveryPath;
-use crate::hub::{QueuedFrame, ScanCache};
-use crate::source::{Established, Probe, Source, SourceContext, Traced};
-use protocol::message::decode;
+use crate::hub::ScanCache;
+use crate::source::{Established, Probe, Source, SourceContext};
 
 pub struct Subscriber {
     ctx: Arc<SourceContext>,
@@ -159,7 +158,7 @@ impl Subscriber {
         let pattern = match pattern {
             Some(pattern) => pattern,
             None if channel == self.probe_channel.as_bytes() => {
-                self.probe_echoed(message.get_payload_bytes(), probe);
+                self.ctx.probe_echoed(DeliveryPath::Subscription, message.get_payload_bytes(), probe);
                 return;
             }
             // Subscribed by name (a restricted Redis): the name is the rule's pattern.
@@ -172,27 +171,6 @@ impl Subscriber {
         // Only the governing rule's own pattern delivers: a channel that an envelope rule
         // governs is read from the log, whatever raw pattern also matches it.
         let Some(rule) = self.ctx.rules.accept(&pattern, &channel) else { return };
-        self.ctx.metrics.received();
-        match decode(rule.format, &channel, message.get_payload_bytes(), None, self.ctx.max_message_bytes) {
-            Ok(decoded) => {
-                self.ctx.metrics.observe_latency(decoded.published_micros);
-                let frame = QueuedFrame::new(None, decoded.frame);
-                let traced = Traced {
-                    id: decoded.id,
-                    correlation_id: decoded.correlation_id.as_deref(),
-                    exclude: decoded.exclude,
-                };
-                self.ctx.deliver(&channel, rule.access == Access::Token, &frame, traced, scans);
-            }
-            Err(reason) => self.ctx.drop_message(&channel, reason),
-        }
-    }
-
-    fn probe_echoed(&self, payload: &[u8], probe: &mut Probe) {
-        let echoed = std::str::from_utf8(payload).ok().and_then(|text| text.parse::<u64>().ok());
-        if let Some(round_trip) = echoed.and_then(|nonce| probe.echoed(nonce)) {
-            self.ctx.metrics.probe_rtt.observe(round_trip.as_secs_f64());
-            self.ctx.health.delivery_verified(DeliveryPath::Subscription);
-        }
+        self.ctx.deliver_subscribed(rule, &channel, message.get_payload_bytes(), scans);
     }
 }

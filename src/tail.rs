@@ -202,7 +202,7 @@ impl TailReader {
                         if key == self.probe_key {
                             for (id, nonce) in entries.iter().filter_map(probe_entry) {
                                 probe_cursor = id;
-                                self.probe_seen(nonce, &mut probe);
+                                self.ctx.probe_seen(DeliveryPath::Log, nonce, &mut probe);
                             }
                         } else if key == self.key {
                             if let Some(newest) = entries.last().and_then(|(id, _)| id.parse::<StreamId>().ok()) {
@@ -426,13 +426,6 @@ impl TailReader {
             .logged_rule_for(&entry.channel)
             .and_then(|_| entry.decode(self.ctx.max_message_bytes).ok());
         event_key(entry, decoded.as_ref())
-    }
-
-    fn probe_seen(&self, nonce: u64, probe: &mut Probe) {
-        if let Some(round_trip) = probe.echoed(nonce) {
-            self.ctx.metrics.probe_rtt.observe(round_trip.as_secs_f64());
-            self.ctx.health.delivery_verified(DeliveryPath::Log);
-        }
     }
 }
 
