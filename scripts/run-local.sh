@@ -67,6 +67,7 @@ cat <<MSG
 sse-relay     http://127.0.0.1:$RELAY_PORT   (/events, /readyz, /metrics)
 dashboard     http://127.0.0.1:$API_PORT/   (paste the admin API key into it)
 forecast-api  http://127.0.0.1:$API_PORT   (/api/weatherforecast, /openapi.json, /readyz, /metrics)
+API docs      http://127.0.0.1:$API_PORT/docs   (Swagger UI: Authorize with the admin key, then Try it out)
 admin API key $ADMIN_KEY
 
 Try the whole path. Watch the stream (another terminal):

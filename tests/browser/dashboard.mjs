@@ -1,6 +1,6 @@
 // Browser scenarios for the dashboard, in Debian's Chromium through playwright-core.
 // Started by tests/system/browser.rs with the services running; exits non-zero on failure.
-// Environment: API_URL, RELAY_URL, ADMIN_KEY, SHOT_DIR, SCENARIO (live | resume).
+// Environment: API_URL, RELAY_URL, ADMIN_KEY, SHOT_DIR, SCENARIO (live | resume | docs).
 import { chromium } from "playwright-core";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -157,6 +157,37 @@ try {
     }
     assert.equal(await page.locator("#forecasts tbody tr").count(), ids.length + 1, "every forecast once");
     await shot(page, process.env.EXPECT_RESET === "1" ? "after-reset" : "after-relay-restart");
+  } else if (SCENARIO === "docs") {
+    // Swagger UI at /docs: everything from this origin, and a request tried with a key.
+    const page = await context.newPage();
+    const outside = [];
+    page.on("request", (r) => { if (!r.url().startsWith(API_URL + "/")) outside.push(r.url()); });
+    page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
+    page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+    page.on("response", (r) => { if (r.status() >= 400) problems.push(`${r.status()} for ${r.url()}`); });
+    await page.goto(API_URL + "/docs");
+    const create = page.locator("#operations-forecasts-createForecast");
+    await create.waitFor({ timeout: WAIT });
+    await page.locator("#operations-forecasts-listForecasts").waitFor({ timeout: WAIT });
+
+    await page.click(".scheme-container button.authorize");
+    await page.fill(".auth-container input", ADMIN_KEY);
+    await page.click(".auth-container .auth-btn-wrapper button.authorize");
+    await page.click(".auth-container .auth-btn-wrapper button.btn-done");
+
+    await create.locator(".opblock-summary").click();
+    await create.locator("button.try-out__btn").click();
+    const body = JSON.stringify({ date: "2026-12-07", temperatureC: 7, summary: "Tried in Swagger UI" });
+    await create.locator("textarea.body-param__text").fill(body);
+    await create.locator("button.execute").click();
+    const status = create.locator(".live-responses-table .response .response-col_status").first();
+    await status.waitFor({ timeout: WAIT });
+    assert.equal((await status.textContent()).trim(), "201", await create.locator(".live-responses-table").textContent());
+    await shot(page, "swagger-ui");
+
+    const list = await (await fetch(API_URL + "/api/weatherforecast")).json();
+    assert.ok(JSON.stringify(list).includes("Tried in Swagger UI"), "the forecast created from /docs is in the list");
+    assert.deepEqual(outside, [], "nothing requested outside the API's origin");
   } else {
     throw new Error(`unknown scenario ${SCENARIO}`);
   }

@@ -67,6 +67,18 @@ async fn the_dashboard_stays_live_across_pages_shares_one_connection_and_shows_h
     tokio::task::spawn_blocking(move || run_scenario("live", &api_url, &relay_url)).await.unwrap();
 }
 
+/// Swagger UI at `/docs`, served by forecast-api alone (no outside request), creates a
+/// forecast with an API key given under "Authorize".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_ui_at_docs_tries_a_request_with_a_key_without_any_outside_request() {
+    let redis = RedisServer::start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api = ForecastBuilder::new(&db, redis.url()).start();
+    api.wait_ready().await;
+    let api_url = api.url("");
+    tokio::task::spawn_blocking(move || run_scenario("docs", &api_url, "")).await.unwrap();
+}
+
 /// The relay is killed and started again on the same port while a page is open; forecasts
 /// created meanwhile reach the page once it reconnects, each once (replayed from the log).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

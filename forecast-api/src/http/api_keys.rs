@@ -67,7 +67,7 @@ pub struct ApiKeyCreated {
 }
 
 /// Creates an API key (admin).
-#[utoipa::path(post, path = "/api/admin/apikeys", tag = "admin", request_body = ApiKeyRequest,
+#[utoipa::path(post, path = "/api/admin/apikeys", operation_id = "createApiKey", tag = "admin", request_body = ApiKeyRequest,
     responses((status = 201, body = ApiKeyCreated), (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
               (status = 403, response = Forbidden), (status = 413, response = PayloadTooLarge),
               (status = 415, response = UnsupportedMediaType)),
@@ -117,7 +117,7 @@ pub async fn create(
 }
 
 /// Revokes an API key (admin).
-#[utoipa::path(delete, path = "/api/admin/apikeys/{id}", tag = "admin", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/api/admin/apikeys/{id}", operation_id = "revokeApiKey", tag = "admin", params(("id" = String, Path)),
     responses((status = 204), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
               (status = 404, response = NotFound)),
     security(("api_key" = [])))]

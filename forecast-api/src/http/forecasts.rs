@@ -41,7 +41,7 @@ pub struct ForecastPage {
 }
 
 /// Lists forecasts by date, a page at a time.
-#[utoipa::path(get, path = "/api/weatherforecast", tag = "forecasts",
+#[utoipa::path(get, path = "/api/weatherforecast", operation_id = "listForecasts", tag = "forecasts",
     params(("page" = Option<i64>, Query, nullable = false, minimum = 1, maximum = 1000000000, description = "1-based page number (default 1)"),
            ("pageSize" = Option<i64>, Query, nullable = false, minimum = 1, maximum = 100, description = "items per page (default 20)")),
     responses((status = 200, body = ForecastPage), (status = 400, response = BadRequest)))]
@@ -84,7 +84,7 @@ pub async fn list(
 }
 
 /// One forecast; its `ETag` is the version to send back in `If-Match`.
-#[utoipa::path(get, path = "/api/weatherforecast/{id}", tag = "forecasts",
+#[utoipa::path(get, path = "/api/weatherforecast/{id}", operation_id = "getForecast", tag = "forecasts",
     params(("id" = String, Path)),
     responses((status = 200, body = Forecast), (status = 404, response = NotFound)))]
 pub async fn get_one(
@@ -96,7 +96,7 @@ pub async fn get_one(
 }
 
 /// Creates a forecast (needs `forecasts:write`) and publishes `weatherforecast.created`.
-#[utoipa::path(post, path = "/api/weatherforecast", tag = "forecasts", request_body = ForecastInput,
+#[utoipa::path(post, path = "/api/weatherforecast", operation_id = "createForecast", tag = "forecasts", request_body = ForecastInput,
     params(("X-Relay-Connection-Id" = Option<String>, Header, nullable = false, description = "relay connection not to echo the event to")),
     responses((status = 201, body = Forecast), (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
               (status = 403, response = Forbidden), (status = 413, response = PayloadTooLarge),
@@ -121,7 +121,7 @@ pub async fn create(
 }
 
 /// Replaces a forecast (needs `forecasts:write`); with `If-Match`, only if unchanged (else 412).
-#[utoipa::path(put, path = "/api/weatherforecast/{id}", tag = "forecasts", request_body = ForecastInput,
+#[utoipa::path(put, path = "/api/weatherforecast/{id}", operation_id = "updateForecast", tag = "forecasts", request_body = ForecastInput,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|[0-9]{1,18}|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*"){0,15})$"#, description = "`*`, or entity tags (ETags from previous reads; a bare version is taken as its tag); a weak tag never matches"),
            ("X-Relay-Connection-Id" = Option<String>, Header, nullable = false)),
     responses((status = 200, body = Forecast), (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
@@ -150,7 +150,7 @@ pub async fn update(
 }
 
 /// Deletes a forecast (needs `forecasts:write`); with `If-Match`, only if unchanged (else 412).
-#[utoipa::path(delete, path = "/api/weatherforecast/{id}", tag = "forecasts",
+#[utoipa::path(delete, path = "/api/weatherforecast/{id}", operation_id = "deleteForecast", tag = "forecasts",
     params(("id" = String, Path), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|[0-9]{1,18}|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*"){0,15})$"#, description = "`*`, or entity tags (ETags from previous reads; a bare version is taken as its tag); a weak tag never matches"),
            ("X-Relay-Connection-Id" = Option<String>, Header, nullable = false)),
     responses((status = 204), (status = 400, response = BadRequest), (status = 401, response = Unauthorized),

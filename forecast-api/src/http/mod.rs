@@ -5,6 +5,7 @@
 //! - [`relay_tokens`] — `POST /api/relay-token`, `POST /api/relay-ticket` (admin)
 //! - [`operations`] — `GET /healthz`, `GET /readyz`, `GET /metrics`
 //! - [`openapi`] — `GET /openapi.json`
+//! - [`docs`] — `GET /docs`: Swagger UI over that document
 //!
 //! with what they share: [`errors`] (the one place where errors become responses, and their
 //! reusable OpenAPI responses), [`middleware`] (correlation ids, metrics, timeouts) and
@@ -14,6 +15,7 @@
 //! a fault of ours, is logged once with its cause, and shows the client only its correlation id.
 
 pub mod api_keys;
+pub mod docs;
 pub mod errors;
 pub mod forecasts;
 pub mod middleware;
@@ -60,6 +62,7 @@ pub fn router(
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
         .route("/openapi.json", get(openapi::document))
+        .merge(docs::routes())
         .merge(crate::dashboard::routes())
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)

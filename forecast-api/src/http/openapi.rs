@@ -84,4 +84,22 @@ mod tests {
         let get_one = &document["paths"]["/api/weatherforecast/{id}"]["get"]["responses"];
         assert_eq!(get_one["404"]["$ref"], "#/components/responses/NotFound");
     }
+
+    /// Client generators and Swagger UI name operations by their ids: each is its own.
+    #[test]
+    fn every_operation_has_an_id_of_its_own() {
+        let document: serde_json::Value =
+            serde_json::from_str(&ApiDoc::openapi().to_json().unwrap()).unwrap();
+        let mut ids = Vec::new();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let id = operation["operationId"].as_str();
+                ids.push(id.unwrap_or_else(|| panic!("{method} {path} has no operationId")).to_owned());
+            }
+        }
+        let count = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "operation ids repeat: {ids:?}");
+    }
 }

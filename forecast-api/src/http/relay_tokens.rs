@@ -49,7 +49,7 @@ pub struct RelayToken {
 }
 
 /// Mints a short-lived relay JWT (admin) for reading token-only channels.
-#[utoipa::path(post, path = "/api/relay-token", tag = "admin", request_body(content = Option<RelayTokenRequest>),
+#[utoipa::path(post, path = "/api/relay-token", operation_id = "createRelayToken", tag = "admin", request_body(content = Option<RelayTokenRequest>),
     responses((status = 200, body = RelayToken), (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
               (status = 403, response = Forbidden), (status = 413, response = PayloadTooLarge),
               (status = 415, response = UnsupportedMediaType), (status = 501, response = NotImplemented)),
@@ -66,7 +66,7 @@ pub async fn create_token(
 /// Mints a one-time relay ticket (admin): accepted by the relay once, within
 /// `auth.relay_ticket_ttl_secs`, so no long-lived token sits in URLs or logs. With `?cookie=true`
 /// it is set as an HttpOnly cookie for the relay instead (same-site deployments).
-#[utoipa::path(post, path = "/api/relay-ticket", tag = "admin", request_body(content = Option<RelayTokenRequest>),
+#[utoipa::path(post, path = "/api/relay-ticket", operation_id = "createRelayTicket", tag = "admin", request_body(content = Option<RelayTokenRequest>),
     params(("cookie" = Option<bool>, Query, nullable = false, description = "set the ticket as an HttpOnly cookie")),
     responses((status = 200, body = RelayToken), (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
               (status = 403, response = Forbidden), (status = 413, response = PayloadTooLarge),

@@ -47,6 +47,19 @@ async fn health_readiness_metrics_and_the_openapi_document_are_served() {
     }
     assert!(document["components"]["schemas"]["Forecast"].is_object());
 
+    // Swagger UI over it, from this origin only; its assets cached for good (their URLs carry
+    // the version).
+    let page = process.get("/docs").await;
+    assert_eq!(page.status(), 200);
+    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(policy.contains("script-src 'self';") && policy.contains("connect-src 'self';"), "{policy}");
+    let html = page.text().await.unwrap();
+    let bundle = html.split("src=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap().to_owned();
+    let asset = process.get(&format!("/{bundle}")).await;
+    assert_eq!(asset.status(), 200, "{bundle}");
+    assert!(asset.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    assert!(asset.text().await.unwrap().contains("SwaggerUIBundle"));
+
     let response = api.get("/api/weatherforecast").header("x-request-id", "req-42").send().await.unwrap();
     assert_eq!(response.headers()["x-request-id"], "req-42");
     assert!(response.headers().contains_key("x-correlation-id"));
