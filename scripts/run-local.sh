@@ -62,10 +62,32 @@ relay_pid=$!
 ./target/release/forecast-api &
 api_pid=$!
 
+# A user to sign in to the dashboard with (the database in ./data keeps it across runs).
+DASHBOARD_USER="${DASHBOARD_USER:-admin}"
+DASHBOARD_PASSWORD="${DASHBOARD_PASSWORD:-$(random_hex 12)}"
+signin="sign in as $DASHBOARD_USER / $DASHBOARD_PASSWORD"
+if command -v curl >/dev/null 2>&1; then
+    i=0
+    until curl -fs "http://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1 || [ "$i" -gt 100 ]; do
+        i=$((i + 1))
+        sleep 0.1
+    done
+    status=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$API_PORT/api/users" \
+        -H "Authorization: Bearer $ADMIN_KEY" -H 'Content-Type: application/json' \
+        -d "{\"username\":\"$DASHBOARD_USER\",\"password\":\"$DASHBOARD_PASSWORD\",\"role\":\"admin\"}" || true)
+    case "$status" in
+        201) ;;
+        409) signin="sign in as $DASHBOARD_USER with the password printed when it was created (or remove ./data to start afresh)" ;;
+        *) signin="could not create the user $DASHBOARD_USER (HTTP $status): create one with POST /api/users" ;;
+    esac
+else
+    signin="create a user with POST /api/users and the admin key (curl is not installed)"
+fi
+
 cat <<MSG
 
 sse-relay     http://127.0.0.1:$RELAY_PORT   (/events, /readyz, /metrics)
-dashboard     http://127.0.0.1:$API_PORT/   (paste the admin API key into it)
+dashboard     http://127.0.0.1:$API_PORT/   ($signin)
 forecast-api  http://127.0.0.1:$API_PORT   (/api/weatherforecast, /openapi.json, /readyz, /metrics)
 API docs      http://127.0.0.1:$API_PORT/docs   (Swagger UI: Authorize with the admin key, then Try it out)
 admin API key $ADMIN_KEY

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::auth::{AuthError, Ticket, TokenVerifier};
 use crate::channels::{ChannelRules, Selection, Subscription};
-use crate::client_ip::{PerIpLimiter, client_ip};
+use crate::client_ip::PerIpLimiter;
 use crate::health::{Capacity, Health, Readiness};
 use crate::hub::{Hub, RegisterError};
 use crate::metrics::{RefusedReason, RelayMetrics};
@@ -32,6 +32,7 @@ use crate::stream::SseBody;
 use protocol::glob::Pattern;
 use protocol::log_id::StreamId;
 use protocol::sse::preamble;
+use service::client_ip::client_ip;
 use service::server::ConnectionContext;
 
 /// What the handlers share.

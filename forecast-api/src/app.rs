@@ -25,8 +25,9 @@ use crate::metrics::ForecastMetrics;
 use crate::outbox::Dispatcher;
 use crate::publisher::{AuditHandler, EventHandler, EventPublisher, MetricsHandler, OutboxNotifier};
 use crate::settings::ForecastSettings;
-use crate::state::AppState;
+use crate::state::{AppState, SessionPolicy};
 use crate::store::Store;
+use crate::users::{Passwords, SignInLimiter};
 
 pub struct ForecastApi {
     listener: TcpListener,
@@ -90,6 +91,20 @@ impl ForecastApi {
             draining: AtomicBool::new(false),
             redis,
             eviction,
+            session: SessionPolicy {
+                cookie_name: settings.auth.session_cookie_name.clone(),
+                ttl: Duration::from_secs(settings.auth.session_ttl_secs),
+                always_secure: settings.auth.secure_cookies,
+                open_registration: settings.auth.open_registration,
+            },
+            // The decoy hash for unknown users is made here, once.
+            passwords: tokio::task::spawn_blocking(Passwords::new).await?,
+            sign_in: SignInLimiter::new(
+                settings.auth.sign_in_attempts_per_account as usize,
+                settings.auth.sign_in_attempts_per_address as usize,
+                Duration::from_secs(settings.auth.sign_in_window_secs),
+            ),
+            trusted_proxy_hops: settings.http.trusted_proxy_hops as usize,
         });
         Ok(Self { listener, settings, state, dispatcher, generated_admin_key })
     }

@@ -17,11 +17,29 @@ pub const KNOWN_SCOPES: [&str; 2] = [SCOPE_FORECASTS_WRITE, SCOPE_ADMIN];
 /// The principal of the configured bootstrap key.
 pub const BOOTSTRAP_KEY_ID: &str = "bootstrap";
 
-/// Who is calling, once the key checked out.
+/// Who is calling, once the key or session checked out.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub key_id: String,
+    /// `key:<API key id>` or `user:<username>`: what events and logs name as their actor.
+    pub actor: String,
     pub scopes: Vec<String>,
+    /// The session's user, when signed in with a session rather than a key.
+    pub session: Option<crate::store::SessionRecord>,
+}
+
+impl Principal {
+    pub fn of_key(id: &str, scopes: Vec<String>) -> Self {
+        Self { actor: format!("key:{id}"), scopes, session: None }
+    }
+
+    /// A session acts with its user's role as it is now.
+    pub fn of_session(session: crate::store::SessionRecord) -> Self {
+        Self {
+            actor: format!("user:{}", session.user.username),
+            scopes: session.user.role.scopes(),
+            session: Some(session),
+        }
+    }
 }
 
 impl Principal {
@@ -88,15 +106,12 @@ impl KeyVerifier {
             let matches: bool = sha256(secret.as_bytes()).ct_eq(stored.as_slice()).into();
             return Ok(record
                 .filter(|record| matches && record.revoked_at.is_none())
-                .map(|record| Principal { key_id: record.id, scopes: record.scopes }));
+                .map(|record| Principal::of_key(&record.id, record.scopes)));
         }
         if let Some(expected) = &self.bootstrap_hash {
             let matches: bool = sha256(presented.as_bytes()).ct_eq(expected).into();
             if matches {
-                return Ok(Some(Principal {
-                    key_id: BOOTSTRAP_KEY_ID.into(),
-                    scopes: vec![SCOPE_ADMIN.into()],
-                }));
+                return Ok(Some(Principal::of_key(BOOTSTRAP_KEY_ID, vec![SCOPE_ADMIN.into()])));
             }
         }
         Ok(None)
@@ -131,8 +146,8 @@ mod tests {
 
     #[test]
     fn admin_implies_every_scope() {
-        let admin = Principal { key_id: "a".into(), scopes: vec![SCOPE_ADMIN.into()] };
-        let writer = Principal { key_id: "w".into(), scopes: vec![SCOPE_FORECASTS_WRITE.into()] };
+        let admin = Principal::of_key("a", vec![SCOPE_ADMIN.into()]);
+        let writer = Principal::of_key("w", vec![SCOPE_FORECASTS_WRITE.into()]);
         assert!(admin.allows(SCOPE_FORECASTS_WRITE));
         assert!(writer.allows(SCOPE_FORECASTS_WRITE));
         assert!(!writer.allows(SCOPE_ADMIN));

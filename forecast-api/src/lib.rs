@@ -13,6 +13,7 @@
 //! - [`publisher`] — the in-process EventPublisher and its handlers.
 //! - [`outbox`] — the dispatcher that publishes outbox rows to Redis.
 //! - [`auth`] — API keys and scopes.
+//! - [`users`] — user accounts, roles, password hashing, sessions, sign-in limits.
 //! - [`relay_token`] — relay tokens and one-time tickets for browsers.
 //! - [`state`] — what every request handler shares.
 //! - [`http`] — routes by resource, errors, OpenAPI.
@@ -32,5 +33,6 @@ pub mod relay_token;
 pub mod settings;
 pub mod state;
 pub mod store;
+pub mod users;
 
 pub use app::ForecastApi;

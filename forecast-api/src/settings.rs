@@ -109,6 +109,20 @@ pub struct AuthSettings {
     pub relay_token_ttl_secs: u64,
     /// Lifetime of one-time tickets minted by `POST /api/relay-ticket`.
     pub relay_ticket_ttl_secs: u64,
+    /// The session cookie's name.
+    pub session_cookie_name: String,
+    /// How long a session lasts from sign-in.
+    pub session_ttl_secs: u64,
+    /// Mark the session cookie `Secure` always; without this it is `Secure` when the request
+    /// came over HTTPS (`X-Forwarded-Proto: https` from the ingress).
+    pub secure_cookies: bool,
+    /// Anyone may register (as a `viewer`) with `POST /api/users`; otherwise only admins may.
+    pub open_registration: bool,
+    /// Sign-in attempts allowed per account, and per client address, within
+    /// `sign_in_window_secs` (each replica counts its own).
+    pub sign_in_attempts_per_account: u32,
+    pub sign_in_attempts_per_address: u32,
+    pub sign_in_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +157,9 @@ pub struct HttpSettings {
     pub max_body_bytes: u64,
     /// A request head must arrive within this time (slowloris protection).
     pub header_read_timeout_secs: u64,
+    /// Proxies in front whose `X-Forwarded-For` entries are believed, counted from the right
+    /// (the client address that sign-in limits count by).
+    pub trusted_proxy_hops: u32,
 }
 
 impl Default for ForecastSettings {
@@ -198,6 +215,13 @@ impl Default for AuthSettings {
             relay_jwt_secret: String::new(),
             relay_token_ttl_secs: 300,
             relay_ticket_ttl_secs: 30,
+            session_cookie_name: "forecast_session".into(),
+            session_ttl_secs: 8 * 3600,
+            secure_cookies: false,
+            open_registration: false,
+            sign_in_attempts_per_account: 10,
+            sign_in_attempts_per_address: 50,
+            sign_in_window_secs: 300,
         }
     }
 }
@@ -216,7 +240,12 @@ impl Default for OutboxSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { request_timeout_ms: 10_000, max_body_bytes: 65_536, header_read_timeout_secs: 10 }
+        Self {
+            request_timeout_ms: 10_000,
+            max_body_bytes: 65_536,
+            header_read_timeout_secs: 10,
+            trusted_proxy_hops: 0,
+        }
     }
 }
 
@@ -331,11 +360,27 @@ impl Validate for ForecastSettings {
         }
         errors.check(require_positive("auth.relay_token_ttl_secs", self.auth.relay_token_ttl_secs));
         errors.check(require_positive("auth.relay_ticket_ttl_secs", self.auth.relay_ticket_ttl_secs));
-        let cookie_ok = !self.relay.cookie_name.is_empty()
-            && self.relay.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !cookie_ok {
+        let cookie_ok = |name: &str| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !cookie_ok(&self.relay.cookie_name) {
             errors.add(ConfigError::new("relay.cookie_name", "must be letters, digits, '_' or '-'"));
         }
+        if !cookie_ok(&self.auth.session_cookie_name) {
+            errors.add(ConfigError::new("auth.session_cookie_name", "must be letters, digits, '_' or '-'"));
+        } else if self.auth.session_cookie_name == self.relay.cookie_name {
+            errors.add(ConfigError::new("auth.session_cookie_name", "must differ from relay.cookie_name"));
+        }
+        errors.check(require_positive("auth.session_ttl_secs", self.auth.session_ttl_secs));
+        errors.check(require_positive(
+            "auth.sign_in_attempts_per_account",
+            u64::from(self.auth.sign_in_attempts_per_account),
+        ));
+        errors.check(require_positive(
+            "auth.sign_in_attempts_per_address",
+            u64::from(self.auth.sign_in_attempts_per_address),
+        ));
+        errors.check(require_positive("auth.sign_in_window_secs", self.auth.sign_in_window_secs));
         if !(self.relay.public_url.starts_with("http://") || self.relay.public_url.starts_with("https://")) {
             errors.add(ConfigError::new("relay.public_url", "must be an http:// or https:// URL"));
         }

@@ -11,6 +11,7 @@ use crate::auth::KeyVerifier;
 use crate::metrics::ForecastMetrics;
 use crate::publisher::EventPublisher;
 use crate::store::Store;
+use crate::users::{Passwords, SignInLimiter};
 
 pub struct AppState {
     pub store: Store,
@@ -28,4 +29,18 @@ pub struct AppState {
     pub redis: Arc<RedisTarget>,
     /// Whether Redis may evict the log, for `/readyz`.
     pub eviction: Arc<EvictionWatch>,
+    pub session: SessionPolicy,
+    pub passwords: Passwords,
+    pub sign_in: SignInLimiter,
+    /// Proxies whose `X-Forwarded-For` entries are believed (see `http.trusted_proxy_hops`).
+    pub trusted_proxy_hops: usize,
+}
+
+/// How sessions are issued.
+pub struct SessionPolicy {
+    pub cookie_name: String,
+    pub ttl: std::time::Duration,
+    /// `Secure` on every session cookie, not only those set over HTTPS.
+    pub always_secure: bool,
+    pub open_registration: bool,
 }

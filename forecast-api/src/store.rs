@@ -13,9 +13,12 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
+use std::collections::BTreeMap;
+
 use crate::events::DomainEvent;
 use crate::model::{Forecast, ForecastInput, fahrenheit};
 use crate::settings::{DatabaseKind, DatabaseSettings};
+use crate::users::Role;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -27,8 +30,19 @@ pub enum StoreError {
     /// The `If-Match` version is not the current one.
     #[error("version mismatch: current version is {current}")]
     VersionMismatch { current: i64 },
+    /// A unique value (a username) is taken.
+    #[error("already exists")]
+    Duplicate,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+}
+
+/// A unique constraint refused the write: [`StoreError::Duplicate`], else the error itself.
+fn duplicate_or(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(database) if database.is_unique_violation() => StoreError::Duplicate,
+        _ => StoreError::Database(error),
+    }
 }
 
 #[derive(Clone)]
@@ -64,6 +78,33 @@ pub struct ApiKeyRecord {
     pub scopes: Vec<String>,
     pub created_at: String,
     pub revoked_at: Option<String>,
+}
+
+/// The columns [`user_from_row`] reads (a macro: queries must be string literals).
+macro_rules! user_columns {
+    () => {
+        "id, username, password_hash, role, claims, created_at, updated_at"
+    };
+}
+
+/// A user account (its password only as an Argon2id hash).
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub claims: BTreeMap<String, String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A session that has not ended, with its user.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user: UserRecord,
+    pub expires_at: String,
 }
 
 /// An outbox row waiting to be published.
@@ -364,6 +405,162 @@ impl Store {
         Ok((key, event))
     }
 
+    // ---- users and sessions ----
+
+    /// Inserts a user and its `registered` event; [`StoreError::Duplicate`] when the username
+    /// is taken.
+    pub async fn insert_user(&self, user: &UserRecord, event: &DomainEvent) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, role, claims, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&user.id)
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(user.role.as_str())
+        .bind(claims_text(&user.claims))
+        .bind(&user.created_at)
+        .bind(&user.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(duplicate_or)?;
+        insert_outbox(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let rows = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users ORDER BY username"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn find_user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE username = $1"))
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| user_from_row(&row)).transpose()?)
+    }
+
+    /// Changes a user's role or claims (`change` gets the user as it is and changes it); the
+    /// event `event` makes of the user before and after is written with it, if it makes one.
+    pub async fn update_user(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut UserRecord),
+        event: impl FnOnce(&UserRecord, &UserRecord) -> Option<DomainEvent>,
+    ) -> Result<(UserRecord, Option<DomainEvent>), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // A write first: on SQLite a transaction that reads and then writes fails at once if
+        // another connection wrote in between, while one that starts by writing waits its turn.
+        sqlx::query("UPDATE users SET id = id WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let before = user_from_row(&row)?;
+        let mut after = before.clone();
+        change(&mut after);
+        let Some(event) = event(&before, &after) else { return Ok((before, None)) };
+        after.updated_at = now_text();
+        sqlx::query("UPDATE users SET role = $1, claims = $2, updated_at = $3 WHERE id = $4")
+            .bind(after.role.as_str())
+            .bind(claims_text(&after.claims))
+            .bind(&after.updated_at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        insert_outbox(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok((after, Some(event)))
+    }
+
+    /// Starts a session for `user`, writing `events` (signed in, session created) with it.
+    pub async fn insert_session(
+        &self,
+        id: &str,
+        secret_hash: &str,
+        user: &UserRecord,
+        expires_at: &str,
+        events: &[DomainEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, secret_hash, user_id, created_at, expires_at, ended_at) \
+             VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(id)
+        .bind(secret_hash)
+        .bind(&user.id)
+        .bind(now_text())
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        for event in events {
+            insert_outbox(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The session whose secret hashes to `secret_hash`, if it has neither ended nor expired.
+    pub async fn active_session(&self, secret_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        // RFC 3339 texts in UTC with one precision (see `now_text`) compare as times.
+        let row = sqlx::query(
+            "SELECT s.id AS session_id, s.expires_at, u.id, u.username, u.password_hash, u.role, u.claims, \
+             u.created_at, u.updated_at FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.secret_hash = $1 AND s.ended_at IS NULL AND s.expires_at > $2",
+        )
+        .bind(secret_hash)
+        .bind(now_text())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(SessionRecord {
+            id: row.try_get("session_id")?,
+            expires_at: row.try_get("expires_at")?,
+            user: user_from_row(&row)?,
+        }))
+    }
+
+    /// Ends the sessions of a user (`session`: only that one), writing the event `event`
+    /// makes of how many ended, if any did; [`StoreError::NotFound`] for an unknown user.
+    pub async fn end_sessions(
+        &self,
+        user_id: &str,
+        session: Option<&str>,
+        event: impl FnOnce(&UserRecord, u64) -> DomainEvent,
+    ) -> Result<(u64, Option<DomainEvent>), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The write first (see `update_user`).
+        let ended = sqlx::query(
+            "UPDATE sessions SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL AND ($3 = '' OR id = $3)",
+        )
+        .bind(now_text())
+        .bind(user_id)
+        .bind(session.unwrap_or(""))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let user = user_from_row(&row)?;
+        if ended == 0 {
+            return Ok((0, None));
+        }
+        let event = event(&user, ended);
+        insert_outbox(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok((ended, Some(event)))
+    }
+
     // ---- outbox ----
 
     /// The rows waiting, and when the oldest was written (unix seconds; `None` when none waits).
@@ -484,6 +681,26 @@ fn api_key_from_row(row: &AnyRow) -> Result<ApiKeyRecord, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
     })
+}
+
+fn user_from_row(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
+    let role: String = row.try_get("role")?;
+    let claims: String = row.try_get("claims")?;
+    let decode = |what: &str, error: String| sqlx::Error::Decode(format!("users.{what}: {error}").into());
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        role: Role::parse(&role).ok_or_else(|| decode("role", format!("unknown role {role:?}")))?,
+        claims: serde_json::from_str(&claims).map_err(|error| decode("claims", error.to_string()))?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn claims_text(claims: &BTreeMap<String, String>) -> String {
+    // A map of strings always serializes.
+    serde_json::to_string(claims).unwrap_or_else(|_| "{}".into())
 }
 
 fn outbox_from_row(row: &AnyRow) -> Result<OutboxRow, sqlx::Error> {

@@ -1,14 +1,19 @@
 // Browser scenarios for the dashboard, in Debian's Chromium through playwright-core.
 // Started by tests/system/browser.rs with the services running; exits non-zero on failure.
-// Environment: API_URL, RELAY_URL, ADMIN_KEY, SHOT_DIR, SCENARIO (live | resume | docs).
+// Environment: API_URL, RELAY_URL, ADMIN_KEY, SHOT_DIR, SCENARIO (live | resume | docs | roles |
+// outage), PASSWORD (of the users the harness registered: ada the admin, eddie the editor, vera
+// the viewer).
 import { chromium } from "playwright-core";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
+import { createInterface } from "node:readline";
 
-const { API_URL, RELAY_URL, ADMIN_KEY, SHOT_DIR, SCENARIO } = process.env;
+const { API_URL, RELAY_URL, ADMIN_KEY, SHOT_DIR, SCENARIO, PASSWORD } = process.env;
 const WAIT = 10_000;
+// Every scenario ends by itself, whatever it waits for.
+setTimeout(() => { console.error(`scenario ${SCENARIO} still running after 3 minutes`); process.exit(2); }, 180_000).unref();
 
 const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "sse-relay-chromium-")), {
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -19,12 +24,25 @@ const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir()
 });
 const problems = [];
 const dialogs = [];
+// Refusals a scenario expects ("GET /api/session 401": the page asks who is signed in, and
+// nobody is); any other failed response is a problem. Chromium also logs each failed response
+// on the console: those lines are left to this check.
+const expectedFailures = new Set(["GET /api/session 401"]);
+function watch(page) {
+  page.on("console", (m) => {
+    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) problems.push(`console: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("response", (r) => {
+    const failure = `${r.request().method()} ${new URL(r.url()).pathname} ${r.status()}`;
+    if (r.status() >= 400 && !expectedFailures.has(failure)) problems.push(`${failure} (${r.url()})`);
+  });
+}
 async function openPage({ sharedWorker = true } = {}) {
   const page = await context.newPage();
   // Without SharedWorker the client falls back to an EventSource per tab.
   if (!sharedWorker) await page.addInitScript(() => { delete window.SharedWorker; });
-  page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  watch(page);
   page.on("dialog", async (d) => { dialogs.push(d.message()); await d.dismiss(); });
   await page.goto(API_URL + "/");
   await page.waitForSelector("#status.connected", { timeout: WAIT });
@@ -40,6 +58,38 @@ async function post(body) {
   assert.equal(response.status, 201, text);
   return JSON.parse(text);
 }
+async function signIn(page, username) {
+  await page.fill("#username", username);
+  await page.fill("#password", PASSWORD);
+  await page.click("#sign-in");
+  await page.locator("#signed-in").waitFor({ state: "visible", timeout: WAIT });
+  assert.equal(await page.locator("#who").textContent(), username);
+}
+async function signOut(page) {
+  await page.click("#sign-out");
+  await page.locator("#sign-in-form").waitFor({ state: "visible", timeout: WAIT });
+}
+async function createInForm(page, date, temperature, summary) {
+  await page.fill("#date", date);
+  await page.fill("#temperature", String(temperature));
+  await page.fill("#summary", summary);
+  await page.click("#save");
+}
+/** The harness's next line on stdin (it answers what the scenario asked for on stdout). */
+let harnessLines = null;
+async function fromHarness() {
+  harnessLines ??= createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  const { value } = await harnessLines.next();
+  return (value ?? "").trim();
+}
+async function waitForConnections(expected) {
+  const deadline = Date.now() + WAIT;
+  let connections;
+  while ((connections = await relayConnections()) !== expected && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return connections;
+}
 async function relayConnections() {
   const text = await (await fetch(RELAY_URL + "/metrics")).text();
   return Number(text.match(/^sse_relay_connections (\d+)/m)[1]);
@@ -52,9 +102,9 @@ try {
     const page1 = await openPage();
     const page2 = await openPage();
 
-    // 1. Created in page 1: appears in page 2 with a toast; page 1 shows it without an echo.
-    await page1.fill("#api-key", ADMIN_KEY);
-    await page1.click("#key-form button");
+    // 1. Created in page 1 (ada, an admin, signed in): appears in page 2 with a toast; page 1
+    //    shows it without an echo.
+    await signIn(page1, "ada");
     await page1.fill("#date", "2026-11-23");
     await page1.fill("#temperature", "25");
     await page1.fill("#summary", "Warm");
@@ -63,7 +113,7 @@ try {
     await page1.locator("#forecasts tbody tr", { hasText: "Warm" }).waitFor({ timeout: WAIT });
     console.log(`page 1 had its answer after ${Date.now() - started} ms`);
     await page2.locator("#forecasts tbody tr", { hasText: "Warm" }).waitFor({ timeout: WAIT });
-    await page2.locator(".toast", { hasText: "Forecast created: 25 °C, Warm" }).waitFor({ timeout: WAIT });
+    await page2.locator(".toast", { hasText: "Forecast created: 25 °C, Warm — by ada" }).waitFor({ timeout: WAIT });
     console.log(`page 2 showed the new forecast after ${Date.now() - started} ms`);
     await page1.locator("#forecasts tbody tr", { hasText: "Warm" }).waitFor({ timeout: WAIT });
     assert.equal(await page1.locator(".toast", { hasText: "Forecast created" }).count(), 0, "no echo toast in page 1");
@@ -84,6 +134,8 @@ try {
     assert.equal(await cell.textContent(), hostile, "summary shown literally");
     assert.equal(await page2.locator("#forecasts img").count(), 0, "no element was injected");
     assert.equal(await page2.locator("#admin-card").isHidden(), true, "anonymous page has no admin feed");
+    assert.equal(await page2.locator("#editor-card").isHidden(), true, "anonymous page has no form");
+    assert.equal(await row(page2, created.id).getByRole("button").count(), 0, "nor edit buttons");
     await shot(page2, "hostile-summary");
 
     // Edit and delete in page 1 reach page 2.
@@ -96,7 +148,7 @@ try {
     await page2.locator(".toast", { hasText: "Forecast deleted" }).waitFor({ timeout: WAIT });
     assert.equal(await page1.locator(".toast", { hasText: /updated: 14|deleted/ }).count(), 0, "no echo in page 1");
 
-    // The admin feed (page 1 has an admin key) shows admin events.
+    // The admin feed (page 1 is signed in as an admin) shows admin events.
     await page1.locator("#admin-card").waitFor({ state: "visible", timeout: WAIT });
     const keyResponse = await fetch(API_URL + "/api/admin/apikeys", {
       method: "POST",
@@ -109,9 +161,9 @@ try {
 
     // A tab without SharedWorker has its own connection and hands its id to the API: its own
     // change is not echoed to it by the relay, and the others still get it.
+    // (It shares the browser's session: signed in as ada too.)
     const solo = await openPage({ sharedWorker: false });
-    await solo.fill("#api-key", ADMIN_KEY);
-    await solo.click("#key-form button");
+    await solo.locator("#editor-card").waitFor({ state: "visible", timeout: WAIT });
     await solo.fill("#date", "2026-11-27");
     await solo.fill("#temperature", "-3");
     await solo.fill("#summary", "Frost");
@@ -121,14 +173,14 @@ try {
     assert.equal(await solo.locator(".toast", { hasText: "Frost" }).count(), 0, "no echo in the solo tab");
     await solo.close();
 
-    // Tabs share one relay connection (page 1 also holds its admin feed's own stream).
-    await page1.locator("#admin-card").waitFor({ state: "visible", timeout: WAIT });
+    // Tabs share one relay connection. Signed out, page 1 drops its admin feed's own stream.
+    await signOut(page1);
     const more = [];
     for (let i = 0; i < 6; i++) more.push(await openPage());
     const tabs = 2 + more.length;
-    const connections = await relayConnections();
+    const connections = await waitForConnections(1);
     console.log(`${tabs} tabs, relay connections: ${connections}`);
-    assert.equal(connections, 2, "one shared stream for all tabs, plus page 1's admin stream");
+    assert.equal(connections, 1, "one shared stream for all tabs");
     const last = more[more.length - 1];
     const late = await post({ date: "2026-11-26", temperatureC: 30, summary: "Hot" });
     await row(last, late.id).waitFor({ timeout: WAIT });
@@ -157,14 +209,108 @@ try {
     }
     assert.equal(await page.locator("#forecasts tbody tr").count(), ids.length + 1, "every forecast once");
     await shot(page, process.env.EXPECT_RESET === "1" ? "after-reset" : "after-relay-restart");
+  } else if (SCENARIO === "roles") {
+    // What each role sees and may do, the admin feed live and resumed across ticket renewals
+    // (tickets live 2 s here), and sign-out.
+    const page = await openPage();
+    const existing = await post({ date: "2026-12-02", temperatureC: 4, summary: "Existing" });
+    await row(page, existing.id).waitFor({ timeout: WAIT });
+    assert.equal(await page.locator("#sign-in-form").isVisible(), true, "signed out at first");
+
+    // A viewer reads; no form, no buttons, and the API refuses a write from this page anyway.
+    await signIn(page, "vera");
+    assert.equal(await page.locator("#role").textContent(), "viewer");
+    for (const card of ["#editor-card", "#users-card", "#admin-card"]) {
+      assert.equal(await page.locator(card).isHidden(), true, `a viewer has no ${card}`);
+    }
+    assert.equal(await row(page, existing.id).getByRole("button").count(), 0, "a viewer gets no edit buttons");
+    expectedFailures.add("POST /api/weatherforecast 403");
+    const refused = await page.evaluate(async () => (await fetch("/api/weatherforecast", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ date: "2026-12-03", temperatureC: 1 }) })).status);
+    assert.equal(refused, 403, "a viewer's session cannot write");
+    await signOut(page);
+    await page.reload();
+    await page.locator("#sign-in-form").waitFor({ state: "visible", timeout: WAIT });
+
+    // An editor creates, edits and deletes.
+    await signIn(page, "eddie");
+    assert.equal(await page.locator("#users-card").isHidden(), true, "an editor does not manage users");
+    await createInForm(page, "2026-12-05", 9, "By eddie");
+    const mine = page.locator("#forecasts tbody tr", { hasText: "By eddie" });
+    await mine.waitFor({ timeout: WAIT });
+    await mine.getByRole("button", { name: /^Edit/ }).click();
+    await page.fill("#temperature", "11");
+    await page.click("#save");
+    await page.locator("#forecasts tbody tr", { hasText: "By eddie" }).locator("td", { hasText: "11" }).first().waitFor({ timeout: WAIT });
+    await page.locator("#forecasts tbody tr", { hasText: "By eddie" }).getByRole("button", { name: /^Delete/ }).click();
+    await mine.waitFor({ state: "detached", timeout: WAIT });
+    await signOut(page);
+
+    // An admin manages users and sees another user's sign-in live.
+    await signIn(page, "ada");
+    await page.locator("#admin-card").waitFor({ state: "visible", timeout: WAIT });
+    await page.locator("#users tbody tr", { hasText: "vera" }).waitFor({ timeout: WAIT });
+    const elsewhere = await fetch(API_URL + "/api/session", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username: "vera", password: PASSWORD }),
+    });
+    assert.equal(elsewhere.status, 200);
+    await page.locator("#admin-feed li", { hasText: "admin.user.loggedin vera" }).waitFor({ timeout: WAIT });
+    await page.locator('#users tr[data-username="vera"] select').selectOption("editor");
+    await page.locator("#admin-feed li", { hasText: "admin.user.rolechanged vera — by ada" }).waitFor({ timeout: WAIT });
+
+    // Admin events published across several ticket renewals each show once.
+    const names = [];
+    for (let i = 0; i < 6; i++) {
+      const name = `renewal-${i}`;
+      names.push(name);
+      const response = await fetch(API_URL + "/api/admin/apikeys", {
+        method: "POST", headers: { "Content-Type": "application/json", "X-Api-Key": ADMIN_KEY },
+        body: JSON.stringify({ name, scopes: ["forecasts:write"] }),
+      });
+      assert.equal(response.status, 201);
+      await new Promise((r) => setTimeout(r, 700));
+    }
+    for (const name of names) {
+      const item = page.locator("#admin-feed li", { hasText: `admin.apikey.created ${name} ` });
+      await item.waitFor({ timeout: WAIT });
+      assert.equal(await item.count(), 1, `${name} once`);
+    }
+    await shot(page, "admin");
+
+    // Signing out ends the session: a reload is signed out.
+    await signOut(page);
+    await page.reload();
+    await page.locator("#sign-in-form").waitFor({ state: "visible", timeout: WAIT });
+    assert.equal(await page.locator("#admin-card").isHidden(), true);
+  } else if (SCENARIO === "outage") {
+    // Redis goes down: the page that writes shows its change at once; another page gets it,
+    // once, after Redis is back.
+    const writer = await openPage({ sharedWorker: false });
+    const other = await openPage({ sharedWorker: false });
+    await signIn(writer, "eddie");
+    console.log("stop-redis");
+    assert.equal(await fromHarness(), "redis-stopped");
+    await createInForm(writer, "2026-12-06", 2, "While Redis was down");
+    await writer.locator("#forecasts tbody tr", { hasText: "While Redis was down" }).waitFor({ timeout: WAIT });
+    assert.equal(await other.locator("#forecasts tbody tr", { hasText: "While Redis was down" }).count(), 0,
+      "not delivered while Redis is down");
+    console.log("start-redis");
+    assert.equal(await fromHarness(), "redis-started");
+    await other.locator("#forecasts tbody tr", { hasText: "While Redis was down" }).waitFor({ timeout: 30_000 });
+    await other.waitForSelector("#status.connected, #status.resynced", { timeout: WAIT });
+    assert.equal(await other.locator("#forecasts tbody tr", { hasText: "While Redis was down" }).count(), 1, "once");
+    assert.ok(await other.locator(".toast", { hasText: "While Redis was down" }).count() <= 1, "one toast at most");
+    assert.equal(await writer.locator("#forecasts tbody tr", { hasText: "While Redis was down" }).count(), 1);
+    assert.equal(await writer.locator(".toast", { hasText: "While Redis was down" }).count(), 0, "no echo");
+    await shot(other, "after-redis-outage");
   } else if (SCENARIO === "docs") {
     // Swagger UI at /docs: everything from this origin, and a request tried with a key.
     const page = await context.newPage();
     const outside = [];
     page.on("request", (r) => { if (!r.url().startsWith(API_URL + "/")) outside.push(r.url()); });
-    page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
-    page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-    page.on("response", (r) => { if (r.status() >= 400) problems.push(`${r.status()} for ${r.url()}`); });
+    watch(page);
     await page.goto(API_URL + "/docs");
     const create = page.locator("#operations-forecasts-createForecast");
     await create.waitFor({ timeout: WAIT });

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use testkit::forecast_process::{ADMIN_KEY, DbKind, ForecastBuilder, TestDb};
+use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
 use testkit::redis_server::{RedisServer, free_port};
 use testkit::relay_process::RelayBuilder;
 
@@ -27,8 +27,25 @@ fn scenario_command(scenario: &str, api_url: &str, relay_url: &str) -> Command {
         .env("API_URL", api_url)
         .env("RELAY_URL", relay_url)
         .env("ADMIN_KEY", ADMIN_KEY)
+        .env("PASSWORD", PASSWORD)
         .env("SHOT_DIR", &shots);
     command
+}
+
+/// The password of the users [`register_users`] creates.
+const PASSWORD: &str = "a long test passphrase";
+
+/// Registers the scenarios' users: ada (admin), eddie (editor) and vera (viewer).
+async fn register_users(api: &Api) {
+    for (username, role) in [("ada", "admin"), ("eddie", "editor"), ("vera", "viewer")] {
+        let response = api
+            .post("/api/users", ADMIN_KEY)
+            .json(&serde_json::json!({ "username": username, "password": PASSWORD, "role": role }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    }
 }
 
 fn screenshots() -> PathBuf {
@@ -63,8 +80,97 @@ async fn the_dashboard_stays_live_across_pages_shares_one_connection_and_shows_h
         .start();
     relay.wait_ready().await;
     api.wait_ready().await;
+    register_users(&Api::new(&api)).await;
     let (api_url, relay_url) = (api.url(""), relay.url(""));
     tokio::task::spawn_blocking(move || run_scenario("live", &api_url, &relay_url)).await.unwrap();
+}
+
+/// A viewer, an editor and an admin each get what their role allows; the admin sees another
+/// user's sign-in live and misses no admin event across ticket renewals; sign-out ends the
+/// session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_gets_what_it_may_do_and_the_admin_feed_misses_nothing_across_tickets() {
+    let redis = RedisServer::start();
+    let api_port = free_port();
+    let relay = RelayBuilder::new(redis.url())
+        .accepting_forecast_api_tokens()
+        .env("CORS__ALLOWED_ORIGINS", format!("http://127.0.0.1:{api_port}"))
+        .start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api = ForecastBuilder::new(&db, redis.url())
+        .env("LISTEN", format!("127.0.0.1:{api_port}"))
+        .env("RELAY__PUBLIC_URL", relay.url(""))
+        // Tickets expire every 2 s: the feed renews them again and again.
+        .env("AUTH__RELAY_TICKET_TTL_SECS", 2)
+        .start();
+    relay.wait_ready().await;
+    api.wait_ready().await;
+    register_users(&Api::new(&api)).await;
+    let (api_url, relay_url) = (api.url(""), relay.url(""));
+    tokio::task::spawn_blocking(move || run_scenario("roles", &api_url, &relay_url)).await.unwrap();
+}
+
+/// Redis goes down while two pages are open: the page that writes shows its change at once,
+/// the other gets it once Redis is back, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_the_writer_sees_its_change_and_the_others_get_it_once_after() {
+    let mut redis = RedisServer::start_with(true);
+    let api_port = free_port();
+    let relay = RelayBuilder::new(redis.url())
+        .channels("[[channels]]\npattern = \"weatherforecast.*\"\nformat = \"envelope\"\n")
+        .env("CORS__ALLOWED_ORIGINS", format!("http://127.0.0.1:{api_port}"))
+        .start();
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let api = ForecastBuilder::new(&db, redis.url())
+        .env("LISTEN", format!("127.0.0.1:{api_port}"))
+        .env("RELAY__PUBLIC_URL", relay.url(""))
+        .start();
+    relay.wait_ready().await;
+    api.wait_ready().await;
+    register_users(&Api::new(&api)).await;
+
+    let mut child = scenario_command("outage", &api.url(""), &relay.url(""))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut transcript = String::new();
+    let mut asked = |expected: &str, transcript: &mut String| {
+        tokio::task::block_in_place(|| {
+            let mut line = String::new();
+            while stdout.read_line(&mut line).unwrap_or(0) > 0 {
+                transcript.push_str(&line);
+                if line.trim() == expected {
+                    return true;
+                }
+                line.clear();
+            }
+            false
+        })
+    };
+    assert!(asked("stop-redis", &mut transcript), "the scenario did not get ready:\n{transcript}");
+    redis.kill();
+    stdin.write_all(b"redis-stopped\n").unwrap();
+    assert!(
+        asked("start-redis", &mut transcript),
+        "the scenario did not write during the outage:\n{transcript}"
+    );
+    redis.restart();
+    stdin.write_all(b"redis-started\n").unwrap();
+    drop(stdin);
+    let output =
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("node exits")).await.unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
+    assert!(
+        output.status.success(),
+        "browser scenario outage failed:\n{transcript}{rest}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    api.wait_metric("forecast_api_outbox_pending", |pending| pending == 0.0).await;
 }
 
 /// Swagger UI at `/docs`, served by forecast-api alone (no outside request), creates a

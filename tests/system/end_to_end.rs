@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
+use testkit::forecast_process::{ADMIN_ACTOR, ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb, event_data};
 use testkit::relay_process::{ENVELOPE_CHANNELS, TestRelay};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -21,7 +21,7 @@ async fn a_client_that_was_away_gets_the_api_changes_in_order_on_resume() {
     let seen = stream.next_event(WAIT).await;
     assert_eq!(seen.event.as_deref(), Some("weatherforecast.created"));
     let data: Value = serde_json::from_str(seen.data.as_deref().unwrap()).unwrap();
-    assert_eq!(data, first, "the event's data is the forecast the API returned");
+    assert_eq!(data, event_data(&first, ADMIN_ACTOR), "the event's data is the forecast the API returned");
     let last_id = seen.id.unwrap();
     drop(stream);
 
@@ -50,9 +50,9 @@ async fn a_client_that_was_away_gets_the_api_changes_in_order_on_resume() {
     assert_eq!(
         events,
         [
-            ("weatherforecast.created".to_owned(), created.clone()),
-            ("weatherforecast.updated".to_owned(), updated),
-            ("weatherforecast.deleted".to_owned(), json!({ "id": created["id"] })),
+            ("weatherforecast.created".to_owned(), event_data(&created, ADMIN_ACTOR)),
+            ("weatherforecast.updated".to_owned(), event_data(&updated, ADMIN_ACTOR)),
+            ("weatherforecast.deleted".to_owned(), event_data(&json!({ "id": created["id"] }), ADMIN_ACTOR)),
         ]
     );
     assert!(relay.metric("sse_relay_replayed_events_total").await >= 3.0);
@@ -134,13 +134,19 @@ async fn both_services_started_before_redis_deliver_everything_once_it_is_reacha
     for forecast in &created {
         let event = stream.next_event(WAIT).await;
         assert_eq!(event.event.as_deref(), Some("weatherforecast.created"));
-        assert_eq!(serde_json::from_str::<Value>(event.data.as_deref().unwrap()).unwrap(), *forecast);
+        assert_eq!(
+            serde_json::from_str::<Value>(event.data.as_deref().unwrap()).unwrap(),
+            event_data(forecast, ADMIN_ACTOR)
+        );
     }
     api_process.wait_metric("forecast_api_outbox_pending", |pending| pending == 0.0).await;
     // Nothing twice: the next event is the next change.
     let next = api.create("2026-12-04", 24, "Mild").await;
     let event = stream.next_event(WAIT).await;
-    assert_eq!(serde_json::from_str::<Value>(event.data.as_deref().unwrap()).unwrap(), next);
+    assert_eq!(
+        serde_json::from_str::<Value>(event.data.as_deref().unwrap()).unwrap(),
+        event_data(&next, ADMIN_ACTOR)
+    );
 }
 
 /// One change followed through every hop by its `X-Correlation-Id`: forecast-api's answer,

@@ -13,6 +13,16 @@ use crate::service_process::ServiceProcess;
 
 /// The bootstrap admin key every test instance is configured with.
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
+/// Who events caused with [`ADMIN_KEY`] name as their actor.
+pub const ADMIN_ACTOR: &str = "key:bootstrap";
+
+/// An event's data as forecast-api publishes it for a change that answered `answer`: the same,
+/// plus who caused it.
+pub fn event_data(answer: &serde_json::Value, actor: &str) -> serde_json::Value {
+    let mut data = answer.clone();
+    data["actor"] = actor.into();
+    data
+}
 pub const RELAY_JWT_SECRET: &str = "test-relay-secret-0123456789abcdef0123";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,6 +76,14 @@ impl ApiError {
         Self { www_authenticate: true, ..Self::new(StatusCode::UNAUTHORIZED, detail) }
     }
 
+    /// 429: too many attempts; retry after `wait`.
+    pub fn too_many_requests(detail: impl Into<String>, wait: std::time::Duration) -> Self {
+        Self {
+            retry_after_secs: Some(wait.as_secs().max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, detail)
+        }
+    }
+
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let detail =
             errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
@@ -100,6 +108,9 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "no such resource"),
+            StoreError::Duplicate => {
+                Self::new(StatusCode::CONFLICT, "a resource with this name already exists")
+            }
             StoreError::VersionMismatch { current } => Self::new(
                 StatusCode::PRECONDITION_FAILED,
                 format!("If-Match does not match the current version (ETag \"{current}\"); fetch it again"),
@@ -171,8 +182,10 @@ macro_rules! problem_responses {
 
 problem_responses! {
     BadRequest => "The request is not valid: `detail` says why (and `errors`, per field, for invalid input).",
-    Unauthorized => "No API key, or an unknown or revoked one.",
-    Forbidden => "The API key lacks the scope this operation needs.",
+    Unauthorized => "No API key or session, or an unknown, revoked or expired one.",
+    Forbidden => "The API key or the session's role lacks the scope this operation needs, or a cookie-authenticated write came from another site.",
+    Conflict => "The name is taken.",
+    TooManyRequests => "Too many sign-in attempts for this account or from this address: wait `Retry-After` seconds.",
     NotFound => "No such resource.",
     PreconditionFailed => "If-Match does not match the current version: fetch it again.",
     PayloadTooLarge => "The body is larger than `http.max_body_bytes`.",

@@ -89,6 +89,54 @@ pub async fn database_gate(State(state): State<Arc<AppState>>, request: Request,
     response
 }
 
+/// Cross-site request forgery: a write authenticated by the session cookie (no API key) must
+/// come from a page of this site — its `Origin` names this host (browsers send it with every
+/// write);
+/// so must a sign-in that names an origin. SameSite=Strict already keeps the cookie off
+/// cross-site requests; this holds where a browser or proxy does not.
+pub async fn same_origin_writes(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method();
+    if method.is_safe() {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let by_cookie = super::request::presented_key(headers).is_none()
+        && super::request::session_secret(headers, &state.session.cookie_name).is_some();
+    let signing_in = request.uri().path() == "/api/session";
+    let mut origins = headers.get_all(axum::http::header::ORIGIN).iter();
+    let origin = origins.next().map(|value| value.to_str().unwrap_or(""));
+    let host = headers.get(axum::http::header::HOST).and_then(|value| value.to_str().ok());
+    // Host names are compared, not ports: a proxy may pass `Host` without the port it listens
+    // on, and ports do not separate sites for cookies anyway. Two Origin headers name no one
+    // origin.
+    let same_site = match (origin, host, origins.next()) {
+        (Some(origin), Some(host), None) => origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| host_name(authority).eq_ignore_ascii_case(host_name(host))),
+        _ => false,
+    };
+    if (by_cookie && !same_site) || (signing_in && origin.is_some() && !same_site) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a cookie-authenticated write must come from a page of this site (its Origin header must name this host)",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// The host of `host[:port]` (`[v6]:port` too).
+fn host_name(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +152,13 @@ mod tests {
         headers.insert(X_CORRELATION_ID, HeaderValue::from_static("abc-123"));
         assert_eq!(correlation_from(&headers), "abc-123");
         assert_eq!(correlation_from(&HeaderMap::new()).len(), 32);
+    }
+
+    #[test]
+    fn host_names_are_cut_from_authorities() {
+        assert_eq!(host_name("127.0.0.1:8081"), "127.0.0.1");
+        assert_eq!(host_name("example.com"), "example.com");
+        assert_eq!(host_name("[::1]:8000"), "::1");
+        assert_eq!(host_name("[::1]"), "::1");
     }
 }

@@ -3,6 +3,9 @@
 //! - [`forecasts`] — `GET/POST /api/weatherforecast`, `GET/PUT/DELETE /api/weatherforecast/{id}`
 //! - [`api_keys`] — `POST /api/admin/apikeys`, `DELETE /api/admin/apikeys/{id}` (admin)
 //! - [`relay_tokens`] — `POST /api/relay-token`, `POST /api/relay-ticket` (admin)
+//! - [`users`] — `GET/POST /api/users`, `PUT /api/users/{id}/role|claims`,
+//!   `DELETE /api/users/{id}/sessions` (admin); `POST/GET/DELETE /api/session` (sign in, who
+//!   am I, sign out)
 //! - [`operations`] — `GET /healthz`, `GET /readyz`, `GET /metrics`
 //! - [`openapi`] — `GET /openapi.json`
 //! - [`docs`] — `GET /docs`: Swagger UI over that document
@@ -23,6 +26,7 @@ pub mod openapi;
 pub mod operations;
 pub mod relay_tokens;
 pub mod request;
+pub mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +34,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -55,6 +59,12 @@ pub fn router(
         .route("/api/admin/apikeys/{id}", delete(api_keys::revoke))
         .route("/api/relay-token", post(relay_tokens::create_token))
         .route("/api/relay-ticket", post(relay_tokens::create_ticket))
+        .route("/api/users", get(users::list).post(users::create))
+        .route("/api/users/{id}/role", put(users::change_role))
+        .route("/api/users/{id}/claims", put(users::set_claims))
+        .route("/api/users/{id}/sessions", delete(users::revoke_sessions))
+        .route("/api/session", get(users::current).post(users::sign_in).delete(users::sign_out))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), middleware::same_origin_writes))
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), middleware::database_gate));
     let api = Router::new()
         .merge(data)

@@ -6,23 +6,28 @@ use utoipa::OpenApi;
 
 use super::api_keys::{self, ApiKeyCreated, ApiKeyRequest, Scope};
 use super::errors::{
-    ApiError, BadRequest, Forbidden, NotFound, NotImplemented, PayloadTooLarge, PreconditionFailed, Problem,
-    Unauthorized, UnsupportedMediaType,
+    ApiError, BadRequest, Conflict, Forbidden, NotFound, NotImplemented, PayloadTooLarge, PreconditionFailed,
+    Problem, TooManyRequests, Unauthorized, UnsupportedMediaType,
 };
 use super::forecasts::{self, ForecastPage};
 use super::relay_tokens::{self, GrantPattern, RelayToken, RelayTokenRequest};
+use super::users::{self, ClaimsChange, Credentials, NewUser, RoleChange, SessionInfo, User};
 use crate::model::{Forecast, ForecastInput};
+use crate::users::Role;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "forecast-api", description = "Weather forecasts, published as events to sse-relay."),
     paths(forecasts::list, forecasts::get_one, forecasts::create, forecasts::update, forecasts::delete,
-          api_keys::create, api_keys::revoke, relay_tokens::create_token, relay_tokens::create_ticket),
+          api_keys::create, api_keys::revoke, relay_tokens::create_token, relay_tokens::create_ticket,
+          users::create, users::list, users::change_role, users::set_claims, users::revoke_sessions,
+          users::sign_in, users::current, users::sign_out),
     components(
         schemas(Forecast, ForecastInput, ForecastPage, Problem, ApiKeyRequest, ApiKeyCreated, Scope,
-                RelayTokenRequest, RelayToken, GrantPattern),
+                RelayTokenRequest, RelayToken, GrantPattern, User, NewUser, Role, RoleChange, ClaimsChange,
+                Credentials, SessionInfo),
         responses(BadRequest, Unauthorized, Forbidden, NotFound, PreconditionFailed, PayloadTooLarge,
-                  UnsupportedMediaType, NotImplemented)
+                  UnsupportedMediaType, NotImplemented, Conflict, TooManyRequests)
     ),
     modifiers(&SecurityAddon)
 )]
@@ -32,7 +37,7 @@ struct SecurityAddon;
 
 impl utoipa::Modify for SecurityAddon {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
@@ -42,6 +47,14 @@ impl utoipa::Modify for SecurityAddon {
                     .description(Some("API key (or X-Api-Key header)"))
                     .build(),
             ),
+        );
+        // The browser sends it by itself once signed in (POST /api/session).
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "forecast_session",
+                "session cookie from POST /api/session (auth.session_cookie_name)",
+            ))),
         );
     }
 }

@@ -145,7 +145,7 @@ async fn mint_for_request(
             .map_err(|error| ApiError::bad_request(format!("subscribe pattern {pattern:?}: {error}")))?;
     }
     let (token, claims) =
-        relay_token::mint(&state.relay_jwt_secret, &principal.key_id, subscribe, ttl_secs, once)
+        relay_token::mint(&state.relay_jwt_secret, &principal.actor, subscribe, ttl_secs, once)
             .map_err(ApiError::internal)?;
     let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))

@@ -1,4 +1,4 @@
-//! What handlers read from a request beyond its path: the API key and its scope, the event
+//! What handlers read from a request beyond its path: the API key or session and its scope, the event
 //! context (actor, correlation, the relay connection not to echo), and a JSON body.
 
 use axum::body::Bytes;
@@ -11,32 +11,64 @@ use super::middleware::CorrelationId;
 use crate::auth::Principal;
 use crate::events::EventContext;
 use crate::state::AppState;
+use crate::users::session_hash;
 
 pub const X_RELAY_CONNECTION_ID: HeaderName = HeaderName::from_static("x-relay-connection-id");
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-/// The API key from `Authorization: Bearer` or `X-Api-Key`, checked for `scope`.
+/// The caller: an API key from `Authorization: Bearer` or `X-Api-Key`, else the session in
+/// the session cookie; checked for `scope` (empty: any signed-in caller).
 pub async fn authorize(state: &AppState, headers: &HeaderMap, scope: &str) -> Result<Principal, ApiError> {
+    let principal = match presented_key(headers) {
+        Some(presented) => state
+            .keys
+            .verify(presented)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the API key is unknown or revoked"))?,
+        None => match session_secret(headers, &state.session.cookie_name) {
+            Some(secret) => state
+                .store
+                .active_session(&session_hash(secret))
+                .await?
+                .map(Principal::of_session)
+                .ok_or_else(|| ApiError::unauthorized("the session has ended or expired: sign in again"))?,
+            None => {
+                return Err(ApiError::unauthorized(
+                    "an API key (Authorization: Bearer <key> or X-Api-Key) or a session (POST /api/session) is required",
+                ));
+            }
+        },
+    };
+    if !scope.is_empty() && !principal.allows(scope) {
+        let whose = if principal.session.is_some() { "the signed-in user's role" } else { "the API key" };
+        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("{whose} lacks the {scope:?} scope")));
+    }
+    Ok(principal)
+}
+
+/// The API key a request presents, if any.
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
-    let presented = bearer.or_else(|| headers.get(&X_API_KEY).and_then(|v| v.to_str().ok()).map(str::trim));
-    let Some(presented) = presented.filter(|key| !key.is_empty()) else {
-        return Err(ApiError::unauthorized(
-            "an API key is required: Authorization: Bearer <key> or X-Api-Key",
-        ));
-    };
-    let principal = state
-        .keys
-        .verify(presented)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("the API key is unknown or revoked"))?;
-    if !principal.allows(scope) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("the API key lacks the {scope:?} scope")));
-    }
-    Ok(principal)
+    bearer
+        .or_else(|| headers.get(&X_API_KEY).and_then(|v| v.to_str().ok()).map(str::trim))
+        .filter(|key| !key.is_empty())
+}
+
+/// The value of cookie `name`, over every `Cookie` header.
+pub fn session_secret<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(cookie, _)| *cookie == name)
+        .map(|(_, value)| value.trim_matches('"'))
+        .filter(|value| !value.is_empty())
 }
 
 pub fn event_context(
@@ -52,7 +84,7 @@ pub fn event_context(
             !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
         .map(str::to_owned);
-    EventContext { actor: principal.key_id.clone(), correlation_id: correlation.0.clone(), exclude }
+    EventContext { actor: principal.actor.clone(), correlation_id: correlation.0.clone(), exclude }
 }
 
 /// Parses a JSON body, turning every way it can be wrong into a 4xx with a reason.

@@ -28,4 +28,5 @@ mod operations;
 mod outage;
 mod replicas;
 mod schema;
+mod users;
 mod validation;
