@@ -331,8 +331,28 @@ try {
     assert.equal((await status.textContent()).trim(), "201", await create.locator(".live-responses-table").textContent());
     await shot(page, "swagger-ui");
 
+    // Signed in on the dashboard, the session is enough: no key given to Swagger UI.
+    const dashboard = await openPage();
+    await signIn(dashboard, "eddie");
+    const docs = await context.newPage();
+    watch(docs);
+    docs.on("request", (r) => { if (!r.url().startsWith(API_URL + "/")) outside.push(r.url()); });
+    await docs.goto(API_URL + "/docs");
+    const again = docs.locator("#operations-forecasts-createForecast");
+    await again.waitFor({ timeout: WAIT });
+    await again.locator(".opblock-summary").click();
+    await again.locator("button.try-out__btn").click();
+    await again.locator("textarea.body-param__text").fill(JSON.stringify({ date: "2026-12-08", temperatureC: 8, summary: "Tried with the session" }));
+    await again.locator("button.execute").click();
+    const sessionStatus = again.locator(".live-responses-table .response .response-col_status").first();
+    await sessionStatus.waitFor({ timeout: WAIT });
+    assert.equal((await sessionStatus.textContent()).trim(), "201", await again.locator(".live-responses-table").textContent());
+
     const list = await (await fetch(API_URL + "/api/weatherforecast")).json();
-    assert.ok(JSON.stringify(list).includes("Tried in Swagger UI"), "the forecast created from /docs is in the list");
+    for (const summary of ["Tried in Swagger UI", "Tried with the session"]) {
+      const forecast = list.items.find((f) => f.summary === summary);
+      assert.ok(forecast, `the forecast "${summary}" created from /docs is in the list`);
+    }
     assert.deepEqual(outside, [], "nothing requested outside the API's origin");
   } else {
     throw new Error(`unknown scenario ${SCENARIO}`);

@@ -174,15 +174,25 @@ async fn while_redis_is_down_the_writer_sees_its_change_and_the_others_get_it_on
 }
 
 /// Swagger UI at `/docs`, served by forecast-api alone (no outside request), creates a
-/// forecast with an API key given under "Authorize".
+/// forecast with an API key given under "Authorize", and one with the dashboard's session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn swagger_ui_at_docs_tries_a_request_with_a_key_without_any_outside_request() {
+async fn swagger_ui_at_docs_tries_requests_with_a_key_or_the_session_without_any_outside_request() {
     let redis = RedisServer::start();
     let db = TestDb::new(DbKind::Sqlite).await;
-    let api = ForecastBuilder::new(&db, redis.url()).start();
+    let api_port = free_port();
+    let relay = RelayBuilder::new(redis.url())
+        .accepting_forecast_api_tokens()
+        .env("CORS__ALLOWED_ORIGINS", format!("http://127.0.0.1:{api_port}"))
+        .start();
+    let api = ForecastBuilder::new(&db, redis.url())
+        .env("LISTEN", format!("127.0.0.1:{api_port}"))
+        .env("RELAY__PUBLIC_URL", relay.url(""))
+        .start();
+    relay.wait_ready().await;
     api.wait_ready().await;
-    let api_url = api.url("");
-    tokio::task::spawn_blocking(move || run_scenario("docs", &api_url, "")).await.unwrap();
+    register_users(&Api::new(&api)).await;
+    let (api_url, relay_url) = (api.url(""), relay.url(""));
+    tokio::task::spawn_blocking(move || run_scenario("docs", &api_url, &relay_url)).await.unwrap();
 }
 
 /// The relay is killed and started again on the same port while a page is open; forecasts
