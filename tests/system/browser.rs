@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 
 use testkit::forecast_process::{ADMIN_KEY, Api, DbKind, ForecastBuilder, TestDb};
 use testkit::redis_server::{RedisServer, free_port};
-use testkit::relay_process::RelayBuilder;
+use testkit::relay_process::{RelayBuilder, RelayProcess};
+use testkit::service_process::ServiceProcess;
 
 /// `node tests/browser/dashboard.mjs` for `scenario`, after checking that its tools are there.
 fn scenario_command(scenario: &str, api_url: &str, relay_url: &str) -> Command {
@@ -64,25 +65,48 @@ fn run_scenario(scenario: &str, api_url: &str, relay_url: &str) {
     println!("{report}");
 }
 
+/// Redis, the relay and forecast-api as the dashboard uses them (the relay reads the API's
+/// tokens and lets its origin in), with the scenarios' users registered.
+struct Dashboard {
+    redis: RedisServer,
+    relay: RelayProcess,
+    api: ServiceProcess,
+    _db: TestDb,
+}
+
+impl Dashboard {
+    async fn start(
+        redis: RedisServer,
+        configure_api: impl FnOnce(ForecastBuilder) -> ForecastBuilder,
+    ) -> Self {
+        let api_port = free_port();
+        let relay = RelayBuilder::new(redis.url())
+            .accepting_forecast_api_tokens()
+            .env("CORS__ALLOWED_ORIGINS", format!("http://127.0.0.1:{api_port}"))
+            .start();
+        let db = TestDb::new(DbKind::Sqlite).await;
+        let api = configure_api(
+            ForecastBuilder::new(&db, redis.url())
+                .env("LISTEN", format!("127.0.0.1:{api_port}"))
+                .env("RELAY__PUBLIC_URL", relay.url("")),
+        )
+        .start();
+        relay.wait_ready().await;
+        api.wait_ready().await;
+        register_users(&Api::new(&api)).await;
+        Self { redis, relay, api, _db: db }
+    }
+
+    /// Runs `scenario` against it.
+    async fn run(&self, scenario: &'static str) {
+        let (api_url, relay_url) = (self.api.url(""), self.relay.url(""));
+        tokio::task::spawn_blocking(move || run_scenario(scenario, &api_url, &relay_url)).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_stays_live_across_pages_shares_one_connection_and_shows_hostile_text_literally() {
-    let redis = RedisServer::start();
-    let api_port = free_port();
-    let api_origin = format!("http://127.0.0.1:{api_port}");
-    let relay = RelayBuilder::new(redis.url())
-        .accepting_forecast_api_tokens()
-        .env("CORS__ALLOWED_ORIGINS", &api_origin)
-        .start();
-    let db = TestDb::new(DbKind::Sqlite).await;
-    let api = ForecastBuilder::new(&db, redis.url())
-        .env("LISTEN", format!("127.0.0.1:{api_port}"))
-        .env("RELAY__PUBLIC_URL", relay.url(""))
-        .start();
-    relay.wait_ready().await;
-    api.wait_ready().await;
-    register_users(&Api::new(&api)).await;
-    let (api_url, relay_url) = (api.url(""), relay.url(""));
-    tokio::task::spawn_blocking(move || run_scenario("live", &api_url, &relay_url)).await.unwrap();
+    Dashboard::start(RedisServer::start(), |api| api).await.run("live").await;
 }
 
 /// A viewer, an editor and an admin each get what their role allows; the admin sees another
@@ -90,45 +114,18 @@ async fn the_dashboard_stays_live_across_pages_shares_one_connection_and_shows_h
 /// session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_gets_what_it_may_do_and_the_admin_feed_misses_nothing_across_tickets() {
-    let redis = RedisServer::start();
-    let api_port = free_port();
-    let relay = RelayBuilder::new(redis.url())
-        .accepting_forecast_api_tokens()
-        .env("CORS__ALLOWED_ORIGINS", format!("http://127.0.0.1:{api_port}"))
-        .start();
-    let db = TestDb::new(DbKind::Sqlite).await;
-    let api = ForecastBuilder::new(&db, redis.url())
-        .env("LISTEN", format!("127.0.0.1:{api_port}"))
-        .env("RELAY__PUBLIC_URL", relay.url(""))
-        // Tickets expire every 2 s: the feed renews them again and again.
-        .env("AUTH__RELAY_TICKET_TTL_SECS", 2)
-        .start();
-    relay.wait_ready().await;
-    api.wait_ready().await;
-    register_users(&Api::new(&api)).await;
-    let (api_url, relay_url) = (api.url(""), relay.url(""));
-    tokio::task::spawn_blocking(move || run_scenario("roles", &api_url, &relay_url)).await.unwrap();
+    // Tickets expire every 2 s: the feed renews them again and again.
+    let dashboard =
+        Dashboard::start(RedisServer::start(), |api| api.env("AUTH__RELAY_TICKET_TTL_SECS", 2)).await;
+    dashboard.run("roles").await;
 }
 
 /// Redis goes down while two pages are open: the page that writes shows its change at once,
 /// the other gets it once Redis is back, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_redis_is_down_the_writer_sees_its_change_and_the_others_get_it_once_after() {
-    let mut redis = RedisServer::start_with(true);
-    let api_port = free_port();
-    let relay = RelayBuilder::new(redis.url())
-        .channels("[[channels]]\npattern = \"weatherforecast.*\"\nformat = \"envelope\"\n")
-        .env("CORS__ALLOWED_ORIGINS", format!("http://127.0.0.1:{api_port}"))
-        .start();
-    let db = TestDb::new(DbKind::Sqlite).await;
-    let api = ForecastBuilder::new(&db, redis.url())
-        .env("LISTEN", format!("127.0.0.1:{api_port}"))
-        .env("RELAY__PUBLIC_URL", relay.url(""))
-        .start();
-    relay.wait_ready().await;
-    api.wait_ready().await;
-    register_users(&Api::new(&api)).await;
-
+    let mut dashboard = Dashboard::start(RedisServer::start_with(true), |api| api).await;
+    let Dashboard { api, relay, .. } = &dashboard;
     let mut child = scenario_command("outage", &api.url(""), &relay.url(""))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -152,13 +149,13 @@ async fn while_redis_is_down_the_writer_sees_its_change_and_the_others_get_it_on
         })
     };
     assert!(asked("stop-redis", &mut transcript), "the scenario did not get ready:\n{transcript}");
-    redis.kill();
+    dashboard.redis.kill();
     stdin.write_all(b"redis-stopped\n").unwrap();
     assert!(
         asked("start-redis", &mut transcript),
         "the scenario did not write during the outage:\n{transcript}"
     );
-    redis.restart();
+    dashboard.redis.restart();
     stdin.write_all(b"redis-started\n").unwrap();
     drop(stdin);
     let output =
@@ -170,29 +167,14 @@ async fn while_redis_is_down_the_writer_sees_its_change_and_the_others_get_it_on
         "browser scenario outage failed:\n{transcript}{rest}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    api.wait_metric("forecast_api_outbox_pending", |pending| pending == 0.0).await;
+    dashboard.api.wait_metric("forecast_api_outbox_pending", |pending| pending == 0.0).await;
 }
 
 /// Swagger UI at `/docs`, served by forecast-api alone (no outside request), creates a
 /// forecast with an API key given under "Authorize", and one with the dashboard's session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swagger_ui_at_docs_tries_requests_with_a_key_or_the_session_without_any_outside_request() {
-    let redis = RedisServer::start();
-    let db = TestDb::new(DbKind::Sqlite).await;
-    let api_port = free_port();
-    let relay = RelayBuilder::new(redis.url())
-        .accepting_forecast_api_tokens()
-        .env("CORS__ALLOWED_ORIGINS", format!("http://127.0.0.1:{api_port}"))
-        .start();
-    let api = ForecastBuilder::new(&db, redis.url())
-        .env("LISTEN", format!("127.0.0.1:{api_port}"))
-        .env("RELAY__PUBLIC_URL", relay.url(""))
-        .start();
-    relay.wait_ready().await;
-    api.wait_ready().await;
-    register_users(&Api::new(&api)).await;
-    let (api_url, relay_url) = (api.url(""), relay.url(""));
-    tokio::task::spawn_blocking(move || run_scenario("docs", &api_url, &relay_url)).await.unwrap();
+    Dashboard::start(RedisServer::start(), |api| api).await.run("docs").await;
 }
 
 /// The relay is killed and started again on the same port while a page is open; forecasts
