@@ -80,16 +80,19 @@ impl Relay {
         );
         let max_message_bytes = usize::try_from(settings.limits.max_message_bytes).unwrap_or(usize::MAX);
         let commands = Arc::new(SharedConnection::new(Arc::clone(&redis), settings.redis.connect_timeout()));
-        // In a cluster the log's key carries a hash tag, as forecast-api writes it.
-        let log_key = if log_enabled {
-            Partitions::new(settings.redis.log_partitions, redis.is_cluster())
-                .log_key(&settings.redis.log_stream, 0)
+        // In a cluster each partition's key carries a hash tag, as forecast-api writes them.
+        let log_keys: Vec<String> = if log_enabled {
+            let partitions = Partitions::new(settings.redis.log_partitions, redis.is_cluster());
+            (0..partitions.count())
+                .map(|partition| partitions.log_key(&settings.redis.log_stream, partition))
+                .collect()
         } else {
-            String::new()
+            Vec::new()
         };
-        let log = Arc::new(LogReader::new(Arc::clone(&commands), log_key.clone()));
+        let log = Arc::new(LogReader::new(Arc::clone(&commands), log_keys.clone()));
         // Only the tail fills the window: without one, resumes read the log.
         let window = Arc::new(ResumeWindow::new(
+            log_keys.len(),
             if tail_needed {
                 usize::try_from(settings.redis.resume_window_entries).unwrap_or(usize::MAX)
             } else {
@@ -123,7 +126,8 @@ impl Relay {
             metrics: metrics.clone(),
             eviction: Arc::clone(&eviction),
         });
-        let tail = tail_needed.then(|| LogTail::new(Arc::clone(&sources), window, log_key, &settings.pod_id));
+        let tail =
+            tail_needed.then(|| LogTail::new(Arc::clone(&sources), window, log_keys, &settings.pod_id));
         let sharded = (!sharded_channels.is_empty())
             .then(|| ShardedSubscriber::new(Arc::clone(&sources), sharded_channels, &settings.pod_id));
         let subscriber =

@@ -30,7 +30,7 @@ use crate::metrics::{RefusedReason, RelayMetrics};
 use crate::replay::Replay;
 use crate::stream::SseBody;
 use protocol::glob::Pattern;
-use protocol::log_id::StreamId;
+use protocol::log_id::{StreamId, encode_position, parse_position};
 use protocol::sse::preamble;
 use service::client_ip::client_ip;
 use service::server::ConnectionContext;
@@ -214,7 +214,7 @@ async fn events(State(state): State<Arc<AppState>>, request: Request) -> Result<
         client.addr = %context.map(|c| c.peer.to_string()).unwrap_or_default(),
         channels = %describe(&subscription.key.selection),
         token = subscription.key.grants.is_some(),
-        resume_from = %resume_from.map(|id| id.to_string()).unwrap_or_default(),
+        resume_from = %resume_from.as_deref().map(encode_position).unwrap_or_default(),
         "stream opened"
     );
 
@@ -311,7 +311,7 @@ fn ticket_refusal(state: &AppState, error: AuthError) -> ApiError {
 
 /// The resume point: the `Last-Event-ID` header (what EventSource sends on reconnect) wins over
 /// the `lastEventId` parameter (for a first connection, which cannot set headers).
-fn last_event_id(headers: &axum::http::HeaderMap, query: &str) -> Result<Option<StreamId>, ApiError> {
+fn last_event_id(headers: &axum::http::HeaderMap, query: &str) -> Result<Option<Vec<StreamId>>, ApiError> {
     let from_header =
         headers.get("last-event-id").map(|value| value.to_str().unwrap_or("\u{fffd}").trim().to_owned());
     let from_query = || {
@@ -321,8 +321,7 @@ fn last_event_id(headers: &axum::http::HeaderMap, query: &str) -> Result<Option<
     };
     match from_header.or_else(from_query).filter(|id| !id.is_empty()) {
         None => Ok(None),
-        Some(id) => id
-            .parse::<StreamId>()
+        Some(id) => parse_position(&id)
             .map(Some)
             .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, format!("Last-Event-ID: {error}"))),
     }

@@ -31,11 +31,17 @@ use protocol::log_id::StreamId;
 #[derive(Debug, Clone)]
 pub struct QueuedFrame(Arc<EncodedFrame>);
 
-/// The encoded bytes of an event, and its log id (so that a stream resuming from the log can
-/// skip what its replay already sent).
+/// The encoded bytes of an event, and where it is in the log (so that a stream resuming from
+/// the log can skip what its replay already sent).
 #[derive(Debug)]
 pub struct EncodedFrame {
+    /// Its entry's id in its log partition.
     pub id: Option<StreamId>,
+    pub partition: u16,
+    /// With several partitions, the position its `id:` line states (one id per partition);
+    /// `None` when that is the entry's id alone: one partition, or a frame replayed to one
+    /// stream, whose position the stream works out.
+    pub stamp: Option<Arc<[StreamId]>>,
     pub bytes: Bytes,
     /// For a `relay.reset` notice, when the incident it reports happened (at the latest): a
     /// stream that sent its client another reset since does not send this one too (the client
@@ -45,7 +51,12 @@ pub struct EncodedFrame {
 
 impl QueuedFrame {
     pub fn new(id: Option<StreamId>, bytes: Bytes) -> Self {
-        Self(Arc::new(EncodedFrame { id, bytes, reset_at: None }))
+        Self(Arc::new(EncodedFrame { id, partition: 0, stamp: None, bytes, reset_at: None }))
+    }
+
+    /// The frame of the entry `id` of log partition `partition`, its `id:` line stating `stamp`.
+    pub fn logged(partition: u16, id: StreamId, stamp: Option<Arc<[StreamId]>>, bytes: Bytes) -> Self {
+        Self(Arc::new(EncodedFrame { id: Some(id), partition, stamp, bytes, reset_at: None }))
     }
 
     /// A `relay.reset` notice for an incident now.
@@ -55,7 +66,7 @@ impl QueuedFrame {
 
     /// A `relay.reset` notice for an incident that happened by `incident`.
     pub fn reset_for(bytes: Bytes, incident: std::time::Instant) -> Self {
-        Self(Arc::new(EncodedFrame { id: None, bytes, reset_at: Some(incident) }))
+        Self(Arc::new(EncodedFrame { id: None, partition: 0, stamp: None, bytes, reset_at: Some(incident) }))
     }
 }
 

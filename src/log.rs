@@ -43,23 +43,29 @@ pub enum ResumePoint {
 
 pub use crate::commands::CommandError as LogError;
 
-/// Reads the log through the relay's shared command connection.
+/// Reads the log's partitions through the relay's shared command connection.
 pub struct LogReader {
     redis: Arc<SharedConnection>,
-    key: String,
+    /// Each partition's stream; none when replay is disabled.
+    keys: Vec<String>,
 }
 
 /// An entry as `XRANGE`/`XREAD` return it: the id and the field/value pairs.
 pub(crate) type RawEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
 
 impl LogReader {
-    pub fn new(redis: Arc<SharedConnection>, key: String) -> Self {
-        Self { redis, key }
+    pub fn new(redis: Arc<SharedConnection>, keys: Vec<String>) -> Self {
+        Self { redis, keys }
     }
 
     /// False when replay is disabled (`redis.log_stream = ""`).
     pub fn enabled(&self) -> bool {
-        !self.key.is_empty()
+        !self.keys.is_empty()
+    }
+
+    /// How many partitions the log has.
+    pub fn partitions(&self) -> usize {
+        self.keys.len()
     }
 
     async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, LogError> {
@@ -68,9 +74,13 @@ impl LogReader {
 
     /// Up to [`PAGE_SIZE`] entries with ids greater than `after`, oldest first; a malformed
     /// one (without its channel or envelope) as its id, so that readers can step over it.
-    pub async fn read_after(&self, after: StreamId) -> Result<Vec<Result<LogEntry, StreamId>>, LogError> {
+    pub async fn read_after(
+        &self,
+        partition: usize,
+        after: StreamId,
+    ) -> Result<Vec<Result<LogEntry, StreamId>>, LogError> {
         let mut command = redis::cmd("XRANGE");
-        command.arg(&self.key).arg(format!("({after}")).arg("+").arg("COUNT").arg(PAGE_SIZE);
+        command.arg(&self.keys[partition]).arg(format!("({after}")).arg("+").arg("COUNT").arg(PAGE_SIZE);
         let raw: Vec<RawEntry> = self.query(command).await?;
         Ok(raw.into_iter().filter_map(entry_from_raw).collect())
     }
@@ -80,11 +90,13 @@ impl LogReader {
     /// by another log since), so that a reader does not carry on into another log's entries.
     pub async fn read_on_from(
         &self,
+        partition: usize,
         cursor: StreamId,
     ) -> Result<Option<Vec<Result<LogEntry, StreamId>>>, LogError> {
+        let key = &self.keys[partition];
         let mut pipe = redis::pipe();
-        pipe.cmd("XRANGE").arg(&self.key).arg(cursor.to_string()).arg(cursor.to_string());
-        pipe.cmd("XRANGE").arg(&self.key).arg(format!("({cursor}")).arg("+").arg("COUNT").arg(PAGE_SIZE);
+        pipe.cmd("XRANGE").arg(key).arg(cursor.to_string()).arg(cursor.to_string());
+        pipe.cmd("XRANGE").arg(key).arg(format!("({cursor}")).arg("+").arg("COUNT").arg(PAGE_SIZE);
         let (at, page): (Vec<RawEntry>, Vec<RawEntry>) = self.redis.query_pipeline(pipe).await?;
         if at.is_empty() {
             return Ok(None);
@@ -92,7 +104,7 @@ impl LogReader {
         Ok(Some(page.into_iter().filter_map(entry_from_raw).collect()))
     }
 
-    /// Whether everything after `after` is still in the log.
+    /// Whether everything after `after` is still in the log's partition `partition`.
     ///
     /// `after` is the id of the last entry the client received, so that entry must still be in
     /// the log: then nothing after it was trimmed (trimming removes the oldest entries first),
@@ -100,10 +112,11 @@ impl LogReader {
     /// evicted does not hold it, whatever ids it has reached since. An entry after `after`
     /// deleted with XDEL (`max-deleted-entry-id`) is a loss too. `0-0` (from the start) is
     /// available while the log never lost an entry.
-    pub async fn resume_point(&self, after: StreamId) -> Result<ResumePoint, LogError> {
+    pub async fn resume_point(&self, partition: usize, after: StreamId) -> Result<ResumePoint, LogError> {
+        let key = &self.keys[partition];
         let mut pipe = redis::pipe();
-        pipe.cmd("XRANGE").arg(&self.key).arg(after.to_string()).arg(after.to_string());
-        pipe.cmd("XINFO").arg("STREAM").arg(&self.key);
+        pipe.cmd("XRANGE").arg(key).arg(after.to_string()).arg(after.to_string());
+        pipe.cmd("XINFO").arg("STREAM").arg(key);
         let (at, info): (Vec<RawEntry>, HashMap<String, redis::Value>) =
             match self.redis.query_pipeline(pipe).await {
                 Ok(replies) => replies,

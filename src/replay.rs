@@ -28,9 +28,10 @@ const REPLAY_BUFFER: usize = 64;
 /// What the replay hands the stream.
 #[derive(Debug)]
 pub enum ReplayItem {
-    /// The client has everything up to this id: live frames up to it are duplicates (another
-    /// pod may deliver an event a moment later than the one the client left).
-    SeenThrough(StreamId),
+    /// The client has everything up to this position (per log partition, an id): live frames
+    /// up to it are duplicates (another pod may deliver an event a moment later than the one
+    /// the client left).
+    SeenThrough(Vec<StreamId>),
     /// A backlog event, or the `relay.reset` notice.
     Frame(QueuedFrame),
 }
@@ -45,13 +46,16 @@ pub struct Replay {
     pub max_entries: usize,
 }
 
+/// A partition's first page of backlog, kept from counting to sending.
+type Page = Vec<Result<LogEntry, StreamId>>;
+
 impl Replay {
-    /// Starts reading the backlog after `after` for `selection`; the receiver ends when the
-    /// backlog is sent. Dropping the receiver stops the task.
+    /// Starts reading the backlog after `after` (an id per log partition) for `selection`;
+    /// the receiver ends when the backlog is sent. Dropping the receiver stops the task.
     pub fn start(
         self: &Arc<Self>,
         subscription: Subscription,
-        after: StreamId,
+        after: Vec<StreamId>,
     ) -> mpsc::Receiver<ReplayItem> {
         let (tx, rx) = mpsc::channel(REPLAY_BUFFER);
         let replay = Arc::clone(self);
@@ -59,12 +63,21 @@ impl Replay {
         rx
     }
 
-    async fn run(&self, subscription: Subscription, after: StreamId, tx: mpsc::Sender<ReplayItem>) {
+    async fn run(&self, subscription: Subscription, after: Vec<StreamId>, tx: mpsc::Sender<ReplayItem>) {
         if !self.log.enabled() {
             self.reset(&tx, "replay is disabled on this relay").await;
             return;
         }
-        match self.window.after(after, &subscription, self.max_entries) {
+        let partitions = self.log.partitions();
+        if after.len() != partitions {
+            let reason = format!(
+                "Last-Event-ID is a position in a log of {} partitions; this relay's log has {partitions}",
+                after.len()
+            );
+            self.reset(&tx, &reason).await;
+            return;
+        }
+        match self.window.after(&after, &subscription, self.max_entries) {
             Some(Resumed::Frames(frames)) => {
                 self.metrics.resumes.inc(ResumeSource::Window);
                 if tx.send(ReplayItem::SeenThrough(after)).await.is_err() {
@@ -88,44 +101,86 @@ impl Replay {
         // Redis may be away for a while: keep trying (live events wait in the stream's queue)
         // until the client leaves.
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let newest = loop {
-            match self.log.resume_point(after).await {
-                Ok(ResumePoint::Available { newest }) => break newest,
-                Ok(ResumePoint::Lost { newest }) => {
-                    self.reset(&tx, "events after Last-Event-ID are no longer in the log").await;
-                    // The client refetches its state as of now: live events up to the log's
-                    // newest entry (which the tail may deliver a moment after this stream
-                    // registered) are in it.
-                    if let Some(newest) = newest {
-                        let _ = tx.send(ReplayItem::SeenThrough(newest)).await;
-                    }
-                    return;
-                }
-                Err(error) => {
-                    tracing::debug!(error = %error, "replay: cannot read the log yet");
-                    if !self.pause(&tx, &mut backoff).await {
-                        return;
+        let mut newest = Vec::with_capacity(partitions);
+        let mut lost = false;
+        for (partition, &from) in after.iter().enumerate() {
+            let point = loop {
+                match self.log.resume_point(partition, from).await {
+                    Ok(point) => break point,
+                    Err(error) => {
+                        tracing::debug!(error = %error, "replay: cannot read the log yet");
+                        if !self.pause(&tx, &mut backoff).await {
+                            return;
+                        }
                     }
                 }
-            }
-        };
-        let Some(mut page) = self.read_page(after, &tx, &mut backoff).await else { return };
-        // A first page that is full may be the first of many: count before sending anything
-        // (unless replays are unbounded).
-        let bounded = self.max_entries != usize::MAX;
-        if bounded && (page.len() > self.max_entries || page.len() == PAGE_SIZE) {
-            match self.entries_after(after, &tx, &mut backoff).await {
-                None => return,
-                Some(behind) if behind > self.max_entries => {
-                    return self.too_far_behind(&tx, behind, newest).await;
-                }
-                Some(_) => {}
-            }
+            };
+            let (ResumePoint::Available { newest: newest_here } | ResumePoint::Lost { newest: newest_here }) =
+                point;
+            lost |= matches!(point, ResumePoint::Lost { .. });
+            newest.push(newest_here.unwrap_or(StreamId::ZERO));
         }
-        if tx.send(ReplayItem::SeenThrough(after)).await.is_err() {
+        if lost {
+            self.reset(&tx, "events after Last-Event-ID are no longer in the log").await;
+            // The client refetches its state as of now: live events up to the log's newest
+            // entries (which the tail may deliver a moment after this stream registered) are in
+            // it.
+            let _ = tx.send(ReplayItem::SeenThrough(newest)).await;
             return;
         }
-        let mut cursor = after;
+        // A bounded replay counts before sending anything, keeping the first pages that are
+        // the whole backlog of their partition.
+        let mut first_pages: Vec<Option<Page>> = (0..partitions).map(|_| None).collect();
+        if self.max_entries != usize::MAX {
+            let mut behind = 0;
+            for (partition, &from) in after.iter().enumerate() {
+                let Some(page) = self.read_page(partition, from, &tx, &mut backoff).await else { return };
+                if page.len() < PAGE_SIZE {
+                    behind += page.len();
+                    first_pages[partition] = Some(page);
+                } else {
+                    let limit = self.max_entries - behind.min(self.max_entries);
+                    let Some(counted) = self.entries_after(partition, from, limit, &tx, &mut backoff).await
+                    else {
+                        return;
+                    };
+                    behind += counted;
+                }
+                if behind > self.max_entries {
+                    return self.too_far_behind(&tx, behind, Some(newest)).await;
+                }
+            }
+        }
+        if tx.send(ReplayItem::SeenThrough(after.clone())).await.is_err() {
+            return;
+        }
+        for (partition, &from) in after.iter().enumerate() {
+            let page = match first_pages[partition].take() {
+                Some(page) => page,
+                None => match self.read_page(partition, from, &tx, &mut backoff).await {
+                    Some(page) => page,
+                    None => return,
+                },
+            };
+            if !self.send_partition(&subscription, partition, from, page, &tx, &mut backoff).await {
+                return;
+            }
+        }
+    }
+
+    /// Sends what `subscription` wants of partition `partition` after `from`, starting with
+    /// its first `page`; false once the stream cannot go on (the client left, or the log
+    /// changed while it was read and the stream was told to reset).
+    async fn send_partition(
+        &self,
+        subscription: &Subscription,
+        partition: usize,
+        from: StreamId,
+        mut page: Page,
+        tx: &mpsc::Sender<ReplayItem>,
+        backoff: &mut Backoff,
+    ) -> bool {
+        let mut cursor = from;
         loop {
             let complete = page.len() < PAGE_SIZE;
             for entry in page {
@@ -145,9 +200,10 @@ impl Replay {
                 }
                 match entry.decode(self.max_message_bytes) {
                     Ok(decoded) => {
-                        let frame = QueuedFrame::new(decoded.id, decoded.frame);
+                        // The stream states the client's position in the frame's `id:`.
+                        let frame = QueuedFrame::logged(partition as u16, entry.id, None, decoded.frame);
                         if tx.send(ReplayItem::Frame(frame)).await.is_err() {
-                            return;
+                            return false;
                         }
                         self.metrics.replayed_events.inc();
                     }
@@ -155,17 +211,17 @@ impl Replay {
                 }
             }
             if complete {
-                return;
+                return true;
             }
-            let Some(next) = self.read_page_on(cursor, &tx, &mut backoff).await else { return };
+            let Some(next) = self.read_page_on(partition, cursor, tx, backoff).await else { return false };
             match next {
                 Some(next) => page = next,
                 None => {
                     // The log was replaced while it was read (a Redis restart without
                     // persistence, a lost primary): the reset goes here, after the last event of
                     // the log the client was reading, before any of the new log's.
-                    self.reset(&tx, "the log changed while it was replayed: events after the last one sent are no longer in it").await;
-                    return;
+                    self.reset(tx, "the log changed while it was replayed: events after the last one sent are no longer in it").await;
+                    return false;
                 }
             }
         }
@@ -175,12 +231,13 @@ impl Replay {
     /// `None` once the client left.
     async fn read_page_on(
         &self,
+        partition: usize,
         cursor: StreamId,
         tx: &mpsc::Sender<ReplayItem>,
         backoff: &mut Backoff,
     ) -> Option<Option<Vec<Result<LogEntry, StreamId>>>> {
         loop {
-            match self.log.read_on_from(cursor).await {
+            match self.log.read_on_from(partition, cursor).await {
                 Ok(page) => {
                     backoff.reset();
                     return Some(page);
@@ -195,15 +252,17 @@ impl Replay {
         }
     }
 
-    /// A page of the log after `cursor`, retried until it is read; `None` once the client left.
+    /// A page of partition `partition` after `cursor`, retried until it is read; `None` once
+    /// the client left.
     async fn read_page(
         &self,
+        partition: usize,
         cursor: StreamId,
         tx: &mpsc::Sender<ReplayItem>,
         backoff: &mut Backoff,
     ) -> Option<Vec<Result<LogEntry, StreamId>>> {
         loop {
-            match self.log.read_after(cursor).await {
+            match self.log.read_after(partition, cursor).await {
                 Ok(page) => {
                     backoff.reset();
                     return Some(page);
@@ -218,21 +277,23 @@ impl Replay {
         }
     }
 
-    /// How many entries follow `after` in the log, counted up to one more than a replay may
-    /// cover (a page at a time, nothing kept); `None` once the client left.
+    /// How many entries follow `after` in partition `partition`, counted up to one more than
+    /// `limit` (a page at a time, nothing kept); `None` once the client left.
     async fn entries_after(
         &self,
+        partition: usize,
         after: StreamId,
+        limit: usize,
         tx: &mpsc::Sender<ReplayItem>,
         backoff: &mut Backoff,
     ) -> Option<usize> {
         let mut cursor = after;
         let mut counted = 0;
         loop {
-            let page = self.read_page(cursor, tx, backoff).await?;
+            let page = self.read_page(partition, cursor, tx, backoff).await?;
             counted += page.len();
             let Some(last) = page.last() else { return Some(counted) };
-            if counted > self.max_entries || page.len() < PAGE_SIZE {
+            if counted > limit || page.len() < PAGE_SIZE {
                 return Some(counted);
             }
             cursor = match last {
@@ -243,7 +304,12 @@ impl Replay {
     }
 
     /// The client is too far behind to be replayed to: it resynchronises instead.
-    async fn too_far_behind(&self, tx: &mpsc::Sender<ReplayItem>, behind: usize, newest: Option<StreamId>) {
+    async fn too_far_behind(
+        &self,
+        tx: &mpsc::Sender<ReplayItem>,
+        behind: usize,
+        newest: Option<Vec<StreamId>>,
+    ) {
         let reason = format!(
             "{} or more events were published after Last-Event-ID, more than a resume replays ({}): refetch the state",
             behind.min(self.max_entries.saturating_add(1)),

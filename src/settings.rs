@@ -380,15 +380,6 @@ impl Validate for RelaySettings {
                 errors.add(ConfigError::new(format!("channels[{i}].sharded"), why));
             }
         }
-        if self.redis.log_partitions > 1 && self.redis.endpoint().is_cluster() {
-            errors.add(ConfigError::new(
-                "redis.log_partitions",
-                format!(
-                    "is {}, but this relay tails one log partition: use 1 (and the same in forecast-api)",
-                    self.redis.log_partitions
-                ),
-            ));
-        }
         errors.check(require_positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms));
         errors.check(require_positive("redis.unready_after_secs", self.redis.unready_after_secs));
         errors.check(require_positive("redis.backoff_initial_ms", self.redis.backoff_initial_ms));

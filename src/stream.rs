@@ -2,6 +2,12 @@
 //! then live frames, with the `: ping` keepalives the hub asks for when the stream has been
 //! quiet. Live frames whose id the backlog already sent are skipped.
 //!
+//! A resuming stream keeps the client's position (per log partition, the last entry it has)
+//! until its frames' own positions cover it. With several partitions a frame's `id:` states
+//! the relay's position when it delivered the frame; a client resumed from a position ahead of
+//! it in some partition (it came from a pod that had read further) gets the greater of the two,
+//! so that its next resume does not replay what it already has.
+//!
 //! The body ends when the hub lets the stream go (shutdown, or the client was cut as
 //! slow); dropping the body, for whatever reason, unregisters the stream.
 
@@ -17,18 +23,18 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
 use crate::client_ip::IpSlot;
-use crate::hub::{FrameReceiver, MemberGuard, Next, Registration};
+use crate::hub::{FrameReceiver, MemberGuard, Next, QueuedFrame, Registration};
 use crate::replay::ReplayItem;
-use protocol::log_id::StreamId;
-use protocol::sse::{PING, expired_frame};
+use protocol::log_id::{StreamId, encode_position};
+use protocol::sse::{PING, expired_frame, with_id};
 
 pub struct SseBody {
     preamble: Option<Bytes>,
     /// The backlog being replayed; `None` once it is sent (or when not resuming).
     replay: Option<mpsc::Receiver<ReplayItem>>,
-    /// The newest id the client has (its resume point, then the backlog): live frames up to it
-    /// are duplicates.
-    replayed_through: Option<StreamId>,
+    /// While resuming, what the client has of each log partition (its resume point, then the
+    /// backlog): frames up to it are duplicates. `None` once the frames' own ids say as much.
+    client_position: Option<Vec<StreamId>>,
     rx: FrameReceiver,
     guard: MemberGuard,
     /// When the stream's token expires: then `relay.expired` is sent and the stream ends.
@@ -50,7 +56,7 @@ impl SseBody {
         Self {
             preamble: Some(preamble),
             replay,
-            replayed_through: None,
+            client_position: None,
             rx: registration.rx,
             guard: registration.guard,
             expiry: None,
@@ -100,17 +106,18 @@ impl Body for SseBody {
         }
         while let Some(replay) = this.replay.as_mut() {
             match replay.poll_recv(cx) {
-                Poll::Ready(Some(ReplayItem::SeenThrough(id))) => this.replayed_through = Some(id),
+                Poll::Ready(Some(ReplayItem::SeenThrough(position))) => this.client_position = Some(position),
                 Poll::Ready(Some(ReplayItem::Frame(frame))) => {
                     if frame.reset_at.is_some() {
                         // What comes after is judged afresh (the replay says what the client
                         // will have refetched, if it knows).
-                        this.replayed_through = None;
+                        this.client_position = None;
                         this.reset_sent_at = Some(Instant::now());
-                    } else if frame.id.is_some() {
-                        this.replayed_through = frame.id;
+                        return Poll::Ready(Some(Ok(this.sent(frame.bytes.clone()))));
                     }
-                    return Poll::Ready(Some(Ok(this.sent(frame.bytes.clone()))));
+                    if let Some(bytes) = this.positioned(&frame) {
+                        return Poll::Ready(Some(Ok(this.sent(bytes))));
+                    }
                 }
                 // Backlog sent: go live.
                 Poll::Ready(None) => this.replay = None,
@@ -121,9 +128,6 @@ impl Body for SseBody {
         loop {
             match this.rx.poll_next(cx) {
                 Poll::Ready(Some(Next::Frame(frame))) => {
-                    if frame.id.is_some() && frame.id <= this.replayed_through {
-                        continue;
-                    }
                     if let Some(incident) = frame.reset_at {
                         // One incident, one reset: the stream already sent its client a reset
                         // after this incident (its resume found the log replaced), after which
@@ -132,8 +136,12 @@ impl Body for SseBody {
                             continue;
                         }
                         this.reset_sent_at = Some(Instant::now());
+                        return Poll::Ready(Some(Ok(this.sent(frame.bytes.clone()))));
                     }
-                    return Poll::Ready(Some(Ok(this.sent(frame.bytes.clone()))));
+                    match this.positioned(&frame) {
+                        Some(bytes) => return Poll::Ready(Some(Ok(this.sent(bytes)))),
+                        None => continue,
+                    }
                 }
                 Poll::Ready(Some(Next::Ping)) => return Poll::Ready(Some(Ok(ping()))),
                 Poll::Ready(None) => return Poll::Ready(None),
@@ -148,6 +156,47 @@ fn ping() -> Frame<Bytes> {
 }
 
 impl SseBody {
+    /// The bytes to send for `frame`, stating a position that covers what the client has;
+    /// `None` when the client has the frame already.
+    fn positioned(&mut self, frame: &QueuedFrame) -> Option<Bytes> {
+        let (Some(id), Some(client)) = (frame.id, self.client_position.as_mut()) else {
+            return Some(frame.bytes.clone());
+        };
+        let partition = usize::from(frame.partition);
+        let Some(&has) = client.get(partition) else {
+            // A position of another layout never gets here: the replay resets it.
+            return Some(frame.bytes.clone());
+        };
+        if id <= has {
+            return None;
+        }
+        client[partition] = id;
+        let Some(stamp) = frame.stamp.as_deref() else {
+            if client.len() == 1 {
+                // The id alone is the position; once the backlog is sent, live ids only grow.
+                if self.replay.is_none() {
+                    self.client_position = None;
+                }
+                return Some(frame.bytes.clone());
+            }
+            return Some(with_id(&frame.bytes, &encode_position(client)));
+        };
+        if stamp.len() == client.len() && stamp.iter().zip(client.iter()).all(|(stamped, has)| stamped >= has)
+        {
+            // The relay's positions cover the client's from here on.
+            if self.replay.is_none() {
+                self.client_position = None;
+            } else {
+                client.copy_from_slice(stamp);
+            }
+            return Some(frame.bytes.clone());
+        }
+        for (has, stamped) in client.iter_mut().zip(stamp) {
+            *has = (*has).max(*stamped);
+        }
+        Some(with_id(&frame.bytes, &encode_position(client)))
+    }
+
     fn sent(&mut self, bytes: Bytes) -> Frame<Bytes> {
         self.guard.frame_sent();
         Frame::data(bytes)

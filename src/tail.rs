@@ -38,8 +38,10 @@ use crate::metrics::unix_seconds_now;
 use crate::source::{Established, Probe, Source, SourceContext, Traced};
 use crate::window::ResumeWindow;
 use protocol::log_id::StreamId;
+use protocol::log_id::encode_position;
 use protocol::message::{Decoded, DropReason};
-use protocol::sse::reset_frame;
+use protocol::sse::{reset_frame, with_id};
+use service::log_eviction::eviction_risk;
 use service::redis_target::RedisConnection;
 
 /// Entries read per `XREAD`.
@@ -54,18 +56,24 @@ const PROBE_STREAM_LENGTH: usize = 8;
 
 pub struct LogTail {
     reader: TailReader,
-    position: Position,
+    /// One per partition of the log.
+    positions: Vec<Position>,
 }
 
-/// What reads the log; kept apart from the [`Position`] it advances.
+/// What reads the log; kept apart from the [`Position`]s it advances.
 struct TailReader {
     ctx: Arc<SourceContext>,
     /// Every entry delivered, to serve resumes from memory.
     window: Arc<ResumeWindow>,
-    key: String,
-    probe_key: String,
+    /// Each partition's stream and this pod's probe stream beside it.
+    partitions: Vec<PartitionKeys>,
     /// When the relay started: its streams are owed every entry logged since.
     started: std::time::Instant,
+}
+
+struct PartitionKeys {
+    key: String,
+    probe_key: String,
 }
 
 /// Why a tail session ended.
@@ -108,18 +116,20 @@ impl Position {
 }
 
 impl LogTail {
-    /// The tail of the log stream `key`, with the probe stream of pod `pod_id` (in the log's
-    /// hash slot, so that one `XREAD` reads both in a cluster too).
-    pub fn new(ctx: Arc<SourceContext>, window: Arc<ResumeWindow>, key: String, pod_id: &str) -> Self {
+    /// The tail of the log's partitions (their stream keys), each with the probe stream of pod
+    /// `pod_id` (in the partition's hash slot, so that one `XREAD` reads both in a cluster too).
+    pub fn new(ctx: Arc<SourceContext>, window: Arc<ResumeWindow>, keys: Vec<String>, pod_id: &str) -> Self {
         Self {
+            positions: keys.iter().map(|_| Position::default()).collect(),
             reader: TailReader {
-                probe_key: probe_key(&key, pod_id),
-                key,
+                partitions: keys
+                    .into_iter()
+                    .map(|key| PartitionKeys { probe_key: probe_key(&key, pod_id), key })
+                    .collect(),
                 ctx,
                 window,
                 started: std::time::Instant::now(),
             },
-            position: Position::default(),
         }
     }
 }
@@ -137,8 +147,25 @@ impl Source for LogTail {
         cancel: &'a CancellationToken,
         established: Established<'a>,
     ) -> impl Future<Output = Result<(), SessionError>> + Send + 'a {
-        self.reader.session(cancel, established, &mut self.position)
+        self.reader.session(cancel, established, &mut self.positions)
     }
+}
+
+/// What an `XREAD` of a partition and its probe stream brings: each stream's new entries.
+type ReadReply = Vec<(String, Vec<RawEntry>)>;
+
+/// A partition's read on its way: the partition and the reply.
+type PendingRead = std::pin::Pin<Box<dyn Future<Output = (usize, redis::RedisResult<ReadReply>)> + Send>>;
+
+/// What one session knows of a partition beside its [`Position`].
+struct PartitionSession {
+    connection: RedisConnection,
+    /// Where the log ended when the session connected.
+    log_end: StreamId,
+    probe: Probe,
+    probe_cursor: StreamId,
+    /// Seconds the partition's newest entry read is behind.
+    lag: f64,
 }
 
 impl TailReader {
@@ -156,108 +183,165 @@ impl TailReader {
         &self,
         cancel: &CancellationToken,
         established: Established<'_>,
-        position: &mut Position,
+        positions: &mut [Position],
     ) -> Result<(), SessionError> {
-        let (mut connection, address) = self.connect().await?;
-        let log_end = last_generated_id(&mut connection, &self.key).await.map_err(SessionError::Read)?;
-        match position.cursor {
-            // Streams may have opened before Redis could be reached (the relay started while
-            // Redis was down): entries logged since the relay started are theirs.
-            None => position.cursor = Some(log_end.min(self.logged_since_start(&mut connection).await)),
-            Some(cursor) => {
-                self.locate(&mut connection, cursor, log_end, position).await.map_err(SessionError::Read)?
+        let mut partitions = Vec::with_capacity(self.partitions.len());
+        for (index, keys) in self.partitions.iter().enumerate() {
+            let (mut connection, address) = self.connect().await?;
+            let log_end = last_generated_id(&mut connection, &keys.key).await.map_err(SessionError::Read)?;
+            let position = &mut positions[index];
+            match position.cursor {
+                // Streams may have opened before Redis could be reached (the relay started while
+                // Redis was down): entries logged since the relay started are theirs. The tail
+                // starts after an entry, so that the positions it gives clients are entries
+                // a resume can find.
+                None => {
+                    let since_start = self.logged_since_start(&mut connection).await;
+                    let cursor = newest_entry_up_to(&mut connection, &keys.key, log_end.min(since_start))
+                        .await
+                        .map_err(SessionError::Read)?;
+                    position.cursor = Some(cursor);
+                    self.window.start(index, cursor);
+                }
+                Some(cursor) => self
+                    .locate(&mut connection, index, cursor, log_end, positions)
+                    .await
+                    .map_err(SessionError::Read)?,
             }
+            tracing::info!(redis.node = %address, log = %keys.key, from = %positions[index].cursor.unwrap_or(log_end), "redis log tail reading");
+            partitions.push(PartitionSession {
+                connection,
+                log_end,
+                probe: Probe::new(self.ctx.settings.probe_timeout()),
+                probe_cursor: StreamId::ZERO,
+                lag: 0.0,
+            });
         }
         let reconnected = established.reconnected();
         established.now();
-        tracing::info!(redis.node = %address, log = %self.key, from = %position.cursor.unwrap_or(log_end), "redis log tail reading");
 
         let mut scans = ScanCache::new();
-        let mut probe = Probe::new(self.ctx.settings.probe_timeout());
+        // With several partitions, each frame states the relay's position in all of them.
+        let mut stamp: Option<Vec<StreamId>> = (self.partitions.len() > 1)
+            .then(|| positions.iter().map(|position| position.cursor.unwrap_or(StreamId::ZERO)).collect());
         let mut probe_tick = tokio::time::interval(self.ctx.settings.probe_interval());
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut probe_cursor = StreamId::ZERO;
-        // Entries up to the log's end at reconnect were published while the tail was away.
-        let gap_end = reconnected.then_some(log_end);
-        let mut read =
-            Box::pin(self.read(connection.clone(), position.cursor.unwrap_or(log_end), probe_cursor));
+        let mut reads: futures_util::stream::FuturesUnordered<PendingRead> = partitions
+            .iter()
+            .enumerate()
+            .map(|(index, partition)| self.read(index, partition, &positions[index]))
+            .collect();
         loop {
-            let probe_deadline = probe.deadline();
+            let probe_deadline = partitions.iter().filter_map(|partition| partition.probe.deadline()).min();
             // Biased: a reply already in is read before the probe's deadline is looked at.
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(()),
-                reply = &mut read => {
+                Some((index, reply)) = futures_util::StreamExt::next(&mut reads) => {
                     let started = Instant::now();
                     let reply = reply.map_err(SessionError::Read)?;
-                    position.read_at = Some(started.into_std());
+                    positions[index].read_at = Some(started.into_std());
                     let now = unix_seconds_now();
                     self.ctx.metrics.log_read.set(now);
+                    let keys = &self.partitions[index];
                     // A read that brings nothing of the log is at its end: no lag, whatever the
                     // last entries were (those of a gap filled after an outage are old).
-                    if !reply.iter().any(|(key, entries)| *key == self.key && !entries.is_empty()) {
-                        self.ctx.metrics.log_lag.set(0.0);
-                    }
+                    partitions[index].lag = 0.0;
                     for (key, entries) in reply {
-                        if key == self.probe_key {
+                        if key == keys.probe_key {
                             for (id, nonce) in entries.iter().filter_map(probe_entry) {
-                                probe_cursor = id;
-                                self.ctx.probe_seen(DeliveryPath::Log, nonce, &mut probe);
+                                partitions[index].probe_cursor = id;
+                                if let Some(round_trip) = partitions[index].probe.echoed(nonce) {
+                                    self.ctx.metrics.probe_rtt.observe(round_trip.as_secs_f64());
+                                    if partitions.iter().all(|partition| !partition.probe.is_pending()) {
+                                        self.ctx.health.delivery_verified(DeliveryPath::Log);
+                                    }
+                                }
                             }
-                        } else if key == self.key {
+                        } else if key == keys.key {
                             if let Some(newest) = entries.last().and_then(|(id, _)| id.parse::<StreamId>().ok()) {
-                                self.ctx.metrics.log_lag.set((now - newest.ms as f64 / 1e3).max(0.0));
+                                partitions[index].lag = (now - newest.ms as f64 / 1e3).max(0.0);
                             }
-                            self.deliver(entries, position, gap_end, &mut scans);
+                            // Entries up to the log's end at reconnect were published while the
+                            // tail was away.
+                            let gap_end = reconnected.then_some(partitions[index].log_end);
+                            let partition = Delivering { index, stamp: stamp.as_mut(), gap_end };
+                            self.deliver(entries, &mut positions[index], partition, &mut scans);
                         }
                     }
-                    read.set(self.read(connection.clone(), position.cursor.unwrap_or(log_end), probe_cursor));
-                    probe.busy(started.elapsed());
+                    self.ctx.metrics.log_lag.set(partitions.iter().map(|partition| partition.lag).fold(0.0, f64::max));
+                    reads.push(self.read(index, &partitions[index], &positions[index]));
+                    let spent = started.elapsed();
+                    for partition in &mut partitions {
+                        partition.probe.busy(spent);
+                    }
                 }
-                _ = probe_tick.tick(), if !probe.is_pending() => {
-                    let nonce = probe.start();
-                    let commands = Arc::clone(&self.ctx.commands);
-                    let (key, probe_key) = (self.key.clone(), self.probe_key.clone());
-                    let expire_ms = self.ctx.settings.probe_interval_ms.saturating_mul(10).max(60_000);
-                    let window = Arc::clone(&self.window);
-                    let eviction = Arc::clone(&self.ctx.eviction);
-                    let oldest_entry = self.ctx.metrics.log_oldest_entry.clone();
-                    tokio::spawn(async move {
-                        if let Err(error) = publish_probe(&commands, &probe_key, nonce, expire_ms).await {
-                            tracing::debug!(error = %error, "probe append failed");
-                        }
-                        // Trimming is invisible to the tail: follow it at the probe's pace.
-                        match log_extent(&commands, &key).await {
-                            Ok((oldest, max_deleted)) => {
-                                if let Some(oldest) = oldest {
-                                    oldest_entry.set(oldest.ms as f64 / 1e3);
-                                }
-                                window.follow_log(oldest, max_deleted);
-                            }
-                            Err(error) => tracing::debug!(error = %error, "log extent unknown"),
-                        }
-                        match eviction_policy(&commands, &key).await {
-                            Ok((info, ttl)) => eviction.record(&key, &info, ttl),
-                            // An ACL user without INFO: nothing to say.
-                            Err(error) => tracing::debug!(error = %error, "cannot ask Redis about eviction"),
-                        }
-                    });
+                _ = probe_tick.tick(), if partitions.iter().all(|partition| !partition.probe.is_pending()) => {
+                    let nonces: Vec<u64> = partitions.iter_mut().map(|partition| partition.probe.start()).collect();
+                    self.send_probes(nonces);
                 }
                 _ = sleep_until(probe_deadline), if probe_deadline.is_some() => {
                     self.ctx.metrics.probe_failures.inc();
-                    return Err(SessionError::Unfed(probe.timeout().as_millis()));
+                    let timeout = partitions[0].probe.timeout();
+                    return Err(SessionError::Unfed(timeout.as_millis()));
                 }
             }
         }
     }
 
-    /// One `XREAD` of the log and the probe stream.
-    fn read(
-        &self,
-        mut connection: RedisConnection,
-        cursor: StreamId,
-        probe_cursor: StreamId,
-    ) -> impl Future<Output = redis::RedisResult<Vec<(String, Vec<RawEntry>)>>> + use<> {
+    /// Appends each partition's probe nonce and, at the probes' pace, follows what the tail
+    /// cannot see: trimming, and whether Redis may evict the log.
+    fn send_probes(&self, nonces: Vec<u64>) {
+        let commands = Arc::clone(&self.ctx.commands);
+        let keys: Vec<(String, String)> =
+            self.partitions.iter().map(|keys| (keys.key.clone(), keys.probe_key.clone())).collect();
+        let expire_ms = self.ctx.settings.probe_interval_ms.saturating_mul(10).max(60_000);
+        let window = Arc::clone(&self.window);
+        let eviction = Arc::clone(&self.ctx.eviction);
+        let oldest_entry = self.ctx.metrics.log_oldest_entry.clone();
+        tokio::spawn(async move {
+            for ((_, probe_key), nonce) in keys.iter().zip(nonces) {
+                if let Err(error) = publish_probe(&commands, probe_key, nonce, expire_ms).await {
+                    tracing::debug!(error = %error, "probe append failed");
+                }
+            }
+            let mut oldest_of_all: Option<StreamId> = None;
+            let mut risk: Option<(String, String, i64)> = None;
+            for (index, (key, _)) in keys.iter().enumerate() {
+                match log_extent(&commands, key).await {
+                    Ok((oldest, max_deleted)) => {
+                        if let Some(oldest) = oldest {
+                            oldest_of_all = Some(oldest_of_all.map_or(oldest, |known| known.min(oldest)));
+                        }
+                        window.follow_log(index, oldest, max_deleted);
+                    }
+                    Err(error) => tracing::debug!(error = %error, "log extent unknown"),
+                }
+                match eviction_policy(&commands, key).await {
+                    // The first partition at risk, if one is, else the last.
+                    Ok((info, ttl)) => {
+                        let at_risk =
+                            risk.as_ref().is_some_and(|(_, info, ttl)| eviction_risk(info, *ttl).is_some());
+                        if !at_risk {
+                            risk = Some((key.clone(), info, ttl));
+                        }
+                    }
+                    // An ACL user without INFO: nothing to say.
+                    Err(error) => tracing::debug!(error = %error, "cannot ask Redis about eviction"),
+                }
+            }
+            if let Some(oldest) = oldest_of_all {
+                oldest_entry.set(oldest.ms as f64 / 1e3);
+            }
+            if let Some((key, info, ttl)) = risk {
+                eviction.record(&key, &info, ttl);
+            }
+        });
+    }
+
+    /// One `XREAD` of a partition and its probe stream.
+    fn read(&self, index: usize, partition: &PartitionSession, position: &Position) -> PendingRead {
+        let keys = &self.partitions[index];
         let mut command = redis::cmd("XREAD");
         command
             .arg("COUNT")
@@ -265,34 +349,39 @@ impl TailReader {
             .arg("BLOCK")
             .arg(self.ctx.settings.tail_block_ms)
             .arg("STREAMS")
-            .arg(&self.key)
-            .arg(&self.probe_key)
-            .arg(cursor.to_string())
-            .arg(probe_cursor.to_string());
-        async move {
-            let reply: Option<Vec<(String, Vec<RawEntry>)>> = command.query_async(&mut connection).await?;
-            Ok(reply.unwrap_or_default())
-        }
+            .arg(&keys.key)
+            .arg(&keys.probe_key)
+            .arg(position.cursor.unwrap_or(partition.log_end).to_string())
+            .arg(partition.probe_cursor.to_string());
+        let mut connection = partition.connection.clone();
+        Box::pin(async move {
+            let reply: redis::RedisResult<Option<ReadReply>> = command.query_async(&mut connection).await;
+            (index, reply.map(Option::unwrap_or_default))
+        })
     }
 
     fn deliver(
         &self,
         entries: Vec<RawEntry>,
         position: &mut Position,
-        gap_end: Option<StreamId>,
+        mut partition: Delivering<'_>,
         scans: &mut ScanCache,
     ) {
+        let index = partition.index as u16;
         for entry in entries.into_iter().filter_map(entry_from_raw) {
+            let id = entry.as_ref().map_or_else(|id| *id, |entry| entry.id);
+            position.cursor = Some(id);
+            if let Some(stamp) = partition.stamp.as_deref_mut() {
+                stamp[partition.index] = id;
+            }
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(id) => {
-                    position.cursor = Some(id);
                     position.remember(id, MALFORMED);
                     self.ctx.drop_message(b"", DropReason::BadEnvelope);
                     continue;
                 }
             };
-            position.cursor = Some(entry.id);
             let rule = self.ctx.rules.logged_rule_for(&entry.channel);
             let decoded = rule.map(|_| entry.decode(self.ctx.max_message_bytes));
             let event = event_key(&entry, decoded.as_ref().and_then(|decoded| decoded.as_ref().ok()));
@@ -315,15 +404,23 @@ impl TailReader {
                 }
             };
             let token_only = rule.access == Access::Token;
-            let frame = QueuedFrame::new(decoded.id, decoded.frame);
+            let frame = match partition.stamp.as_deref() {
+                Some(stamp) => QueuedFrame::logged(
+                    index,
+                    entry.id,
+                    Some(Arc::from(stamp.as_slice())),
+                    with_id(&decoded.frame, &encode_position(stamp)),
+                ),
+                None => QueuedFrame::logged(index, entry.id, None, decoded.frame),
+            };
             // Into the window before the hub: a stream registered before this entry reaches
             // the hub finds it in one or the other (the replay skips what is in both).
-            self.window.push(entry.id, &entry.channel, token_only, &frame);
+            self.window.push(index, entry.id, &entry.channel, token_only, &frame);
             if redelivered {
                 continue;
             }
             self.ctx.metrics.received();
-            if gap_end.is_some_and(|end| entry.id <= end) {
+            if partition.gap_end.is_some_and(|end| entry.id <= end) {
                 self.ctx.metrics.gap_filled_events.inc();
             }
             self.ctx.metrics.observe_latency(decoded.published_micros);
@@ -345,16 +442,19 @@ impl TailReader {
     async fn locate(
         &self,
         connection: &mut RedisConnection,
+        index: usize,
         cursor: StreamId,
         log_end: StreamId,
-        position: &mut Position,
+        positions: &mut [Position],
     ) -> redis::RedisResult<()> {
+        let key = &self.partitions[index].key;
+        let position = &mut positions[index];
         let Some(&(last_read, last_event)) = position.recent.back() else {
             // Nothing read yet: the cursor is where the log ended at the first connect.
             return Ok(());
         };
         debug_assert_eq!(last_read, cursor);
-        if entry_at(connection, &self.key, cursor)
+        if entry_at(connection, key, cursor)
             .await?
             .is_some_and(|entry| self.event_key_of(&entry) == last_event)
         {
@@ -365,7 +465,7 @@ impl TailReader {
         let mut upper = format!("{cursor}");
         let shared = 'search: loop {
             let mut command = redis::cmd("XREVRANGE");
-            command.arg(&self.key).arg(&upper).arg("-").arg("COUNT").arg(100);
+            command.arg(key).arg(&upper).arg("-").arg("COUNT").arg(100);
             let page: Vec<RawEntry> = command.query_async(connection).await?;
             let complete = page.len() < 100;
             for entry in page.into_iter().filter_map(entry_from_raw) {
@@ -390,14 +490,14 @@ impl TailReader {
                 position.vanished.extend(vanished.iter().map(|(_, event)| *event));
                 self.ctx.metrics.log_divergences.inc();
                 tracing::warn!(
-                    log = %self.key,
+                    log = %key,
                     last_read = %cursor,
                     continue_after = %shared,
                     events = vanished.len(),
                     "the log of this Redis node lacks events the relay delivered (a failover lost the previous primary's latest writes); continuing from the newest shared entry, without delivering those events twice"
                 );
                 position.cursor = Some(shared);
-                self.window.truncate_after(shared);
+                self.window.truncate_after(index, shared);
             }
             None => {
                 // The events were lost after the tail's last read: a stream that reset its
@@ -407,11 +507,16 @@ impl TailReader {
                     position.read_at.unwrap_or_else(std::time::Instant::now),
                 ));
                 self.ctx.metrics.resets.inc_by(reached as u64);
-                tracing::warn!(log = %self.key, last_read = %cursor, "the log no longer holds the relay's position: streams told to reset");
+                tracing::warn!(log = %key, last_read = %cursor, "the log no longer holds the relay's position: streams told to reset");
                 position.recent.clear();
                 position.vanished.clear();
+                position.cursor = Some(newest_entry_up_to(connection, key, log_end).await?);
                 self.window.clear();
-                position.cursor = Some(log_end);
+                for (index, position) in positions.iter().enumerate() {
+                    if let Some(cursor) = position.cursor {
+                        self.window.start(index, cursor);
+                    }
+                }
             }
         }
         Ok(())
@@ -427,6 +532,16 @@ impl TailReader {
             .and_then(|_| entry.decode(self.ctx.max_message_bytes).ok());
         event_key(entry, decoded.as_ref())
     }
+}
+
+/// The partition a session delivers entries of, and what its frames say.
+struct Delivering<'a> {
+    index: usize,
+    /// With several partitions, the relay's position in each (this one's advances entry by
+    /// entry): what every frame states.
+    stamp: Option<&'a mut Vec<StreamId>>,
+    /// Entries up to this id were published while the tail was away.
+    gap_end: Option<StreamId>,
 }
 
 /// The probe stream of a pod: beside the log, in the same hash slot when the log's key has a
@@ -529,6 +644,19 @@ async fn last_generated_id(connection: &mut RedisConnection, key: &str) -> redis
         Err(error) if error.to_string().contains("no such key") => Ok(StreamId::ZERO),
         Err(error) => Err(error),
     }
+}
+
+/// The newest entry of the log up to `bound` (`0-0` when there is none): a position a resume
+/// can find in the log.
+async fn newest_entry_up_to(
+    connection: &mut RedisConnection,
+    key: &str,
+    bound: StreamId,
+) -> redis::RedisResult<StreamId> {
+    let mut command = redis::cmd("XREVRANGE");
+    command.arg(key).arg(bound.to_string()).arg("-").arg("COUNT").arg(1);
+    let entries: Vec<RawEntry> = command.query_async(connection).await?;
+    Ok(entries.first().and_then(|(id, _)| id.parse().ok()).unwrap_or(StreamId::ZERO))
 }
 
 async fn entry_at(

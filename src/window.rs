@@ -4,10 +4,11 @@
 //! Last-Event-ID a moment old. The tail read those entries anyway to deliver them, so the relay
 //! keeps a bounded window of them (encoded frames shared with live delivery, no copy) and
 //! replays a resume that falls inside it without asking Redis. Entries enter it only from the
-//! tail, in log order, so the window is always a contiguous stretch of the log: a resume is
-//! served from it only when its id is one of the window's entries (or the one just before
-//! them), exactly the condition under which the log itself could serve it. When the tail finds
-//! that the log it reads is not the one it read before, the window is cut back with it.
+//! tail, in log order within each partition, so the window holds a contiguous stretch of each
+//! partition: a resume is served from it only when, in every partition, its position is one of
+//! the window's entries (or the one just before them), exactly the condition under which the
+//! log itself could serve it. When the tail finds that a partition it reads is not the one it
+//! read before, the window is cut back with it.
 
 use std::collections::VecDeque;
 use std::sync::{PoisonError, RwLock};
@@ -18,8 +19,8 @@ use crate::channels::Subscription;
 use crate::hub::QueuedFrame;
 use protocol::log_id::StreamId;
 
-/// What an entry costs besides its frame and channel bytes (the deque slot, the frame's `Arc`).
-const ENTRY_OVERHEAD_BYTES: usize = 96;
+/// What an entry costs besides its frame and channel bytes (the deque slots, the frame's `Arc`).
+const ENTRY_OVERHEAD_BYTES: usize = 120;
 
 pub struct ResumeWindow {
     max_entries: usize,
@@ -30,16 +31,50 @@ pub struct ResumeWindow {
     bytes_gauge: IntGauge,
 }
 
-#[derive(Default)]
 struct State {
-    /// The id of the entry just before the oldest one held (it left the window): a client that
-    /// has it misses nothing the window holds.
-    evicted: Option<StreamId>,
+    /// Per partition, the id of the entry just before its oldest one held (it left the window,
+    /// or the tail started after it): a client that has it misses nothing the window holds.
+    before: Vec<Option<StreamId>>,
+    /// In the order the tail delivered them.
     entries: VecDeque<WindowEntry>,
+    /// The delivery number of `entries[0]` (each entry's is its index plus this).
+    first_number: u64,
+    /// Per partition, its entries' ids and delivery numbers, oldest first.
+    by_partition: Vec<VecDeque<(StreamId, u64)>>,
     bytes: usize,
 }
 
+impl State {
+    fn new(partitions: usize) -> Self {
+        Self {
+            before: vec![None; partitions],
+            entries: VecDeque::new(),
+            first_number: 0,
+            by_partition: vec![VecDeque::new(); partitions],
+            bytes: 0,
+        }
+    }
+
+    fn push(&mut self, entry: WindowEntry) {
+        let number = self.first_number + self.entries.len() as u64;
+        self.bytes += entry.bytes();
+        self.by_partition[usize::from(entry.partition)].push_back((entry.id, number));
+        self.entries.push_back(entry);
+    }
+
+    fn evict_oldest(&mut self) -> bool {
+        let Some(oldest) = self.entries.pop_front() else { return false };
+        let partition = usize::from(oldest.partition);
+        self.by_partition[partition].pop_front();
+        self.before[partition] = Some(oldest.id);
+        self.bytes -= oldest.bytes();
+        self.first_number += 1;
+        true
+    }
+}
+
 struct WindowEntry {
+    partition: u16,
     id: StreamId,
     channel: Box<[u8]>,
     /// Whether its rule needs a token.
@@ -54,9 +89,22 @@ impl WindowEntry {
 }
 
 impl ResumeWindow {
-    /// At most `max_entries` entries and `max_bytes` bytes; `max_entries == 0` keeps none.
-    pub fn new(max_entries: usize, max_bytes: usize, entries_gauge: IntGauge, bytes_gauge: IntGauge) -> Self {
-        Self { max_entries, max_bytes, state: RwLock::default(), entries_gauge, bytes_gauge }
+    /// At most `max_entries` entries and `max_bytes` bytes of a log of `partitions` partitions;
+    /// `max_entries == 0` keeps none.
+    pub fn new(
+        partitions: usize,
+        max_entries: usize,
+        max_bytes: usize,
+        entries_gauge: IntGauge,
+        bytes_gauge: IntGauge,
+    ) -> Self {
+        Self {
+            max_entries,
+            max_bytes,
+            state: RwLock::new(State::new(partitions)),
+            entries_gauge,
+            bytes_gauge,
+        }
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
@@ -64,58 +112,81 @@ impl ResumeWindow {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The tail read this entry (the next one in the log after the previous one pushed).
-    pub fn push(&self, id: StreamId, channel: &[u8], token_only: bool, frame: &QueuedFrame) {
+    /// The tail starts reading partition `partition` after `cursor`: a client that has
+    /// `cursor` misses nothing the window will hold of it.
+    pub fn start(&self, partition: usize, cursor: StreamId) {
         if self.max_entries == 0 {
             return;
         }
-        let entry = WindowEntry { id, channel: channel.into(), token_only, frame: frame.clone() };
         let mut state = self.write();
-        debug_assert!(state.entries.back().is_none_or(|last| last.id < id), "log order");
-        state.bytes += entry.bytes();
-        state.entries.push_back(entry);
+        if state.by_partition[partition].is_empty() && state.before[partition].is_none() {
+            state.before[partition] = Some(cursor);
+        }
+    }
+
+    /// The tail read this entry (the next one in its partition after the previous one pushed).
+    pub fn push(&self, partition: u16, id: StreamId, channel: &[u8], token_only: bool, frame: &QueuedFrame) {
+        if self.max_entries == 0 {
+            return;
+        }
+        let entry = WindowEntry { partition, id, channel: channel.into(), token_only, frame: frame.clone() };
+        let mut state = self.write();
+        debug_assert!(
+            state.by_partition[usize::from(partition)].back().is_none_or(|(last, _)| *last < id),
+            "log order"
+        );
+        state.push(entry);
         while state.entries.len() > self.max_entries
             || (state.bytes > self.max_bytes && state.entries.len() > 1)
         {
-            let Some(oldest) = state.entries.pop_front() else { break };
-            state.bytes -= oldest.bytes();
-            state.evicted = Some(oldest.id);
+            if !state.evict_oldest() {
+                break;
+            }
         }
         self.publish_size(&state);
     }
 
-    /// The log the tail reads lost everything after `id` (a failover lost the previous
+    /// Partition `partition` lost everything after `id` (a failover lost the previous
     /// primary's latest writes): so does the window.
-    pub fn truncate_after(&self, id: StreamId) {
+    pub fn truncate_after(&self, partition: usize, id: StreamId) {
         let mut state = self.write();
-        while state.entries.back().is_some_and(|last| last.id > id) {
-            let removed = state.entries.pop_back().expect("checked");
-            state.bytes -= removed.bytes();
+        let partitions = state.before.len();
+        let old = std::mem::replace(&mut *state, State::new(partitions));
+        state.before = old.before;
+        state.first_number = old.first_number;
+        for entry in old.entries {
+            if !(usize::from(entry.partition) == partition && entry.id > id) {
+                state.push(entry);
+            }
         }
-        if state.evicted.is_some_and(|evicted| evicted > id) {
-            state.evicted = None;
+        if state.before[partition].is_some_and(|before| before > id) {
+            state.before[partition] = None;
         }
         self.publish_size(&state);
     }
 
-    /// What the log holds now, as `XINFO STREAM` says: its oldest entry (`None`: the log is
-    /// empty or gone) and the newest entry ever deleted from it. Entries trimmed or deleted
-    /// since leave the window too, and with them the resumes the log could no longer serve.
-    pub fn follow_log(&self, oldest: Option<StreamId>, max_deleted: Option<StreamId>) {
-        let Some(oldest) = oldest else {
-            self.clear();
-            return;
+    /// What partition `partition` holds now, as `XINFO STREAM` says: its oldest entry
+    /// (`None`: it is empty or gone) and the newest entry ever deleted from it. Entries trimmed
+    /// or deleted since leave the window (with those delivered before them), and with them
+    /// the resumes the log could no longer serve.
+    pub fn follow_log(&self, partition: usize, oldest: Option<StreamId>, max_deleted: Option<StreamId>) {
+        let gone = |id: StreamId| {
+            oldest.is_none_or(|oldest| id < oldest) || max_deleted.is_some_and(|deleted| id <= deleted)
         };
-        let gone = |id: StreamId| id < oldest || max_deleted.is_some_and(|deleted| id <= deleted);
         let mut state = self.write();
-        let mut changed = false;
-        while state.entries.front().is_some_and(|first| gone(first.id)) {
-            let removed = state.entries.pop_front().expect("checked");
-            state.bytes -= removed.bytes();
-            changed = true;
+        let last_gone = state.by_partition[partition]
+            .iter()
+            .take_while(|(id, _)| gone(*id))
+            .last()
+            .map(|(_, number)| *number);
+        if let Some(last_gone) = last_gone {
+            while state.first_number <= last_gone {
+                state.evict_oldest();
+            }
+            state.before[partition] = None;
         }
-        if changed || state.evicted.is_some_and(gone) {
-            state.evicted = None;
+        if state.before[partition].is_some_and(gone) {
+            state.before[partition] = None;
         }
         self.publish_size(&state);
     }
@@ -123,7 +194,8 @@ impl ResumeWindow {
     /// The log the tail reads is not the one it read: nothing held is known to be in it.
     pub fn clear(&self) {
         let mut state = self.write();
-        *state = State::default();
+        let partitions = state.before.len();
+        *state = State::new(partitions);
         self.publish_size(&state);
     }
 
@@ -132,25 +204,46 @@ impl ResumeWindow {
         self.bytes_gauge.set(state.bytes as i64);
     }
 
-    /// The frames after `after` that `subscription` wants, if the window holds everything
-    /// after `after`; `None` sends the resume to the log.
-    pub fn after(&self, after: StreamId, subscription: &Subscription, max_entries: usize) -> Option<Resumed> {
+    /// The frames after `after` (an id per partition) that `subscription` wants, if the window
+    /// holds everything after it; `None` sends the resume to the log.
+    pub fn after(
+        &self,
+        after: &[StreamId],
+        subscription: &Subscription,
+        max_entries: usize,
+    ) -> Option<Resumed> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let from = if state.evicted == Some(after) {
-            0
-        } else {
-            let at = state.entries.binary_search_by_key(&after, |entry| entry.id).ok()?;
-            at + 1
-        };
-        let behind = state.entries.len() - from;
+        if after.len() != state.before.len() {
+            return None;
+        }
+        let mut behind = 0;
+        let mut from_number = u64::MAX;
+        for (partition, &has) in after.iter().enumerate() {
+            let held = &state.by_partition[partition];
+            let next = if state.before[partition] == Some(has) {
+                0
+            } else {
+                held.binary_search_by_key(&has, |(id, _)| *id).ok()? + 1
+            };
+            behind += held.len() - next;
+            if let Some((_, number)) = held.get(next) {
+                from_number = from_number.min(*number);
+            }
+        }
         if behind > max_entries {
-            let newest = state.entries.back().map(|entry| entry.id)?;
+            let newest = state.entries.back()?;
+            let newest = match &newest.frame.stamp {
+                Some(stamp) => stamp.to_vec(),
+                None => vec![newest.id],
+            };
             return Some(Resumed::TooFarBehind { behind, newest });
         }
+        let from = usize::try_from(from_number.saturating_sub(state.first_number)).unwrap_or(usize::MAX);
         Some(Resumed::Frames(
             state
                 .entries
-                .range(from..)
+                .range(from.min(state.entries.len())..)
+                .filter(|entry| entry.id > after[usize::from(entry.partition)])
                 .filter(|entry| subscription.wants(&entry.channel, entry.token_only))
                 .map(|entry| entry.frame.clone())
                 .collect(),
@@ -164,7 +257,7 @@ pub enum Resumed {
     /// What the stream selected of the entries after its id, in order.
     Frames(Vec<QueuedFrame>),
     /// More entries than a replay may cover follow the id: how many, and the newest.
-    TooFarBehind { behind: usize, newest: StreamId },
+    TooFarBehind { behind: usize, newest: Vec<StreamId> },
 }
 
 #[cfg(test)]
@@ -177,7 +270,7 @@ mod tests {
 
     fn window(max_entries: usize, max_bytes: usize) -> ResumeWindow {
         let gauge = |name| IntGauge::new(name, "test").unwrap();
-        ResumeWindow::new(max_entries, max_bytes, gauge("entries"), gauge("bytes"))
+        ResumeWindow::new(1, max_entries, max_bytes, gauge("entries"), gauge("bytes"))
     }
 
     fn id(ms: u64) -> StreamId {
@@ -186,7 +279,7 @@ mod tests {
 
     fn push(window: &ResumeWindow, ms: u64, channel: &str) {
         let frame = QueuedFrame::new(Some(id(ms)), Bytes::from(format!("{ms}")));
-        window.push(id(ms), channel.as_bytes(), false, &frame);
+        window.push(0, id(ms), channel.as_bytes(), false, &frame);
     }
 
     fn ids(resumed: Option<Resumed>) -> Option<Vec<u64>> {
@@ -206,8 +299,11 @@ mod tests {
         for ms in 1..=5 {
             push(&window, ms, "a");
         }
-        assert!(matches!(window.after(id(1), &anyone(), 3), Some(Resumed::TooFarBehind { behind: 4, .. })));
-        assert_eq!(ids(window.after(id(2), &anyone(), 3)), Some(vec![3, 4, 5]));
+        assert!(matches!(
+            window.after(&[id(1)], &anyone(), 3),
+            Some(Resumed::TooFarBehind { behind: 4, .. })
+        ));
+        assert_eq!(ids(window.after(&[id(2)], &anyone(), 3)), Some(vec![3, 4, 5]));
     }
 
     #[test]
@@ -216,21 +312,21 @@ mod tests {
         for ms in 1..=5 {
             push(&window, ms, "a");
         }
-        assert_eq!(ids(window.after(id(3), &anyone(), usize::MAX)), Some(vec![4, 5]));
-        assert_eq!(ids(window.after(id(5), &anyone(), usize::MAX)), Some(vec![]));
+        assert_eq!(ids(window.after(&[id(3)], &anyone(), usize::MAX)), Some(vec![4, 5]));
+        assert_eq!(ids(window.after(&[id(5)], &anyone(), usize::MAX)), Some(vec![]));
         assert_eq!(
-            ids(window.after(id(2), &anyone(), usize::MAX)),
+            ids(window.after(&[id(2)], &anyone(), usize::MAX)),
             Some(vec![3, 4, 5]),
             "the entry evicted last"
         );
-        assert_eq!(window.after(id(1), &anyone(), usize::MAX).map(|_| ()), None, "older: from the log");
+        assert_eq!(window.after(&[id(1)], &anyone(), usize::MAX).map(|_| ()), None, "older: from the log");
         assert_eq!(
-            window.after(id(6), &anyone(), usize::MAX).map(|_| ()),
+            window.after(&[id(6)], &anyone(), usize::MAX).map(|_| ()),
             None,
             "newer than the tail read: from the log"
         );
         assert_eq!(
-            window.after(StreamId { ms: 4, seq: 1 }, &anyone(), usize::MAX).map(|_| ()),
+            window.after(&[StreamId { ms: 4, seq: 1 }], &anyone(), usize::MAX).map(|_| ()),
             None,
             "not an entry"
         );
@@ -243,7 +339,7 @@ mod tests {
         push(&window, 2, "b.1");
         push(&window, 3, "a.2");
         let a = Subscription::anonymous(Selection::from_patterns(vec![Pattern::parse("a.*").unwrap()]));
-        assert_eq!(ids(window.after(id(1), &a, usize::MAX)), Some(vec![3]));
+        assert_eq!(ids(window.after(&[id(1)], &a, usize::MAX)), Some(vec![3]));
     }
 
     #[test]
@@ -254,15 +350,19 @@ mod tests {
         }
         assert_eq!(window.bytes_gauge.get() as usize, 3 * (ENTRY_OVERHEAD_BYTES + 2));
         assert_eq!(window.entries_gauge.get(), 3);
-        window.truncate_after(id(4));
-        assert_eq!(ids(window.after(id(2), &anyone(), usize::MAX)), Some(vec![3, 4]));
-        assert_eq!(window.after(id(5), &anyone(), usize::MAX).map(|_| ()), None, "lost with the old primary");
-        window.truncate_after(id(1));
-        assert_eq!(window.after(id(2), &anyone(), usize::MAX).map(|_| ()), None, "the boundary went too");
+        window.truncate_after(0, id(4));
+        assert_eq!(ids(window.after(&[id(2)], &anyone(), usize::MAX)), Some(vec![3, 4]));
+        assert_eq!(
+            window.after(&[id(5)], &anyone(), usize::MAX).map(|_| ()),
+            None,
+            "lost with the old primary"
+        );
+        window.truncate_after(0, id(1));
+        assert_eq!(window.after(&[id(2)], &anyone(), usize::MAX).map(|_| ()), None, "the boundary went too");
         assert_eq!((window.entries_gauge.get(), window.bytes_gauge.get()), (0, 0));
         push(&window, 7, "a");
         window.clear();
-        assert_eq!(window.after(id(7), &anyone(), usize::MAX).map(|_| ()), None);
+        assert_eq!(window.after(&[id(7)], &anyone(), usize::MAX).map(|_| ()), None);
     }
 
     #[test]
@@ -271,31 +371,85 @@ mod tests {
         for ms in 1..=5 {
             push(&window, ms, "a");
         }
-        window.follow_log(Some(id(2)), None);
+        window.follow_log(0, Some(id(2)), None);
         assert_eq!(
-            ids(window.after(id(2), &anyone(), usize::MAX)),
+            ids(window.after(&[id(2)], &anyone(), usize::MAX)),
             Some(vec![3, 4, 5]),
             "nothing trimmed yet"
         );
-        window.follow_log(Some(id(4)), None);
-        assert_eq!(window.after(id(2), &anyone(), usize::MAX).map(|_| ()), None);
-        assert_eq!(window.after(id(3), &anyone(), usize::MAX).map(|_| ()), None, "3 was trimmed");
-        assert_eq!(ids(window.after(id(4), &anyone(), usize::MAX)), Some(vec![5]));
-        window.follow_log(Some(id(4)), Some(id(4)));
+        window.follow_log(0, Some(id(4)), None);
+        assert_eq!(window.after(&[id(2)], &anyone(), usize::MAX).map(|_| ()), None);
+        assert_eq!(window.after(&[id(3)], &anyone(), usize::MAX).map(|_| ()), None, "3 was trimmed");
+        assert_eq!(ids(window.after(&[id(4)], &anyone(), usize::MAX)), Some(vec![5]));
+        window.follow_log(0, Some(id(4)), Some(id(4)));
         assert_eq!(
-            window.after(id(4), &anyone(), usize::MAX).map(|_| ()),
+            window.after(&[id(4)], &anyone(), usize::MAX).map(|_| ()),
             None,
             "deleted: the log would reset"
         );
-        assert_eq!(ids(window.after(id(5), &anyone(), usize::MAX)), Some(vec![]));
-        window.follow_log(None, None);
+        assert_eq!(ids(window.after(&[id(5)], &anyone(), usize::MAX)), Some(vec![]));
+        window.follow_log(0, None, None);
         assert_eq!(window.entries_gauge.get(), 0, "the log is gone");
+    }
+
+    #[test]
+    fn a_position_in_several_partitions_is_served_when_every_partition_is_held() {
+        let gauge = |name| IntGauge::new(name, "test").unwrap();
+        let window = ResumeWindow::new(3, 4, usize::MAX, gauge("entries"), gauge("bytes"));
+        let at = |partition: u16, ms: u64| {
+            let frame = QueuedFrame::logged(partition, id(ms), None, Bytes::from(format!("{ms}")));
+            window.push(partition, id(ms), b"a", false, &frame);
+        };
+        window.start(0, id(0));
+        window.start(1, id(5));
+        window.start(2, id(7));
+        at(0, 10);
+        at(1, 11);
+        at(0, 12);
+        assert_eq!(ids(window.after(&[id(0), id(5), id(7)], &anyone(), usize::MAX)), Some(vec![10, 11, 12]));
+        assert_eq!(ids(window.after(&[id(10), id(5), id(7)], &anyone(), usize::MAX)), Some(vec![11, 12]));
+        assert_eq!(ids(window.after(&[id(12), id(11), id(7)], &anyone(), usize::MAX)), Some(vec![]));
+        assert_eq!(
+            window.after(&[id(12), id(6), id(7)], &anyone(), usize::MAX).map(|_| ()),
+            None,
+            "not held"
+        );
+        assert_eq!(
+            window.after(&[id(12), id(11)], &anyone(), usize::MAX).map(|_| ()),
+            None,
+            "another layout"
+        );
+        at(2, 13);
+        at(1, 14);
+        // 10 left: partition 0 from 10 on is still held, from 0 no longer.
+        assert_eq!(
+            ids(window.after(&[id(10), id(5), id(7)], &anyone(), usize::MAX)),
+            Some(vec![11, 12, 13, 14])
+        );
+        assert_eq!(window.after(&[id(0), id(5), id(7)], &anyone(), usize::MAX).map(|_| ()), None);
+        assert!(matches!(
+            window.after(&[id(10), id(5), id(7)], &anyone(), 2),
+            Some(Resumed::TooFarBehind { behind: 4, .. })
+        ));
+        // Partition 1 trimmed through 11: 11 and what was delivered before it leave.
+        window.follow_log(1, Some(id(14)), None);
+        assert_eq!(window.after(&[id(10), id(5), id(7)], &anyone(), usize::MAX).map(|_| ()), None);
+        assert_eq!(
+            window.after(&[id(12), id(11), id(7)], &anyone(), usize::MAX).map(|_| ()),
+            None,
+            "11 is gone"
+        );
+        assert_eq!(ids(window.after(&[id(12), id(14), id(7)], &anyone(), usize::MAX)), Some(vec![13]));
+        // Partition 2 lost 13 in a failover.
+        window.truncate_after(2, id(7));
+        assert_eq!(ids(window.after(&[id(12), id(14), id(7)], &anyone(), usize::MAX)), Some(vec![]));
+        assert_eq!(window.entries_gauge.get(), 2);
     }
 
     #[test]
     fn a_window_of_no_entries_serves_nothing() {
         let window = window(0, usize::MAX);
         push(&window, 1, "a");
-        assert_eq!(window.after(id(1), &anyone(), usize::MAX).map(|_| ()), None);
+        assert_eq!(window.after(&[id(1)], &anyone(), usize::MAX).map(|_| ()), None);
     }
 }

@@ -66,7 +66,9 @@ async function signIn(page, username) {
   assert.equal(await page.locator("#who").textContent(), username);
 }
 async function signOut(page) {
+  const ended = page.waitForResponse((r) => r.url().endsWith("/api/session") && r.request().method() === "DELETE");
   await page.click("#sign-out");
+  assert.equal((await ended).status(), 204, "the session ended");
   await page.locator("#sign-in-form").waitFor({ state: "visible", timeout: WAIT });
 }
 async function createInForm(page, date, temperature, summary) {

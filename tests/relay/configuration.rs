@@ -47,9 +47,15 @@ fn an_unknown_key_exits_2_naming_it() {
     );
     assert_refused(
         None,
-        &[("SSE_RELAY__REDIS__CLUSTER__NODES", "127.0.0.1:7000"), ("SSE_RELAY__REDIS__LOG_PARTITIONS", "4")],
+        &[("SSE_RELAY__REDIS__LOG_PARTITIONS", "4")],
         "redis.log_partitions",
-        "tails one log partition",
+        "partitions spread the log over a Redis Cluster",
+    );
+    assert_refused(
+        None,
+        &[("SSE_RELAY__REDIS__CLUSTER__NODES", "127.0.0.1:7000"), ("SSE_RELAY__REDIS__LOG_PARTITIONS", "65")],
+        "redis.log_partitions",
+        "from 1 to 64",
     );
     assert_refused(None, &[("SSE_RELAY__SSE__KEEPALIVE", "5")], "keepalive", "unknown field");
 }

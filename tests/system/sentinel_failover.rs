@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::steady_writes::{
-    Writes, assert_complete, attach_clients, key_of, key_of_forecast, settle, wait_for_clients,
+    Order, Writes, assert_complete, attach_clients, key_of, key_of_forecast, settle, wait_for_clients,
 };
 use testkit::event_source::EventSource;
 use testkit::eventually;
@@ -104,11 +104,11 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_doubles_none() {
     // only when the relay saw the new primary's log lack entries it had read.
     let diverged = relay.metric("sse_relay_log_divergences_total").await > 0.0;
     for (i, client) in connected.iter().enumerate() {
-        assert_complete(&format!("connected client {i}"), &client.events(), &expected, false);
+        assert_complete(&format!("connected client {i}"), &client.events(), &expected, false, Order::Total);
     }
     for (i, client) in resuming.iter().enumerate() {
         assert!(client.connections() > 2, "resuming client {i} dropped and resumed");
-        assert_complete(&format!("resuming client {i}"), &client.events(), &expected, diverged);
+        assert_complete(&format!("resuming client {i}"), &client.events(), &expected, diverged, Order::Total);
     }
     assert!(relay.metric("sse_relay_redis_failovers_total").await >= 1.0);
     let ready: Value = relay.get("/readyz").await.json().await.unwrap();
@@ -160,7 +160,7 @@ async fn a_failover_that_loses_the_old_primarys_latest_writes_loses_and_doubles_
     let (connected, resuming) = all.split_at(50);
 
     for (i, client) in connected.iter().enumerate() {
-        assert_complete(&format!("connected client {i}"), &client.events(), &expected, false);
+        assert_complete(&format!("connected client {i}"), &client.events(), &expected, false, Order::Total);
     }
     assert!(relay.metric("sse_relay_log_divergences_total").await >= 1.0, "the new primary lacked entries");
     assert!(
@@ -168,7 +168,7 @@ async fn a_failover_that_loses_the_old_primarys_latest_writes_loses_and_doubles_
         "the republished events were not delivered twice"
     );
     for (i, client) in resuming.iter().enumerate() {
-        assert_complete(&format!("resuming client {i}"), &client.events(), &expected, true);
+        assert_complete(&format!("resuming client {i}"), &client.events(), &expected, true, Order::Total);
     }
 
     // Resuming from an id that vanished with the lost writes: relay.reset, then live.

@@ -78,6 +78,15 @@ fn runs(events: &[SseEvent]) -> Vec<Vec<EventKey>> {
     runs
 }
 
+/// The order events must arrive in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// As written.
+    Total,
+    /// As written within each channel (a log of several partitions orders each on its own).
+    PerChannel,
+}
+
 /// Every event exactly once and in order; a `relay.reset` (allowed only when `resets_allowed`)
 /// may skip events, as it tells the client to refetch its state, but never repeat or reorder
 /// them, and the run after it is gap-free to the end.
@@ -86,7 +95,28 @@ pub(crate) fn assert_complete(
     events: &[SseEvent],
     expected: &[EventKey],
     resets_allowed: bool,
+    order: Order,
 ) {
+    if order == Order::PerChannel {
+        let channels: std::collections::BTreeSet<&String> =
+            expected.iter().map(|(channel, ..)| channel).collect();
+        for channel in channels {
+            let of_channel: Vec<SseEvent> = events
+                .iter()
+                .filter(|event| matches!(event.event.as_deref(), Some(name) if name == channel || name == "relay.reset"))
+                .cloned()
+                .collect();
+            let expected: Vec<EventKey> = expected.iter().filter(|key| &key.0 == channel).cloned().collect();
+            assert_complete(
+                &format!("{client}, {channel}"),
+                &of_channel,
+                &expected,
+                resets_allowed,
+                Order::Total,
+            );
+        }
+        return;
+    }
     let runs = runs(events);
     if !resets_allowed {
         assert_eq!(runs.len(), 1, "{client}: no relay.reset");

@@ -100,6 +100,20 @@ pub fn expired_frame() -> Bytes {
     Bytes::from_static(b"event: relay.expired\ndata: {\"reason\":\"token expired\"}\n\n")
 }
 
+/// `frame` (which starts with its `id:` line, as [`encode_event`] writes it) with `id` instead.
+pub fn with_id(frame: &[u8], id: &str) -> Bytes {
+    let rest = match frame.strip_prefix(b"id: ") {
+        Some(rest) => &rest[rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |end| end + 1)..],
+        None => frame,
+    };
+    let mut out = BytesMut::with_capacity(id.len() + 5 + rest.len());
+    out.put_slice(b"id: ");
+    out.put_slice(id.as_bytes());
+    out.put_u8(b'\n');
+    out.put_slice(rest);
+    out.freeze()
+}
+
 /// `relay.reset`: the client missed events that can no longer be replayed and should refetch
 /// its state.
 pub fn reset_frame(reason: &str) -> Bytes {
@@ -133,6 +147,14 @@ mod tests {
         assert_eq!(text(frame), "event: ch\ndata: a\ndata:\ndata: b\ndata:\n\n");
         let frame = encode_event(None, b"ch", b"").unwrap();
         assert_eq!(text(frame), "event: ch\ndata:\n\n");
+    }
+
+    #[test]
+    fn a_frames_id_can_be_replaced() {
+        let frame = encode_event(Some(b"1-0"), b"ch", b"x").unwrap();
+        assert_eq!(text(with_id(&frame, "a.1.2")), "id: a.1.2\nevent: ch\ndata: x\n\n");
+        let frame = encode_event(None, b"ch", b"x").unwrap();
+        assert_eq!(text(with_id(&frame, "1-0")), "id: 1-0\nevent: ch\ndata: x\n\n");
     }
 
     #[test]

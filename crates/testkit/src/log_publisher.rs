@@ -40,6 +40,12 @@ impl LogPublisher {
         }
     }
 
+    /// Publishes into `count` partitions of a cluster, each event into its channel's.
+    pub fn partitioned(mut self, count: u32) -> Self {
+        self.partitions = Partitions::cluster(count);
+        self
+    }
+
     /// Publishes `data` (JSON text) on `channel`; returns the log id.
     pub async fn publish(
         &mut self,
@@ -71,10 +77,11 @@ impl LogPublisher {
             ts: now_micros(),
         }
         .to_json();
+        let partition = self.partitions.of_channel(channel.as_bytes());
         let mut invocation = self.script.prepare_invoke();
         invocation
-            .key(format!("{}{event_id}", self.partitions.dedup_prefix("sse:dedup:", 0)))
-            .key(self.partitions.log_key("sse:log", 0))
+            .key(format!("{}{event_id}", self.partitions.dedup_prefix("sse:dedup:", partition)))
+            .key(self.partitions.log_key("sse:log", partition))
             .arg(3600)
             .arg(100_000)
             .arg(channel)

@@ -350,11 +350,13 @@
     applySession();
   });
   $("sign-out").addEventListener("click", async () => {
-    await fetch("/api/session", { method: "DELETE" });
+    // The page lets go first: the admin.user.loggedout that the sign-out publishes must not
+    // reach a page that still acts signed in (and asks for what only a session may read).
     me = null;
     adminLastId = null;
     $("admin-feed").replaceChildren();
     applySession();
+    await fetch("/api/session", { method: "DELETE" });
   });
   $("new-user-form").addEventListener("submit", async (event) => {
     event.preventDefault();
