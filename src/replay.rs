@@ -3,7 +3,8 @@
 //!
 //! The handoff has no gap and no duplicate because the stream registers for live events first,
 //! then this task reads the log (in pages, with backpressure) into the stream; the stream then
-//! drains its live queue, skipping ids the replay already sent (ids are ordered). If the log no
+//! drains its live queue, skipping ids the replay already sent (ids are ordered within each
+//! log partition; with several, the backlog is read one partition after another). If the log no
 //! longer reaches back to the id, the stream gets `relay.reset` instead and goes live. A resume
 //! from an id the resume window holds ([`crate::window`]) is served from memory, without Redis.
 
@@ -70,9 +71,12 @@ impl Replay {
         }
         let partitions = self.log.partitions();
         if after.len() != partitions {
+            let count =
+                |n: usize| if n == 1 { "one partition".to_owned() } else { format!("{n} partitions") };
             let reason = format!(
-                "Last-Event-ID is a position in a log of {} partitions; this relay's log has {partitions}",
-                after.len()
+                "Last-Event-ID is a position in a log of {}; this relay's log has {}",
+                count(after.len()),
+                count(partitions)
             );
             self.reset(&tx, &reason).await;
             return;

@@ -34,8 +34,7 @@ pub const SETUPS: [(&str, usize, u32); 3] = [("standalone", 0, 1), ("cluster_1",
 const STREAMS: usize = 100;
 
 /// The figures of each set-up (`<set-up>_<figure>`) for a backlog of `forecasts` × 3 events:
-/// the drain alone, then (where the relay runs: one partition) the same drain again with a
-/// relay delivering it to [`STREAMS`] streams (`<set-up>_relay_<figure>`), so that the relay's
+/// the drain alone, then the same drain again with a relay delivering it to [`STREAMS`] streams (`<set-up>_relay_<figure>`), so that the relay's
 /// share of the cores does not colour the drain's figures.
 pub fn run(
     api_binary: &Path,
@@ -51,15 +50,12 @@ pub fn run(
         for (field, value) in drained.as_object().into_iter().flatten() {
             figures[format!("{name}_{field}")] = value.clone();
         }
-        // The relay tails one partition so far.
-        if partitions == 1 {
-            eprintln!("-- scale-out: {name}, delivered by a relay");
-            let delivered =
-                setup.drain(Some(relay_binary)).with_context(|| format!("scale-out, {name}, relay"))?;
-            for (field, value) in delivered.as_object().into_iter().flatten() {
-                if field.starts_with("relay_") {
-                    figures[format!("{name}_{field}")] = value.clone();
-                }
+        eprintln!("-- scale-out: {name}, delivered by a relay");
+        let delivered =
+            setup.drain(Some(relay_binary)).with_context(|| format!("scale-out, {name}, relay"))?;
+        for (field, value) in delivered.as_object().into_iter().flatten() {
+            if field.starts_with("relay_") {
+                figures[format!("{name}_{field}")] = value.clone();
             }
         }
     }

@@ -69,6 +69,13 @@ const ROWS: &[(&str, &str, &str, bool)] = &[
         true,
     ),
     ("relay on a cluster: latency p99 (ms)", "scale_out", "cluster_1_relay_latency_p99_ms", true),
+    (
+        "relay, 8 partitions: CPU s/million deliveries",
+        "scale_out",
+        "cluster_8_relay_cpu_secs_per_million",
+        true,
+    ),
+    ("relay, 8 partitions: latency p99 (ms)", "scale_out", "cluster_8_relay_latency_p99_ms", true),
 ];
 
 pub fn render(results: &Value) -> String {
