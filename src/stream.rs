@@ -34,7 +34,7 @@ pub struct SseBody {
     replay: Option<mpsc::Receiver<ReplayItem>>,
     /// While resuming, what the client has of each log partition (its resume point, then the
     /// backlog): frames up to it are duplicates. `None` once the frames' own ids say as much.
-    client_position: Option<Vec<StreamId>>,
+    client_position: Option<ClientPosition>,
     rx: FrameReceiver,
     guard: MemberGuard,
     /// When the stream's token expires: then `relay.expired` is sent and the stream ends.
@@ -106,7 +106,9 @@ impl Body for SseBody {
         }
         while let Some(replay) = this.replay.as_mut() {
             match replay.poll_recv(cx) {
-                Poll::Ready(Some(ReplayItem::SeenThrough(position))) => this.client_position = Some(position),
+                Poll::Ready(Some(ReplayItem::SeenThrough(position))) => {
+                    this.client_position = Some(ClientPosition(position));
+                }
                 Poll::Ready(Some(ReplayItem::Frame(frame))) => {
                     if frame.reset_at.is_some() {
                         // What comes after is judged afresh (the replay says what the client
@@ -151,6 +153,51 @@ impl Body for SseBody {
     }
 }
 
+/// Per log partition, the last entry a resuming client has.
+struct ClientPosition(Vec<StreamId>);
+
+/// What a resuming stream does with a frame of the log.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    /// The client has it.
+    Duplicate,
+    /// Sent as encoded; `covers_client`: the position it states covers all the client has.
+    AsStamped { covers_client: bool },
+    /// Sent with this position as its `id:` instead.
+    Restamped(String),
+}
+
+impl ClientPosition {
+    /// The frame of entry `id` of `partition`, stating `stamp` (`None`: the id alone).
+    fn admit(&mut self, partition: usize, id: StreamId, stamp: Option<&[StreamId]>) -> Admit {
+        let client = &mut self.0;
+        let Some(&has) = client.get(partition) else {
+            // A position of another layout never gets here: the replay resets it.
+            return Admit::AsStamped { covers_client: false };
+        };
+        if id <= has {
+            return Admit::Duplicate;
+        }
+        client[partition] = id;
+        match stamp {
+            None if client.len() == 1 => Admit::AsStamped { covers_client: true },
+            // Replayed to this stream alone: its position is the client's.
+            None => Admit::Restamped(encode_position(client)),
+            Some(stamp) if stamp.len() != client.len() => Admit::AsStamped { covers_client: false },
+            Some(stamp) if stamp.iter().zip(client.iter()).all(|(stamped, has)| stamped >= has) => {
+                client.copy_from_slice(stamp);
+                Admit::AsStamped { covers_client: true }
+            }
+            Some(stamp) => {
+                for (has, stamped) in client.iter_mut().zip(stamp) {
+                    *has = (*has).max(*stamped);
+                }
+                Admit::Restamped(encode_position(client))
+            }
+        }
+    }
+}
+
 fn ping() -> Frame<Bytes> {
     Frame::data(Bytes::from_static(PING))
 }
@@ -162,43 +209,59 @@ impl SseBody {
         let (Some(id), Some(client)) = (frame.id, self.client_position.as_mut()) else {
             return Some(frame.bytes.clone());
         };
-        let partition = usize::from(frame.partition);
-        let Some(&has) = client.get(partition) else {
-            // A position of another layout never gets here: the replay resets it.
-            return Some(frame.bytes.clone());
-        };
-        if id <= has {
-            return None;
-        }
-        client[partition] = id;
-        let Some(stamp) = frame.stamp.as_deref() else {
-            if client.len() == 1 {
-                // The id alone is the position; once the backlog is sent, live ids only grow.
-                if self.replay.is_none() {
+        match client.admit(usize::from(frame.partition), id, frame.stamp.as_deref()) {
+            Admit::Duplicate => None,
+            Admit::AsStamped { covers_client } => {
+                // Once the backlog is sent, live positions only grow: nothing left to compare.
+                if covers_client && self.replay.is_none() {
                     self.client_position = None;
                 }
-                return Some(frame.bytes.clone());
+                Some(frame.bytes.clone())
             }
-            return Some(with_id(&frame.bytes, &encode_position(client)));
-        };
-        if stamp.len() == client.len() && stamp.iter().zip(client.iter()).all(|(stamped, has)| stamped >= has)
-        {
-            // The relay's positions cover the client's from here on.
-            if self.replay.is_none() {
-                self.client_position = None;
-            } else {
-                client.copy_from_slice(stamp);
-            }
-            return Some(frame.bytes.clone());
+            Admit::Restamped(position) => Some(with_id(&frame.bytes, &position)),
         }
-        for (has, stamped) in client.iter_mut().zip(stamp) {
-            *has = (*has).max(*stamped);
-        }
-        Some(with_id(&frame.bytes, &encode_position(client)))
     }
 
     fn sent(&mut self, bytes: Bytes) -> Frame<Bytes> {
         self.guard.frame_sent();
         Frame::data(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> StreamId {
+        StreamId { ms, seq: 0 }
+    }
+
+    #[test]
+    fn with_one_partition_the_id_alone_says_what_the_client_has() {
+        let mut client = ClientPosition(vec![at(5)]);
+        assert_eq!(client.admit(0, at(4), None), Admit::Duplicate);
+        assert_eq!(client.admit(0, at(5), None), Admit::Duplicate);
+        assert_eq!(client.admit(0, at(6), None), Admit::AsStamped { covers_client: true });
+        assert_eq!(client.admit(0, at(6), None), Admit::Duplicate);
+    }
+
+    #[test]
+    fn a_client_ahead_of_the_relay_in_a_partition_keeps_its_position_in_the_ids_it_gets() {
+        let mut client = ClientPosition(vec![at(10), at(20), at(30)]);
+        // Replayed from the log: the client's position with this entry.
+        let replayed = [at(10), at(21), at(30)];
+        assert_eq!(client.admit(1, at(21), None), Admit::Restamped(encode_position(&replayed)));
+        // The relay had read partition 1 only up to 15 when it delivered 11: the client keeps 21.
+        let stamp = [at(11), at(15), at(31)];
+        let kept = [at(11), at(21), at(31)];
+        assert_eq!(client.admit(0, at(11), Some(&stamp)), Admit::Restamped(encode_position(&kept)));
+        assert_eq!(client.admit(2, at(31), Some(&[at(11), at(15), at(31)])), Admit::Duplicate);
+        // From here the relay's positions cover the client's.
+        assert_eq!(
+            client.admit(1, at(22), Some(&[at(12), at(22), at(32)])),
+            Admit::AsStamped { covers_client: true }
+        );
+        assert_eq!(client.0, vec![at(12), at(22), at(32)]);
+        assert_eq!(client.admit(0, at(12), Some(&[at(12), at(23), at(32)])), Admit::Duplicate);
     }
 }
