@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use protocol::log_id::StreamId;
-use protocol::message::{Decoded, DropReason, Format, decode};
+use protocol::message::{Decoded, DropReason, Format, decode, decode_logged};
 
 use crate::commands::SharedConnection;
 
@@ -27,6 +27,12 @@ impl LogEntry {
     /// The entry as a frame: the log stores the envelope without its `id`, which is the entry's.
     pub fn decode(&self, max_bytes: usize) -> Result<Decoded, DropReason> {
         decode(Format::Envelope, &self.channel, &self.message, Some(self.id), max_bytes)
+    }
+
+    /// As [`Self::decode`], the frame's `id:` stating `position` (the relay's position across
+    /// log partitions) rather than the entry's id.
+    pub fn decode_at(&self, position: &str, max_bytes: usize) -> Result<Decoded, DropReason> {
+        decode_logged(&self.channel, &self.message, self.id, position, max_bytes)
     }
 }
 

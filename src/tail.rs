@@ -40,7 +40,7 @@ use crate::window::ResumeWindow;
 use protocol::log_id::StreamId;
 use protocol::log_id::encode_position;
 use protocol::message::{Decoded, DropReason};
-use protocol::sse::{reset_frame, with_id};
+use protocol::sse::reset_frame;
 use service::log_eviction::eviction_risk;
 use service::redis_target::RedisConnection;
 
@@ -383,7 +383,11 @@ impl TailReader {
                 }
             };
             let rule = self.ctx.rules.logged_rule_for(&entry.channel);
-            let decoded = rule.map(|_| entry.decode(self.ctx.max_message_bytes));
+            let max_bytes = self.ctx.max_message_bytes;
+            let decoded = rule.map(|_| match partition.stamp.as_deref() {
+                Some(stamp) => entry.decode_at(&encode_position(stamp), max_bytes),
+                None => entry.decode(max_bytes),
+            });
             let event = event_key(&entry, decoded.as_ref().and_then(|decoded| decoded.as_ref().ok()));
             position.remember(entry.id, event);
             // Delivered from the log this one replaced, published again since: not delivered
@@ -404,18 +408,11 @@ impl TailReader {
                 }
             };
             let token_only = rule.access == Access::Token;
-            let frame = match partition.stamp.as_deref() {
-                Some(stamp) => QueuedFrame::logged(
-                    index,
-                    entry.id,
-                    Some(Arc::from(stamp.as_slice())),
-                    with_id(&decoded.frame, &encode_position(stamp)),
-                ),
-                None => QueuedFrame::logged(index, entry.id, None, decoded.frame),
-            };
+            let stamp = partition.stamp.as_deref().map(|stamp| Arc::from(stamp.as_slice()));
+            let frame = QueuedFrame::logged(index, entry.id, stamp, decoded.frame);
             // Into the window before the hub: a stream registered before this entry reaches
             // the hub finds it in one or the other (the replay skips what is in both).
-            self.window.push(index, entry.id, &entry.channel, token_only, &frame);
+            self.window.push(&entry.channel, token_only, &frame);
             if redelivered {
                 continue;
             }

@@ -124,8 +124,11 @@ impl ResumeWindow {
         }
     }
 
-    /// The tail read this entry (the next one in its partition after the previous one pushed).
-    pub fn push(&self, partition: u16, id: StreamId, channel: &[u8], token_only: bool, frame: &QueuedFrame) {
+    /// The tail read the entry of `frame` (the next one in its partition after the previous one
+    /// pushed), on `channel`.
+    pub fn push(&self, channel: &[u8], token_only: bool, frame: &QueuedFrame) {
+        // Only entries of the log have an id; nothing else belongs here.
+        let (Some(id), partition) = (frame.id, frame.partition) else { return };
         if self.max_entries == 0 {
             return;
         }
@@ -279,7 +282,7 @@ mod tests {
 
     fn push(window: &ResumeWindow, ms: u64, channel: &str) {
         let frame = QueuedFrame::new(Some(id(ms)), Bytes::from(format!("{ms}")));
-        window.push(0, id(ms), channel.as_bytes(), false, &frame);
+        window.push(channel.as_bytes(), false, &frame);
     }
 
     fn ids(resumed: Option<Resumed>) -> Option<Vec<u64>> {
@@ -398,7 +401,7 @@ mod tests {
         let window = ResumeWindow::new(3, 4, usize::MAX, gauge("entries"), gauge("bytes"));
         let at = |partition: u16, ms: u64| {
             let frame = QueuedFrame::logged(partition, id(ms), None, Bytes::from(format!("{ms}")));
-            window.push(partition, id(ms), b"a", false, &frame);
+            window.push(b"a", false, &frame);
         };
         window.start(0, id(0));
         window.start(1, id(5));

@@ -108,22 +108,43 @@ pub fn decode(
             })
         }
         Format::Envelope => {
-            let envelope = IncomingEnvelope::parse(payload).map_err(|_| DropReason::BadEnvelope)?;
-            let id = log_id;
-            let id_text = id.map(|id| id.to_string());
-            let event = envelope.event.as_deref().map_or(channel, str::as_bytes);
-            let frame =
-                encode_event(id_text.as_deref().map(str::as_bytes), event, envelope.data.get().as_bytes())?;
-            Ok(Decoded {
-                frame,
-                id,
-                event_id: envelope.event_id.as_deref().map(Box::from),
-                exclude: envelope.exclude.as_deref().and_then(|text| Uuid::parse_str(text).ok()),
-                published_micros: envelope.ts,
-                correlation_id: envelope.correlation_id.as_deref().map(Box::from),
-            })
+            decode_envelope(channel, payload, log_id, log_id.map(|id| id.to_string()).as_deref())
         }
     }
+}
+
+/// As [`decode`] for an envelope read from the log whose `id:` states `id_line` rather than
+/// its entry's id `log_id`: with several log partitions, the position across them.
+pub fn decode_logged(
+    channel: &[u8],
+    payload: &[u8],
+    log_id: StreamId,
+    id_line: &str,
+    max_bytes: usize,
+) -> Result<Decoded, DropReason> {
+    if payload.len() > max_bytes {
+        return Err(DropReason::TooLarge);
+    }
+    decode_envelope(channel, payload, Some(log_id), Some(id_line))
+}
+
+fn decode_envelope(
+    channel: &[u8],
+    payload: &[u8],
+    id: Option<StreamId>,
+    id_line: Option<&str>,
+) -> Result<Decoded, DropReason> {
+    let envelope = IncomingEnvelope::parse(payload).map_err(|_| DropReason::BadEnvelope)?;
+    let event = envelope.event.as_deref().map_or(channel, str::as_bytes);
+    let frame = encode_event(id_line.map(str::as_bytes), event, envelope.data.get().as_bytes())?;
+    Ok(Decoded {
+        frame,
+        id,
+        event_id: envelope.event_id.as_deref().map(Box::from),
+        exclude: envelope.exclude.as_deref().and_then(|text| Uuid::parse_str(text).ok()),
+        published_micros: envelope.ts,
+        correlation_id: envelope.correlation_id.as_deref().map(Box::from),
+    })
 }
 
 #[cfg(test)]
@@ -132,6 +153,18 @@ mod tests {
 
     fn text(decoded: &Decoded) -> &str {
         std::str::from_utf8(&decoded.frame).unwrap()
+    }
+
+    #[test]
+    fn an_envelope_from_the_log_may_state_a_position_as_its_id() {
+        let log_id = StreamId { ms: 5, seq: 1 };
+        let decoded = decode_logged(b"ch", br#"{"data":1}"#, log_id, "a.0.5-1", 1000).unwrap();
+        assert_eq!(text(&decoded), "id: a.0.5-1\nevent: ch\ndata: 1\n\n");
+        assert_eq!(decoded.id, Some(log_id));
+        assert_eq!(
+            decode_logged(b"ch", br#"{"data":1}"#, log_id, "a", 5).map(|_| ()),
+            Err(DropReason::TooLarge)
+        );
     }
 
     #[test]
