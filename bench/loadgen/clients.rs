@@ -44,6 +44,8 @@ pub struct ClientArgs {
 #[derive(Default)]
 struct Stream {
     received: AtomicU64,
+    /// Comment lines (`: ping`): keepalives, which cost the server a write as an event does.
+    comments: AtomicU64,
     /// One more than the highest sequence number seen (0: none yet).
     next_seq: AtomicU64,
     /// Events whose sequence number was not above every earlier one: repeats or reordering.
@@ -92,6 +94,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
                 shared.latency.reset();
                 for stream in &shared.streams {
                     stream.received.store(0, Ordering::Relaxed);
+                    stream.comments.store(0, Ordering::Relaxed);
                     stream.out_of_order.store(0, Ordering::Relaxed);
                 }
                 json!({ "reset": true })
@@ -129,6 +132,7 @@ fn status(shared: &Shared) -> serde_json::Value {
         "closed": count(|s| s.closed.load(Ordering::Relaxed)),
         "failed": count(|s| s.failed.load(Ordering::Relaxed)),
         "events": shared.streams.iter().map(|s| s.received.load(Ordering::Relaxed)).sum::<u64>(),
+        "comments": shared.streams.iter().map(|s| s.comments.load(Ordering::Relaxed)).sum::<u64>(),
         "all_open_after_ms": shared.all_open_after_ms.load(Ordering::Relaxed),
     })
 }
@@ -286,6 +290,8 @@ async fn read(mut tcp: tokio::net::TcpStream, stream: &Stream, shared: &Shared, 
                     }
                     shared.latency.record(now.saturating_sub(payload.ts).max(0) as u64);
                 }
+            } else if line.starts_with(b":") {
+                stream.comments.fetch_add(1, Ordering::Relaxed);
             } else if let Some(id) = line.strip_prefix(b"id: ") {
                 let id = String::from_utf8_lossy(id).trim_end().to_owned();
                 *stream.last_id.lock().unwrap() = Some(id);

@@ -652,6 +652,12 @@ fn fanout(args: &SuiteArgs, plan: &Plan, target: &Target, load: &Load) -> anyhow
     report["deliveries_per_sec"] = json!(deliveries as f64 / elapsed);
     report["cpu_secs"] = json!(cpu);
     report["cpu_secs_per_million"] = json!(if deliveries > 0 { cpu / deliveries as f64 * 1e6 } else { 0.0 });
+    // Keepalives the server wrote meanwhile (to streams quiet for its interval) cost it a
+    // write each as an event does, without being a delivery.
+    let keepalives = report["comments"].as_u64().unwrap_or(0);
+    report["keepalives"] = json!(keepalives);
+    let writes = deliveries + keepalives;
+    report["cpu_secs_per_million_writes"] = json!(if writes > 0 { cpu / writes as f64 * 1e6 } else { 0.0 });
     Ok(report)
 }
 

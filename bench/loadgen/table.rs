@@ -29,6 +29,8 @@ const ROWS: &[(&str, &str, &str, bool)] = &[
     ("storm: all reconnected (ms)", "storm", "all_open_ms", true),
     ("storm: all caught up with Last-Event-ID (ms)", "storm", "all_caught_up_ms", true),
     ("channels: CPU seconds per million deliveries", "channels", "cpu_secs_per_million", true),
+    ("channels: keepalives written meanwhile", "channels", "keepalives", true),
+    ("channels: CPU s/million writes (+keepalives)", "channels", "cpu_secs_per_million_writes", true),
     ("channels: events missing", "channels", "silently_missing", true),
     ("channels: latency p50 (ms)", "channels", "latency_p50_ms", true),
     ("channels: latency p99 (ms)", "channels", "latency_p99_ms", true),

@@ -35,6 +35,7 @@ fn the_benchmark_suite_runs_every_scenario_against_every_server() {
     let relay = &results["servers"]["relay"];
     assert_eq!(relay["fanout"]["silently_missing"], 0, "the relay loses nothing at a light load");
     assert_eq!(relay["channels"]["silently_missing"], 0, "each spread event reaches its stream");
+    assert!(relay["channels"]["keepalives"].is_u64(), "keepalives written are counted: {relay}");
     assert_eq!(relay["channels"]["deliveries"], relay["channels"]["published"]);
     assert_eq!(relay["channels_shared"]["deliveries"], 5 * 200);
     assert_eq!(relay["channels_few"]["silently_missing"], 0);
