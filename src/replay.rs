@@ -97,7 +97,7 @@ impl Replay {
             }
             Some(Resumed::TooFarBehind { behind, newest }) => {
                 self.metrics.resumes.inc(ResumeSource::Window);
-                return self.too_far_behind(&tx, behind, Some(newest)).await;
+                return self.too_far_behind(&tx, behind, newest).await;
             }
             None => {}
         }
@@ -151,7 +151,7 @@ impl Replay {
                     behind += counted;
                 }
                 if behind > self.max_entries {
-                    return self.too_far_behind(&tx, behind, Some(newest)).await;
+                    return self.too_far_behind(&tx, behind, newest).await;
                 }
             }
         }
@@ -308,21 +308,14 @@ impl Replay {
     }
 
     /// The client is too far behind to be replayed to: it resynchronises instead.
-    async fn too_far_behind(
-        &self,
-        tx: &mpsc::Sender<ReplayItem>,
-        behind: usize,
-        newest: Option<Vec<StreamId>>,
-    ) {
+    async fn too_far_behind(&self, tx: &mpsc::Sender<ReplayItem>, behind: usize, newest: Vec<StreamId>) {
         let reason = format!(
             "{} or more events were published after Last-Event-ID, more than a resume replays ({}): refetch the state",
             behind.min(self.max_entries.saturating_add(1)),
             self.max_entries
         );
         self.reset(tx, &reason).await;
-        if let Some(newest) = newest {
-            let _ = tx.send(ReplayItem::SeenThrough(newest)).await;
-        }
+        let _ = tx.send(ReplayItem::SeenThrough(newest)).await;
     }
 
     /// Waits before trying Redis again; false once the client left.

@@ -67,15 +67,19 @@ impl SourceContext {
     /// A payload on `path`'s probe channel: the nonce of a pending probe proves delivery.
     pub fn probe_echoed(&self, path: DeliveryPath, payload: &[u8], probe: &mut Probe) {
         if let Some(nonce) = std::str::from_utf8(payload).ok().and_then(|text| text.parse::<u64>().ok()) {
-            self.probe_seen(path, nonce, probe);
+            self.probe_seen(path, nonce, std::slice::from_mut(probe), 0);
         }
     }
 
-    /// A probe nonce came back through `path`: if it is the pending probe's, delivery works.
-    pub fn probe_seen(&self, path: DeliveryPath, nonce: u64, probe: &mut Probe) {
-        if let Some(round_trip) = probe.echoed(nonce) {
+    /// A probe nonce came back through `path` for `probes[index]` (a source reading over
+    /// several connections probes each): if it is that probe's pending nonce and no other
+    /// probe is still on its way, delivery works.
+    pub fn probe_seen(&self, path: DeliveryPath, nonce: u64, probes: &mut [Probe], index: usize) {
+        if let Some(round_trip) = probes[index].echoed(nonce) {
             self.metrics.probe_rtt.observe(round_trip.as_secs_f64());
-            self.health.delivery_verified(path);
+            if probes.iter().all(|probe| !probe.is_pending()) {
+                self.health.delivery_verified(path);
+            }
         }
     }
 

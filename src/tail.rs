@@ -162,7 +162,6 @@ struct PartitionSession {
     connection: RedisConnection,
     /// Where the log ended when the session connected.
     log_end: StreamId,
-    probe: Probe,
     probe_cursor: StreamId,
     /// Seconds the partition's newest entry read is behind.
     lag: f64,
@@ -209,18 +208,15 @@ impl TailReader {
                     .map_err(SessionError::Read)?,
             }
             tracing::info!(redis.node = %address, log = %keys.key, from = %positions[index].cursor.unwrap_or(log_end), "redis log tail reading");
-            partitions.push(PartitionSession {
-                connection,
-                log_end,
-                probe: Probe::new(self.ctx.settings.probe_timeout()),
-                probe_cursor: StreamId::ZERO,
-                lag: 0.0,
-            });
+            partitions.push(PartitionSession { connection, log_end, probe_cursor: StreamId::ZERO, lag: 0.0 });
         }
         let reconnected = established.reconnected();
         established.now();
 
         let mut scans = ScanCache::new();
+        // One probe per partition: delivery is proven when every partition's came back.
+        let mut probes: Vec<Probe> =
+            partitions.iter().map(|_| Probe::new(self.ctx.settings.probe_timeout())).collect();
         // With several partitions, each frame states the relay's position in all of them.
         let mut stamp: Option<Vec<StreamId>> = (self.partitions.len() > 1)
             .then(|| positions.iter().map(|position| position.cursor.unwrap_or(StreamId::ZERO)).collect());
@@ -232,7 +228,7 @@ impl TailReader {
             .map(|(index, partition)| self.read(index, partition, &positions[index]))
             .collect();
         loop {
-            let probe_deadline = partitions.iter().filter_map(|partition| partition.probe.deadline()).min();
+            let probe_deadline = probes.iter().filter_map(Probe::deadline).min();
             // Biased: a reply already in is read before the probe's deadline is looked at.
             tokio::select! {
                 biased;
@@ -251,12 +247,7 @@ impl TailReader {
                         if key == keys.probe_key {
                             for (id, nonce) in entries.iter().filter_map(probe_entry) {
                                 partitions[index].probe_cursor = id;
-                                if let Some(round_trip) = partitions[index].probe.echoed(nonce) {
-                                    self.ctx.metrics.probe_rtt.observe(round_trip.as_secs_f64());
-                                    if partitions.iter().all(|partition| !partition.probe.is_pending()) {
-                                        self.ctx.health.delivery_verified(DeliveryPath::Log);
-                                    }
-                                }
+                                self.ctx.probe_seen(DeliveryPath::Log, nonce, &mut probes, index);
                             }
                         } else if key == keys.key {
                             if let Some(newest) = entries.last().and_then(|(id, _)| id.parse::<StreamId>().ok()) {
@@ -272,18 +263,17 @@ impl TailReader {
                     self.ctx.metrics.log_lag.set(partitions.iter().map(|partition| partition.lag).fold(0.0, f64::max));
                     reads.push(self.read(index, &partitions[index], &positions[index]));
                     let spent = started.elapsed();
-                    for partition in &mut partitions {
-                        partition.probe.busy(spent);
+                    for probe in &mut probes {
+                        probe.busy(spent);
                     }
                 }
-                _ = probe_tick.tick(), if partitions.iter().all(|partition| !partition.probe.is_pending()) => {
-                    let nonces: Vec<u64> = partitions.iter_mut().map(|partition| partition.probe.start()).collect();
+                _ = probe_tick.tick(), if probes.iter().all(|probe| !probe.is_pending()) => {
+                    let nonces: Vec<u64> = probes.iter_mut().map(Probe::start).collect();
                     self.send_probes(nonces);
                 }
                 _ = sleep_until(probe_deadline), if probe_deadline.is_some() => {
                     self.ctx.metrics.probe_failures.inc();
-                    let timeout = partitions[0].probe.timeout();
-                    return Err(SessionError::Unfed(timeout.as_millis()));
+                    return Err(SessionError::Unfed(self.ctx.settings.probe_timeout().as_millis()));
                 }
             }
         }

@@ -34,8 +34,9 @@ pub const SETUPS: [(&str, usize, u32); 3] = [("standalone", 0, 1), ("cluster_1",
 const STREAMS: usize = 100;
 
 /// The figures of each set-up (`<set-up>_<figure>`) for a backlog of `forecasts` × 3 events:
-/// the drain alone, then the same drain again with a relay delivering it to [`STREAMS`] streams (`<set-up>_relay_<figure>`), so that the relay's
-/// share of the cores does not colour the drain's figures.
+/// the drain alone, then the same drain again with a relay delivering it to [`STREAMS`]
+/// streams (`<set-up>_relay_<figure>`), so that the relay's share of the cores does not colour
+/// the drain's figures.
 pub fn run(
     api_binary: &Path,
     relay_binary: &Path,
